@@ -1,0 +1,32 @@
+//! sandboxd: rootless runc sandboxes defined by TOML profiles, supervised by a user daemon
+//! and driven over D-Bus.
+//!
+//! The modules follow the data flow: [`profile`] → [`spec`] → [`runtime`], with the
+//! [`supervisor`] in the middle and [`bus`] / [`ctl`] at the edges. [`init`] is the
+//! sandbox's pid 1.
+
+pub mod bus;
+pub mod config;
+pub mod ctl;
+pub mod init;
+pub mod logging;
+pub mod paths;
+pub mod profile;
+pub mod runtime;
+pub mod spec;
+pub mod supervisor;
+
+/// Formats an error and its `source()` chain as one line: "outer: inner: innermost".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

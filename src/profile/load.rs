@@ -1,0 +1,237 @@
+//! Parsing a profile file into a [`Profile`], with errors a person can act on: the file,
+//! the line and column, the key, and what is wrong.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::model::RawProfile;
+use super::validate::{validate, Invalid};
+use super::{InvalidName, Profile};
+
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    #[error("no profile named {name:?} (looked in {searched})")]
+    NotFound { name: String, searched: String },
+    #[error("cannot read profile {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {key}: {message}", file.display())]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl ProfileError {
+    /// True for errors about the profile's content (as opposed to it being absent).
+    pub fn is_invalid(&self) -> bool {
+        !matches!(self, Self::NotFound { .. })
+    }
+}
+
+/// Parses and validates profile `name` from `src`, read from `file`.
+pub fn parse_profile(name: &str, file: &Path, src: &str, home: &Path) -> Result<Profile, ProfileError> {
+    let at = |span: Option<Range<usize>>, key: String, message: String| {
+        let (line, column) = span.map_or((1, 1), |s| line_column(src, s.start));
+        ProfileError::Invalid { file: file.to_path_buf(), line, column, key, message }
+    };
+    let de = toml::Deserializer::new(src);
+    let raw: RawProfile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = match e.path().to_string() {
+            p if p == "." => "(document)".to_string(),
+            p => p,
+        };
+        let span = e.inner().span().or_else(|| locate(src, &key));
+        at(span, key, e.inner().message().to_string())
+    })?;
+    validate(name, file, raw, home).map_err(|Invalid { key, message }| {
+        let span = locate(src, &key);
+        at(span, key, message)
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `src`.
+fn line_column(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Finds where the value of a dotted key path such as `mount[1].source` is written; falls
+/// back to the nearest enclosing key that exists.
+fn locate(src: &str, path: &str) -> Option<Range<usize>> {
+    let doc = toml_edit::ImDocument::parse(src).ok()?;
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut found = None;
+    for seg in path.split('.') {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        let Some(next) = item.get(key) else { break };
+        item = next;
+        found = item.span().or(found);
+        if let Some(i) = index {
+            let child = match item {
+                toml_edit::Item::ArrayOfTables(a) => a.get(i).map(|t| t.span()),
+                toml_edit::Item::Value(toml_edit::Value::Array(a)) => a.get(i).map(|v| v.span()),
+                _ => None,
+            };
+            match (child, item.get(i)) {
+                (Some(span), Some(next)) => {
+                    found = span.or(found);
+                    item = next;
+                }
+                (Some(span), None) => return span.or(found),
+                _ => break,
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Profile, ProfileError> {
+        parse_profile("t", Path::new("/p/t.toml"), src, Path::new("/"))
+    }
+
+    fn err(src: &str) -> (usize, usize, String, String) {
+        match parse(src) {
+            Err(ProfileError::Invalid { line, column, key, message, .. }) => (line, column, key, message),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_profile() {
+        let p = parse("[rootfs]\nhost = true\n").unwrap();
+        assert_eq!(p.hostname, "t");
+        assert_eq!(p.restart.stop_timeout.as_secs(), 10);
+        assert_eq!(p.network.mode, super::super::NetworkMode::Proxy);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let (line, col, key, msg) = err("[rootfs]\nhost = true\n[network]\nmdoe = \"none\"\n");
+        assert_eq!((line, col), (4, 1));
+        assert_eq!(key, "network.mdoe");
+        assert!(msg.contains("unknown field `mdoe`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type() {
+        let (line, _, key, msg) = err("[rootfs]\nhost = \"yes\"\n");
+        assert_eq!((line, key.as_str()), (2, "rootfs.host"));
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let (line, col, key, msg) = err("[rootfs]\nhost = true\n\n[restart]\nstop_timeout = \"soon\"\n");
+        assert_eq!((line, col, key.as_str()), (5, 16, "restart.stop_timeout"));
+        assert!(msg.contains("invalid duration"), "{msg}");
+    }
+
+    #[test]
+    fn missing_rootfs_path() {
+        let (line, col, key, msg) = err("description = \"x\"\n[rootfs]\npath = \"/nonexistent/rootfs\"\n");
+        assert_eq!((line, col, key.as_str()), (3, 8, "rootfs.path"));
+        assert!(msg.contains("No such file"), "{msg}");
+    }
+
+    #[test]
+    fn relative_mount_source_points_into_the_array() {
+        let src = "[rootfs]\nhost = true\n[[mount]]\nsource = \"/\"\ndestination = \"/a\"\n[[mount]]\nsource = \"rel\"\ndestination = \"/b\"\n";
+        let (line, _, key, msg) = err(src);
+        assert_eq!((line, key.as_str()), (7, "mount[1].source"));
+        assert!(msg.contains("not an absolute path"), "{msg}");
+    }
+
+    #[test]
+    fn mount_destination_cannot_climb() {
+        let src = "[rootfs]\nhost = true\n[[mount]]\nsource = \"/\"\ndestination = \"/a/../../etc\"\n";
+        assert_eq!(err(src).2, "mount[0].destination");
+    }
+
+    #[test]
+    fn duplicate_and_syntax_errors_have_positions() {
+        let (line, _, key, _) = err("[rootfs]\nhost = true\nhost = false\n");
+        assert_eq!(line, 3);
+        assert!(key.contains("rootfs") || key == "(document)", "{key}");
+        let (line, _, _, _) = err("[rootfs\n");
+        assert_eq!(line, 1);
+    }
+
+    #[test]
+    fn error_display_is_file_line_column_key() {
+        let e = parse("[rootfs]\nhost = 1\n").unwrap_err().to_string();
+        assert!(e.starts_with("/p/t.toml:2:8: rootfs.host: "), "{e}");
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let src = r#"
+description = "all keys"
+hostname = "dev"
+autostart = true
+[rootfs]
+host = true
+readonly = true
+[process]
+command = ["sh", "-c", "true"]
+user = 1000
+cwd = "/home/user"
+env = { EDITOR = "nvim" }
+[[mount]]
+source = "/"
+destination = "/host"
+readonly = true
+[network]
+mode = "none"
+allow = ["0.0.0.0/0", "::/0", "github.com:443"]
+deny = ["10.0.0.0/8"]
+allow_host = [5432]
+allow_lan = false
+dns = true
+upstream = "socks5://127.0.0.1:9050"
+[gui]
+wayland = false
+x11 = false
+[audio]
+pulseaudio = false
+pipewire = false
+[devices]
+gpu = false
+sound = false
+extra = ["/dev/fuse"]
+[limits]
+memory = "8G"
+pids = 4096
+nofile = 4096
+[restart]
+policy = "on-failure"
+max = 2
+stop_timeout = "3s"
+"#;
+        let p = parse(src).unwrap();
+        assert_eq!(p.limits.memory, Some(8 << 30));
+        assert_eq!(p.restart.max, 2);
+        assert_eq!(p.process.user, Some(super::super::User::Id(1000)));
+        assert_eq!(p.network.allow_host, super::super::AllowHost::Ports(vec![5432]));
+        assert_eq!(p.unsupported_features(), vec!["devices.extra", "limits.memory", "limits.pids"]);
+    }
+}

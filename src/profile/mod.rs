@@ -1,0 +1,202 @@
+//! Profiles: the TOML model (`model`), its checks (`validate`), loading with errors that name
+//! file, line, column and key (`load`), and the XDG search path (`store`).
+//!
+//! A [`Profile`] is always valid: paths are absolute and expanded, sizes and durations are
+//! numbers, and every name has passed [`validate_name`].
+
+mod load;
+mod model;
+mod name;
+mod store;
+mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{parse_profile, ProfileError};
+pub use model::{NetworkMode, RestartPolicy};
+pub use name::{validate_name, InvalidName, MAX_NAME_LEN};
+pub use store::{ProfileEntry, ProfileStore};
+pub use units::{parse_duration, parse_size};
+
+/// Name of the built-in profile used when no file of that name exists.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// A validated profile, ready to become an OCI spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    /// The file it came from; `None` for the built-in default.
+    pub file: Option<PathBuf>,
+    pub description: String,
+    pub hostname: String,
+    pub autostart: bool,
+    pub rootfs: Rootfs,
+    pub process: Process,
+    pub mounts: Vec<Mount>,
+    pub network: Network,
+    pub gui: Gui,
+    pub audio: Audio,
+    pub devices: Devices,
+    pub limits: Limits,
+    pub restart: Restart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// A directory tree, e.g. from `docker export`.
+    Path(PathBuf),
+    /// The host's `/usr` and parts of `/etc`, read-only; everything else private.
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rootfs {
+    pub source: RootfsSource,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum User {
+    Id(u32),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Process {
+    /// `None`: sandbox-init idles until the sandbox is stopped.
+    pub command: Option<Vec<String>>,
+    /// `None`: root.
+    pub user: Option<User>,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowHost {
+    None,
+    All,
+    Ports(Vec<u16>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub mode: NetworkMode,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub allow_host: AllowHost,
+    pub allow_lan: bool,
+    pub dns: bool,
+    pub upstream: String,
+    pub publish: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Gui {
+    pub wayland: bool,
+    pub x11: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Audio {
+    pub pulseaudio: bool,
+    pub pipewire: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Devices {
+    pub gpu: bool,
+    pub sound: bool,
+    pub extra: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub pids: Option<u32>,
+    pub nofile: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    pub policy: RestartPolicy,
+    /// Restarts allowed in a row before the sandbox is left `failed`.
+    pub max: u32,
+    pub stop_timeout: Duration,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Self {
+            policy: RestartPolicy::No,
+            max: 5,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Profile {
+    /// The built-in `default` profile: the host's `/usr` read-only, private `/tmp`, `/home`
+    /// and `/run`, no network, sandbox-init idling until stopped.
+    pub fn builtin_default() -> Self {
+        Self {
+            name: DEFAULT_PROFILE.into(),
+            file: None,
+            description: "Built-in: the host's /usr read-only, private /tmp, /home and /run, no network".into(),
+            hostname: "sandbox".into(),
+            autostart: false,
+            rootfs: Rootfs {
+                source: RootfsSource::Host,
+                readonly: true,
+            },
+            process: Process::default(),
+            mounts: Vec::new(),
+            network: Network {
+                mode: NetworkMode::None,
+                allow: Vec::new(),
+                deny: Vec::new(),
+                allow_host: AllowHost::None,
+                allow_lan: false,
+                dns: false,
+                upstream: "direct".into(),
+                publish: Vec::new(),
+            },
+            gui: Gui::default(),
+            audio: Audio::default(),
+            devices: Devices::default(),
+            limits: Limits::default(),
+            restart: Restart::default(),
+        }
+    }
+
+    /// The profile keys this build parses but cannot honour yet. Starting such a profile is
+    /// refused with this list rather than running a sandbox that silently lacks them.
+    pub fn unsupported_features(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.network.mode == NetworkMode::Proxy {
+            out.push("network.mode = \"proxy\" (use mode = \"none\" for now)");
+        }
+        let flags = [
+            (self.gui.wayland, "gui.wayland"),
+            (self.gui.x11, "gui.x11"),
+            (self.audio.pulseaudio, "audio.pulseaudio"),
+            (self.audio.pipewire, "audio.pipewire"),
+            (self.devices.gpu, "devices.gpu"),
+            (self.devices.sound, "devices.sound"),
+            (!self.devices.extra.is_empty(), "devices.extra"),
+            (self.limits.memory.is_some(), "limits.memory"),
+            (self.limits.pids.is_some(), "limits.pids"),
+        ];
+        out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, key)| *key));
+        out
+    }
+}

@@ -1,0 +1,331 @@
+//! Semantic checks that serde cannot express: absolute and existing paths, one rootfs
+//! source, sane names and values. Each failure names the key it is about so that `load`
+//! can point at its line and column.
+
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use super::model::{NetworkMode, RawAllowHost, RawProfile, RawUser};
+use super::{
+    validate_name, AllowHost, Audio, Devices, Gui, Limits, Mount, Network, Process, Profile,
+    Restart, Rootfs, RootfsSource, User,
+};
+
+/// A failed check: the dotted key (`mount[1].source`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Expands a leading `~` or `~/` to `home`.
+pub fn expand_home(path: &str, home: &Path) -> PathBuf {
+    if path == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        PathBuf::from(path)
+    }
+}
+
+/// An absolute host path that exists, after `~` expansion.
+fn host_path(key: &str, raw: &str, home: &Path, want_dir: bool) -> Result<PathBuf, Invalid> {
+    let path = expand_home(raw, home);
+    if !path.is_absolute() {
+        return Err(invalid(key, format!("{raw:?} is not an absolute path (start it with / or ~/)")));
+    }
+    match std::fs::metadata(&path) {
+        Ok(meta) if want_dir && !meta.is_dir() => {
+            Err(invalid(key, format!("{} is not a directory", path.display())))
+        }
+        Ok(_) => Ok(path),
+        Err(e) => Err(invalid(key, format!("{}: {e}", path.display()))),
+    }
+}
+
+/// An absolute path inside the sandbox without `..`, so a bind cannot climb out of the root.
+fn sandbox_path(key: &str, raw: &str) -> Result<String, Invalid> {
+    let p = Path::new(raw);
+    if !p.is_absolute() || raw.contains('\0') {
+        return Err(invalid(key, format!("{raw:?} must be an absolute path inside the sandbox")));
+    }
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid(key, format!("{raw:?} must not contain \"..\"")));
+    }
+    Ok(raw.to_string())
+}
+
+fn hostname(raw: &str) -> Result<String, Invalid> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 63
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        && !raw.starts_with(['-', '.']);
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(invalid("hostname", format!("{raw:?} is not a valid host name (letters, digits, '-', '.'; at most 63)")))
+    }
+}
+
+/// A policy destination: a CIDR or address, a host name or `*.domain`, each with an
+/// optional `:port` or `:port-port`. The proxy issue gives these their meaning.
+fn destination(key: &str, raw: &str) -> Result<(), Invalid> {
+    let bad = |why: &str| Err(invalid(key, format!("{raw:?}: {why}")));
+    let (host, port) = split_port(raw);
+    if let Some(port) = port {
+        let range: Vec<&str> = port.split('-').collect();
+        let ports: Option<Vec<u16>> = range.iter().map(|p| p.parse::<u16>().ok()).collect();
+        match ports.as_deref() {
+            Some([p]) if *p > 0 => {}
+            Some([a, b]) if *a > 0 && a <= b => {}
+            _ => return bad("the port must be 1-65535 or a range such as 8000-8080"),
+        }
+    }
+    if let Some((addr, len)) = host.split_once('/') {
+        let Ok(addr) = addr.trim_matches(['[', ']']).parse::<IpAddr>() else {
+            return bad("not a valid CIDR address");
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        return match len.parse::<u8>() {
+            Ok(l) if l <= max => Ok(()),
+            _ => bad("not a valid CIDR prefix length"),
+        };
+    }
+    if host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        bad("expected a CIDR, an address, a host name or *.domain, with an optional :port")
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`; a bare IPv6 address or CIDR keeps its colons.
+fn split_port(raw: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = raw.strip_prefix('[') {
+        if let Some((inner, tail)) = rest.split_once(']') {
+            return (inner, tail.strip_prefix(':'));
+        }
+    }
+    match raw.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (raw, None),
+    }
+}
+
+fn upstream(raw: &str) -> Result<(), Invalid> {
+    let ok = raw == "direct"
+        || ["socks5://", "socks5h://", "socks5+unix:///"]
+            .iter()
+            .any(|p| raw.strip_prefix(p).is_some_and(|r| !r.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid("network.upstream", format!("{raw:?}: expected \"direct\", \"socks5://HOST:PORT\", \"socks5h://HOST:PORT\" or \"socks5+unix:///PATH\"")))
+    }
+}
+
+/// `[ADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp]`.
+fn publish(key: &str, raw: &str) -> Result<(), Invalid> {
+    let spec = raw
+        .strip_suffix("/tcp")
+        .or_else(|| raw.strip_suffix("/udp"))
+        .unwrap_or(raw);
+    let (rest, inner) = spec.rsplit_once(':').unwrap_or(("", spec));
+    let (addr, outer) = match rest.rsplit_once(':') {
+        Some((a, o)) if !rest.ends_with(']') => (Some(a), o),
+        _ => (None, rest),
+    };
+    let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|p| p > 0);
+    let addr_ok = addr.is_none_or(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().is_ok());
+    if port_ok(inner) && port_ok(outer) && addr_ok {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{raw:?}: expected [ADDRESS:]HOST_PORT:SANDBOX_PORT[/tcp|/udp], such as \"127.0.0.1:8080:80\"")))
+    }
+}
+
+/// Turns a parsed file into a [`Profile`], or names the first key that is wrong.
+pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result<Profile, Invalid> {
+    validate_name(name).map_err(|e| invalid("(file name)", e.to_string()))?;
+
+    let rootfs = {
+        let r = raw
+            .rootfs
+            .ok_or_else(|| invalid("rootfs", "missing [rootfs] table: set rootfs.path to a directory or rootfs.host = true"))?;
+        let source = match (r.path, r.host) {
+            (Some(_), true) => return Err(invalid("rootfs.host", "set either rootfs.path or rootfs.host = true, not both")),
+            (None, false) => return Err(invalid("rootfs", "set rootfs.path to a directory or rootfs.host = true")),
+            (Some(p), false) => RootfsSource::Path(host_path("rootfs.path", &p, home, true)?),
+            (None, true) => RootfsSource::Host,
+        };
+        Rootfs { source, readonly: r.readonly }
+    };
+
+    let hostname = hostname(raw.hostname.as_deref().unwrap_or(name))?;
+
+    let p = raw.process;
+    if let Some(cmd) = &p.command {
+        if cmd.first().is_none_or(|c| c.is_empty()) {
+            return Err(invalid("process.command", "must name a program: [\"program\", \"arg\", …]"));
+        }
+        if cmd.iter().any(|a| a.contains('\0')) {
+            return Err(invalid("process.command", "arguments must not contain NUL"));
+        }
+    }
+    let user = match p.user {
+        None => None,
+        Some(RawUser::Id(id)) => Some(User::Id(id)),
+        Some(RawUser::Name(n)) => {
+            let ok = !n.is_empty()
+                && n.len() <= 32
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !ok {
+                return Err(invalid("process.user", format!("{n:?} is not a valid user name")));
+            }
+            Some(User::Name(n))
+        }
+    };
+    let cwd = p.cwd.map(|c| sandbox_path("process.cwd", &c)).transpose()?;
+    for (k, v) in &p.env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(invalid(format!("process.env.{k}"), "variable names must be non-empty without '=' or NUL"));
+        }
+    }
+    let process = Process { command: p.command, user, cwd, env: p.env };
+
+    let mut mounts = Vec::new();
+    for (i, m) in raw.mounts.into_iter().enumerate() {
+        mounts.push(Mount {
+            source: host_path(&format!("mount[{i}].source"), &m.source, home, false)?,
+            destination: sandbox_path(&format!("mount[{i}].destination"), &m.destination)?,
+            readonly: m.readonly,
+        });
+    }
+
+    let n = raw.network;
+    for (list, key) in [(&n.allow, "network.allow"), (&n.deny, "network.deny")] {
+        for (i, d) in list.iter().enumerate() {
+            destination(&format!("{key}[{i}]"), d)?;
+        }
+    }
+    upstream(&n.upstream)?;
+    for (i, p) in n.publish.iter().enumerate() {
+        publish(&format!("network.publish[{i}]"), p)?;
+    }
+    if n.mode == NetworkMode::None && !n.publish.is_empty() {
+        return Err(invalid("network.publish", "ports cannot be published with network.mode = \"none\""));
+    }
+    let allow_host = match n.allow_host {
+        RawAllowHost::All(false) => AllowHost::None,
+        RawAllowHost::All(true) => AllowHost::All,
+        RawAllowHost::Ports(p) if p.contains(&0) => {
+            return Err(invalid("network.allow_host", "ports must be 1-65535"))
+        }
+        RawAllowHost::Ports(p) => AllowHost::Ports(p),
+    };
+    let network = Network {
+        mode: n.mode,
+        allow: n.allow,
+        deny: n.deny,
+        allow_host,
+        allow_lan: n.allow_lan,
+        dns: n.dns,
+        upstream: n.upstream,
+        publish: n.publish,
+    };
+
+    let mut extra = Vec::new();
+    for (i, d) in raw.devices.extra.iter().enumerate() {
+        let key = format!("devices.extra[{i}]");
+        if !d.starts_with("/dev/") || Path::new(d).components().any(|c| c == Component::ParentDir) {
+            return Err(invalid(key, format!("{d:?} must be a path under /dev/")));
+        }
+        extra.push(PathBuf::from(d));
+    }
+
+    if raw.limits.pids == Some(0) {
+        return Err(invalid("limits.pids", "must be above zero"));
+    }
+    if raw.limits.nofile == Some(0) {
+        return Err(invalid("limits.nofile", "must be above zero"));
+    }
+    let defaults = Restart::default();
+    let restart = Restart {
+        policy: raw.restart.policy,
+        max: raw.restart.max.unwrap_or(defaults.max),
+        stop_timeout: raw.restart.stop_timeout.unwrap_or(defaults.stop_timeout),
+    };
+    if restart.stop_timeout.is_zero() {
+        return Err(invalid("restart.stop_timeout", "must be above zero"));
+    }
+
+    Ok(Profile {
+        name: name.to_string(),
+        file: Some(file.to_path_buf()),
+        description: raw.description.unwrap_or_default(),
+        hostname,
+        autostart: raw.autostart,
+        rootfs,
+        process,
+        mounts,
+        network,
+        gui: Gui { wayland: raw.gui.wayland, x11: raw.gui.x11 },
+        audio: Audio { pulseaudio: raw.audio.pulseaudio, pipewire: raw.audio.pipewire },
+        devices: Devices { gpu: raw.devices.gpu, sound: raw.devices.sound, extra },
+        limits: Limits { memory: raw.limits.memory, pids: raw.limits.pids, nofile: raw.limits.nofile },
+        restart,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        for ok in ["0.0.0.0/0", "::/0", "10.0.0.0/8:443", "github.com", "*.pypi.org:443", "[::1]:8000-8080", "1.2.3.4"] {
+            assert!(destination("k", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1.2.3.4/33", "github.com:0", "a..b", "*.x:99999", "exa mple.com", "x:9-1"] {
+            assert!(destination("k", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn publish_specs() {
+        for ok in ["127.0.0.1:8080:80", "8080:80", "[::1]:8080:80/udp", "8080:80/tcp"] {
+            assert!(publish("k", ok).is_ok(), "{ok}");
+        }
+        for bad in ["80", "x:80", "1.2.3:8080:80", "8080:0", "a:b:c:d"] {
+            assert!(publish("k", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn home_expansion() {
+        let home = Path::new("/home/u");
+        assert_eq!(expand_home("~/x", home), PathBuf::from("/home/u/x"));
+        assert_eq!(expand_home("~", home), PathBuf::from("/home/u"));
+        assert_eq!(expand_home("/abs", home), PathBuf::from("/abs"));
+        assert_eq!(expand_home("~other/x", home), PathBuf::from("~other/x"));
+    }
+}

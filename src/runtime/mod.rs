@@ -1,0 +1,79 @@
+//! The container runtime boundary. [`Runtime`] is what the supervisor needs from runc;
+//! [`Runc`] drives the real `runc` CLI, and tests substitute a fake.
+
+mod exit;
+mod output;
+mod runc;
+
+use std::future::Future;
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use exit::{wait_exit, ExitWaitError};
+pub use output::Output;
+pub use runc::{Runc, RUNC_TIMEOUT};
+
+/// runc's view of one container (`runc state` / `runc list`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ContainerState {
+    pub id: String,
+    /// `creating`, `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    pub pid: u32,
+    pub bundle: String,
+}
+
+impl ContainerState {
+    pub fn is_alive(&self) -> bool {
+        matches!(self.status.as_str(), "created" | "running" | "paused") && self.pid != 0
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// runc ran and failed; the message is runc's own.
+    #[error("runc {op} {id}: {message}")]
+    Failed { op: &'static str, id: String, message: String },
+    #[error("cannot run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("runc {op} {id} did not finish within {secs} s")]
+    Timeout { op: &'static str, id: String, secs: u64 },
+    #[error("runc {op}: unexpected output")]
+    Output {
+        op: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("sandbox output for {id}")]
+    Stdio {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the supervisor asks of a container runtime. Every call is bounded in time.
+pub trait Runtime: Send + Sync + 'static {
+    /// `runc create`: sets the container up, stopped before its process runs; returns the
+    /// host pid of its init. The container's stdout and stderr go to `output`.
+    fn create(&self, id: &str, bundle: &Path, output: Output) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+    /// `runc start`: lets the created container's process run.
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// `runc state`: `None` when runc does not know the id.
+    fn state(&self, id: &str) -> impl Future<Output = Result<Option<ContainerState>, RuntimeError>> + Send;
+    /// `runc list`: every container under this daemon's runc root.
+    fn list(&self) -> impl Future<Output = Result<Vec<ContainerState>, RuntimeError>> + Send;
+    /// `runc kill`: sends `signal` to the container's init.
+    fn kill(&self, id: &str, signal: i32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// `runc delete --force`: removes runc's state (killing what is left).
+    fn delete(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Resolves when host process `pid` has exited; its wait status when this process
+    /// could collect it (it is our child), else `None`.
+    fn wait(&self, pid: u32) -> impl Future<Output = Option<i32>> + Send;
+}

@@ -1,0 +1,170 @@
+//! The `runc` CLI driver (runc(8)). Every invocation goes through [`Runc::command`], the
+//! one place that decides how runc is run (binary, `--root`, and a wrapper prefix so that
+//! runc can later run inside an intermediate user namespace without the supervisor knowing).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::{wait_exit, ContainerState, Output, Runtime, RuntimeError};
+
+/// Upper bound for one runc invocation; runc itself never needs nearly this long.
+pub const RUNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Runc {
+    /// The runc binary.
+    pub program: PathBuf,
+    /// runc's state directory (`runc --root`), private to this daemon.
+    pub root: PathBuf,
+    /// Programs and arguments run in front of runc (empty: none).
+    pub wrapper: Vec<String>,
+}
+
+impl Runc {
+    pub fn new(program: PathBuf, root: PathBuf) -> Self {
+        Self { program, root, wrapper: Vec::new() }
+    }
+
+    /// The single place a runc process is built.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs runc to completion with its output captured; a non-zero exit becomes
+    /// [`RuntimeError::Failed`] carrying runc's own message.
+    async fn run(&self, op: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+        let mut cmd = self.command(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+        let out = tokio::time::timeout(RUNC_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| RuntimeError::Timeout { op, id: id.to_string(), secs: RUNC_TIMEOUT.as_secs() })?
+            .map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(RuntimeError::Failed { op, id: id.to_string(), message: runc_message(&out.stderr, &out.stdout) })
+        }
+    }
+}
+
+/// The useful part of runc's error output: the last `msg` of a JSON log line, or the
+/// last non-empty line of plain text.
+fn runc_message(stderr: &[u8], stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(if stderr.is_empty() { stdout } else { stderr });
+    let mut msg = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        msg = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| line.trim().to_string());
+    }
+    if msg.is_empty() {
+        "failed without a message".into()
+    } else {
+        msg
+    }
+}
+
+impl Runtime for Runc {
+    async fn create(&self, id: &str, bundle: &Path, output: Output) -> Result<u32, RuntimeError> {
+        let pid_file = bundle.join("init.pid");
+        let log_file = bundle.join("runc.log");
+        let (pid_s, log_s, bundle_s) = (pid_file.to_string_lossy(), log_file.to_string_lossy(), bundle.to_string_lossy());
+        // Detached, non-terminal: runc hands its own stdio to the container, so the
+        // sandbox's stdout/stderr are runc's. runc's messages go to a JSON log instead.
+        let mut cmd = self.command(&[
+            "--log", &log_s, "--log-format", "json", "create", "--bundle", &bundle_s, "--pid-file", &pid_s, id,
+        ]);
+        cmd.stdout(Stdio::from(output.stdout)).stderr(Stdio::from(output.stderr));
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+        let status = tokio::time::timeout(RUNC_TIMEOUT, child.wait())
+            .await
+            .map_err(|_| RuntimeError::Timeout { op: "create", id: id.to_string(), secs: RUNC_TIMEOUT.as_secs() })?
+            .map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+        if !status.success() {
+            let log = std::fs::read(&log_file).unwrap_or_default();
+            let errors: Vec<u8> = log
+                .split(|b| *b == b'\n')
+                .filter(|l| l.windows(15).any(|w| w == b"\"level\":\"error\""))
+                .flat_map(|l| l.iter().copied().chain([b'\n']))
+                .collect();
+            let message = runc_message(if errors.is_empty() { &log } else { &errors }, &[]);
+            return Err(RuntimeError::Failed { op: "create", id: id.to_string(), message });
+        }
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        pid.trim().parse().map_err(|_| RuntimeError::Failed {
+            op: "create",
+            id: id.to_string(),
+            message: format!("no pid in {}", pid_file.display()),
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("start", id, &["start", id]).await.map(drop)
+    }
+
+    async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        match self.run("state", id, &["state", id]).await {
+            Ok(out) => serde_json::from_slice(&out).map(Some).map_err(|source| RuntimeError::Output { op: "state", source }),
+            Err(RuntimeError::Failed { message, .. }) if message.contains("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
+        let out = self.run("list", "", &["list", "--format", "json"]).await?;
+        let text = String::from_utf8_lossy(&out);
+        if text.trim().is_empty() || text.trim() == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&text).map_err(|source| RuntimeError::Output { op: "list", source })
+    }
+
+    async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        self.run("kill", id, &["kill", id, &signal.to_string()]).await.map(drop)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.run("delete", id, &["delete", "--force", id]).await {
+            Err(RuntimeError::Failed { message, .. }) if message.contains("does not exist") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn wait(&self, pid: u32) -> Option<i32> {
+        match wait_exit(pid).await {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::warn!(pid, error = %crate::error_chain(&e), "cannot watch sandbox init; assuming it has exited");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        let json = br#"{"level":"error","msg":"container_linux.go:380: starting container process caused: exec: \"nope\": executable file not found","time":"x"}"#;
+        assert!(runc_message(json, b"").contains("executable file not found"));
+        assert_eq!(runc_message(b"\nplain failure\n\n", b""), "plain failure");
+        assert_eq!(runc_message(b"", b""), "failed without a message");
+    }
+}

@@ -1,0 +1,322 @@
+//! Profile → OCI runtime spec (`config.json`), built with the `oci-spec` types.
+//!
+//! What every sandbox gets: its own pid, mount, uts, ipc, cgroup, user and network
+//! namespaces; container root mapped to the calling user and 1..65536 to the user's
+//! subordinate ids; `noNewPrivileges`; a small capability set; the usual masked and
+//! read-only kernel paths; sandbox-init bound read-only and run as pid 1.
+
+mod bundle;
+mod idmap;
+mod passwd;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use thiserror::Error;
+
+pub use bundle::{Bundle, BundleError, HOST_ROOT_DIRS};
+pub use idmap::{container_map, subordinate_range, IdRange, SUBORDINATE_SPAN};
+pub use passwd::{resolve, Account};
+
+use crate::profile::{Profile, RootfsSource};
+
+/// Where sandbox-init appears inside every sandbox. `/dev` is a tmpfs runc creates, so the
+/// bind leaves no trace in the user's root file system.
+pub const INIT_PATH: &str = "/dev/.sandbox-init";
+
+/// Entries of the host's `/etc` a host-rootfs sandbox sees (read-only) when they exist:
+/// what the dynamic loader, name lookups, TLS and Debian's alternatives need.
+pub const HOST_ETC: &[&str] = &[
+    "alternatives", "ca-certificates", "ca-certificates.conf", "group", "host.conf", "hosts",
+    "inputrc", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "locale.gen",
+    "localtime", "mime.types", "nsswitch.conf", "os-release", "passwd", "profile", "profile.d",
+    "protocols", "services", "shells", "ssl", "terminfo", "timezone", "xdg",
+];
+
+/// Capabilities kept inside: enough for root to install packages and manage its own files,
+/// nothing that reaches the kernel at large (no SYS_ADMIN, NET_ADMIN, NET_RAW, MKNOD).
+pub const CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::Setfcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::AuditWrite,
+];
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+];
+
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+];
+
+#[derive(Debug, Error)]
+pub enum SpecError {
+    #[error("process.user: {0}")]
+    User(String),
+    #[error("building the OCI spec")]
+    Build(#[source] oci_spec::OciSpecError),
+}
+
+impl From<oci_spec::OciSpecError> for SpecError {
+    fn from(e: oci_spec::OciSpecError) -> Self {
+        Self::Build(e)
+    }
+}
+
+/// Facts about the host the spec depends on, gathered once by the caller.
+#[derive(Debug, Clone)]
+pub struct HostContext {
+    pub uid: u32,
+    pub gid: u32,
+    pub subuid: Option<(u32, u32)>,
+    pub subgid: Option<(u32, u32)>,
+    /// The static sandbox-init binary on the host.
+    pub init: PathBuf,
+    /// The host's `/etc` (a parameter so tests can use a fixture).
+    pub etc: PathBuf,
+}
+
+impl HostContext {
+    /// The current user's ids and subordinate ranges.
+    pub fn current(init: PathBuf) -> Self {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let name = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default();
+        Self {
+            uid,
+            gid,
+            subuid: subordinate_range(Path::new("/etc/subuid"), &name, uid),
+            subgid: subordinate_range(Path::new("/etc/subgid"), &name, uid),
+            init,
+            etc: PathBuf::from("/etc"),
+        }
+    }
+}
+
+fn id_maps(map: &[IdRange]) -> Result<Vec<LinuxIdMapping>, SpecError> {
+    map.iter()
+        .map(|r| {
+            LinuxIdMappingBuilder::default()
+                .container_id(r.inside)
+                .host_id(r.host)
+                .size(r.size)
+                .build()
+                .map_err(SpecError::from)
+        })
+        .collect()
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn bind(source: &Path, dest: &str, readonly: bool) -> Result<Mount, SpecError> {
+    let mut opts = vec!["rbind", "nosuid", "nodev"];
+    if readonly {
+        opts.push("ro");
+    }
+    mount(dest, "bind", &source.to_string_lossy(), &opts)
+}
+
+/// The kernel file systems every sandbox has (the runc rootless defaults, with a sysfs of
+/// the sandbox's own network namespace rather than a bind of the host's).
+fn base_mounts() -> Result<Vec<Mount>, SpecError> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+    ])
+}
+
+/// Mounts that turn an empty root into a view of the host's `/usr` (DESIGN §4
+/// `rootfs.host`): `/usr` and parts of `/etc` read-only, private `/tmp`, `/home`, `/run`,
+/// `/var`, `/root`. The merged-/usr symlinks are created in the bundle's root by [`Bundle`].
+fn host_root_mounts(ctx: &HostContext) -> Result<Vec<Mount>, SpecError> {
+    let mut out = vec![bind(Path::new("/usr"), "/usr", true)?];
+    for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        let p = Path::new(dir);
+        // A host without merged /usr has real directories here: bind them too.
+        if p.is_dir() && !p.is_symlink() {
+            out.push(bind(p, dir, true)?);
+        }
+    }
+    out.push(mount("/etc", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755", "size=16m"])?);
+    for entry in HOST_ETC {
+        let src = ctx.etc.join(entry);
+        if src.exists() {
+            out.push(bind(&src, &format!("/etc/{entry}"), true)?);
+        }
+    }
+    for (dir, mode) in [("/tmp", "1777"), ("/var/tmp", "1777"), ("/home", "755"), ("/run", "755"), ("/root", "700")] {
+        let opts = ["nosuid", "nodev", &format!("mode={mode}")];
+        let parent_var = dir == "/var/tmp";
+        if parent_var {
+            out.push(mount("/var", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755"])?);
+        }
+        out.push(mount(dir, "tmpfs", "tmpfs", &opts)?);
+    }
+    Ok(out)
+}
+
+/// Builds the spec for `profile`. `root` is the directory runc uses as the root: the
+/// profile's tree, or the bundle's empty `rootfs/` for `rootfs.host`.
+pub fn build(profile: &Profile, ctx: &HostContext, root: &Path) -> Result<Spec, SpecError> {
+    let passwd = match &profile.rootfs.source {
+        RootfsSource::Path(p) => p.join("etc/passwd"),
+        RootfsSource::Host => ctx.etc.join("passwd"),
+    };
+    let account = match &profile.process.user {
+        None => Account::root(),
+        Some(u) => resolve(&passwd, u).map_err(SpecError::User)?,
+    };
+
+    let mut args = vec![INIT_PATH.to_string()];
+    if let Some(cmd) = &profile.process.command {
+        args.push("--".into());
+        args.extend(cmd.iter().cloned());
+    }
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        format!("HOME={}", account.home),
+        "container=sandboxd".into(),
+        format!("SANDBOX_NAME={}", profile.name),
+    ];
+    env.extend(profile.process.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let caps: std::collections::HashSet<Capability> = CAPABILITIES.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    let mut rlimits = Vec::new();
+    if let Some(n) = profile.limits.nofile {
+        rlimits.push(PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(n).hard(n).build()?);
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(account.uid).gid(account.gid).build()?)
+        .args(args)
+        .env(env)
+        .cwd(profile.process.cwd.clone().unwrap_or_else(|| {
+            if account.uid == 0 { "/".into() } else { account.home.clone() }
+        }))
+        .capabilities(capabilities)
+        .rlimits(rlimits)
+        .no_new_privileges(true)
+        .build()?;
+
+    let mut mounts = base_mounts()?;
+    let readonly_root = match &profile.rootfs.source {
+        RootfsSource::Host => {
+            mounts.extend(host_root_mounts(ctx)?);
+            true
+        }
+        RootfsSource::Path(_) => profile.rootfs.readonly,
+    };
+    for m in &profile.mounts {
+        mounts.push(bind(&m.source, &m.destination, m.readonly)?);
+    }
+    mounts.push(mount(INIT_PATH, "bind", &ctx.init.to_string_lossy(), &["bind", "ro", "nosuid", "nodev"])?);
+
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Network,
+    ]
+    .into_iter()
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+    .collect::<Result<Vec<_>, _>>()?;
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .uid_mappings(id_maps(&container_map(ctx.uid, ctx.subuid))?)
+        .gid_mappings(id_maps(&container_map(ctx.gid, ctx.subgid))?)
+        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()?;
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .hostname(profile.hostname.clone())
+        .root(RootBuilder::default().path(root).readonly(readonly_root).build()?)
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Mount as ProfileMount, Profile};
+
+    fn ctx(subids: bool) -> HostContext {
+        let r = subids.then_some((100000, 65536));
+        HostContext { uid: 1000, gid: 1000, subuid: r, subgid: r, init: "/opt/sandbox-init".into(), etc: "/etc".into() }
+    }
+
+    #[test]
+    fn namespaces_maps_and_init() {
+        let mut p = Profile::builtin_default();
+        p.process.command = Some(vec!["/usr/bin/env".into()]);
+        p.mounts.push(ProfileMount { source: "/srv/work".into(), destination: "/work".into(), readonly: false });
+        p.limits.nofile = Some(512);
+        let spec = build(&p, &ctx(true), Path::new("/b/rootfs")).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        let ns: Vec<&str> = json["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        for want in ["pid", "mount", "uts", "ipc", "cgroup", "user", "network"] {
+            assert!(ns.contains(&want), "{want} missing from {ns:?}");
+        }
+        assert_eq!(json["linux"]["uidMappings"][0], serde_json::json!({"containerID": 0, "hostID": 1000, "size": 1}));
+        assert_eq!(json["linux"]["uidMappings"][1], serde_json::json!({"containerID": 1, "hostID": 100000, "size": 65536}));
+        assert_eq!(json["process"]["args"], serde_json::json!([INIT_PATH, "--", "/usr/bin/env"]));
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert_eq!(json["root"]["readonly"], true);
+        let mounts = json["mounts"].as_array().unwrap();
+        let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).unwrap_or_else(|| panic!("no mount {d}"));
+        assert!(find("/usr")["options"].as_array().unwrap().contains(&"ro".into()));
+        assert!(!find("/work")["options"].as_array().unwrap().contains(&"ro".into()));
+        assert_eq!(find(INIT_PATH)["source"], "/opt/sandbox-init");
+        let caps = json["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(!caps.contains(&"CAP_SYS_ADMIN".into()));
+        assert_eq!(json["process"]["rlimits"][0]["hard"], 512);
+    }
+
+    #[test]
+    fn single_map_without_subordinate_ids() {
+        let spec = build(&Profile::builtin_default(), &ctx(false), Path::new("/r")).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["linux"]["gidMappings"].as_array().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,477 @@
+//! The supervisor: owns every sandbox's state machine (see [`State`]), turns profiles into
+//! running containers through a [`Runtime`], applies restart policies, and adopts what an
+//! earlier daemon left running. It never calls libc or spawns runc itself; it reports
+//! every change as an [`Event`] for the bus.
+
+mod error;
+mod record;
+mod state;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+pub use error::Error;
+pub use record::RunRecord;
+pub use state::{exit_code, now_us, SandboxInfo, State};
+
+use crate::profile::{validate_name, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource};
+use crate::runtime::{Output, Runtime};
+use crate::spec::{self, Bundle, HostContext};
+
+/// How long to wait for a sandbox to vanish after SIGKILL before giving up on it.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// What changed, in order, for the bus to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    New(String),
+    Changed(SandboxInfo),
+    Removed { name: String, result: String },
+}
+
+/// One run of a container: set while runc has it.
+struct Run {
+    id: u64,
+    exited: watch::Receiver<bool>,
+    stop_requested: bool,
+}
+
+struct Entry {
+    info: SandboxInfo,
+    restart: Restart,
+    /// Serialises start, stop and restart-on-exit of this sandbox.
+    op: Arc<tokio::sync::Mutex<()>>,
+    run: Option<Run>,
+}
+
+struct Inner<R> {
+    runtime: R,
+    store: ProfileStore,
+    host: HostContext,
+    bundles: PathBuf,
+    table: Mutex<BTreeMap<String, Entry>>,
+    events: mpsc::UnboundedSender<Event>,
+    next_run: AtomicU64,
+}
+
+/// Cheap to clone; all clones drive the same sandboxes.
+pub struct Supervisor<R> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R> Clone for Supervisor<R> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl<R: Runtime> Supervisor<R> {
+    pub fn new(runtime: R, store: ProfileStore, host: HostContext, bundles: PathBuf, events: mpsc::UnboundedSender<Event>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                runtime,
+                store,
+                host,
+                bundles,
+                table: Mutex::new(BTreeMap::new()),
+                events,
+                next_run: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &ProfileStore {
+        &self.inner.store
+    }
+
+    fn table(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        // A panic while holding the lock cannot leave the map half-updated (every update
+        // is a plain field store), so a poisoned lock is still usable.
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Applies `f` to the entry of `name` (if it still exists and, when given, still runs
+    /// `run_id`), then publishes the new info.
+    fn update(&self, name: &str, run_id: Option<u64>, f: impl FnOnce(&mut Entry)) -> bool {
+        let info = {
+            let mut t = self.table();
+            let Some(e) = t.get_mut(name) else { return false };
+            if run_id.is_some() && e.run.as_ref().map(|r| r.id) != run_id {
+                return false;
+            }
+            f(e);
+            e.info.clone()
+        };
+        self.emit(Event::Changed(info));
+        true
+    }
+
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        self.table().values().map(|e| e.info.clone()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<SandboxInfo, Error> {
+        self.table().get(name).map(|e| e.info.clone()).ok_or_else(|| Error::NoSuchSandbox(shown(name)))
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.table().values().filter(|e| e.info.state == State::Running).count()
+    }
+
+    /// Starts sandbox `name` from its profile.
+    pub async fn start(&self, name: &str) -> Result<SandboxInfo, Error> {
+        let profile = self.inner.store.load(name)?;
+        let unsupported = profile.unsupported_features();
+        if !unsupported.is_empty() {
+            return Err(Error::Unsupported { name: name.into(), features: unsupported.iter().map(|s| s.to_string()).collect() });
+        }
+        let (op, is_new) = {
+            let mut t = self.table();
+            if t.get(name).is_some_and(|e| e.info.state.is_active()) {
+                return Err(Error::AlreadyRunning(name.into()));
+            }
+            let is_new = !t.contains_key(name);
+            let e = t.entry(name.to_string()).or_insert_with(|| Entry {
+                info: SandboxInfo::new(name),
+                restart: profile.restart.clone(),
+                op: Arc::default(),
+                run: None,
+            });
+            e.info = SandboxInfo { profile: profile_file(&profile), ..SandboxInfo::new(name) };
+            e.restart = profile.restart.clone();
+            (e.op.clone(), is_new)
+        };
+        if is_new {
+            self.emit(Event::New(name.into()));
+        }
+        self.update(name, None, |_| {});
+        let _op = op.lock().await;
+        match self.launch(&profile, 0).await {
+            Ok(()) => self.get(name),
+            Err(e) => {
+                self.update(name, None, |e| {
+                    e.info.state = State::Failed;
+                    e.info.leader = 0;
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the bundle, creates and starts the container, and starts watching it. On
+    /// failure everything it made is removed again.
+    async fn launch(&self, profile: &Profile, restarts: u32) -> Result<(), Error> {
+        let name = profile.name.as_str();
+        let failed = |message: String| Error::RuntimeFailed { name: name.into(), message };
+        let bundle_dir = self.inner.bundles.join(name);
+        let host_root = profile.rootfs.source == RootfsSource::Host;
+        let bundle = Bundle::prepare(bundle_dir, host_root).map_err(|e| failed(crate::error_chain(&e)))?;
+        let since = now_us();
+        let prepared = (|| {
+            let root = match &profile.rootfs.source {
+                RootfsSource::Host => bundle.host_root(),
+                RootfsSource::Path(p) => p.clone(),
+            };
+            let spec = spec::build(profile, &self.inner.host, &root).map_err(|e| failed(crate::error_chain(&e)))?;
+            bundle.write_spec(&spec).map_err(|e| failed(crate::error_chain(&e)))?;
+            bundle.write_record(&RunRecord::new(profile, restarts, since)).map_err(|e| failed(crate::error_chain(&e)))
+        })();
+        let created = match prepared {
+            Ok(()) => self.create_and_start(name, &bundle).await,
+            Err(e) => Err(e),
+        };
+        let pid = match created {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = self.inner.runtime.delete(name).await;
+                let _ = bundle.remove();
+                return Err(e);
+            }
+        };
+        let run_id = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(false);
+        self.update(name, None, |e| {
+            e.info.state = State::Running;
+            e.info.leader = pid;
+            e.info.since = since;
+            e.info.restarts = restarts;
+            e.info.exit_status = -1;
+            e.run = Some(Run { id: run_id, exited: rx, stop_requested: false });
+        });
+        tracing::info!(SANDBOX = name, pid, restarts, "sandbox running");
+        tokio::spawn(self.clone().monitor(name.to_string(), run_id, pid, tx));
+        Ok(())
+    }
+
+    async fn create_and_start(&self, name: &str, bundle: &Bundle) -> Result<u32, Error> {
+        let failed = |e: &dyn std::error::Error| Error::RuntimeFailed { name: name.into(), message: crate::error_chain(e) };
+        // A container of this name can only be a leftover: clear it before creating.
+        self.inner.runtime.delete(name).await.map_err(|e| failed(&e))?;
+        let output = Output::for_sandbox(name).map_err(|e| failed(&e))?;
+        let pid = self.inner.runtime.create(name, &bundle.dir, output).await.map_err(|e| failed(&e))?;
+        self.inner.runtime.start(name).await.map_err(|e| failed(&e))?;
+        Ok(pid)
+    }
+
+    /// Waits for the sandbox's pid 1 to exit, then cleans up and applies the restart
+    /// policy, unless a stop is in charge of this run.
+    fn monitor(self, name: String, run_id: u64, pid: u32, exited: watch::Sender<bool>) -> BoxFuture {
+        Box::pin(async move {
+            let status = self.inner.runtime.wait(pid).await;
+            let code = exit_code(status);
+            let op = {
+                let mut t = self.table();
+                let Some(e) = t.get_mut(&name).filter(|e| e.run.as_ref().is_some_and(|r| r.id == run_id)) else { return };
+                e.info.exit_status = code;
+                e.op.clone()
+            };
+            exited.send_replace(true);
+            tracing::info!(SANDBOX = name.as_str(), pid, status = code, "sandbox pid 1 exited");
+            let _op = op.lock().await;
+            let (restart, restarts) = {
+                let t = self.table();
+                let Some(e) = t.get(&name) else { return };
+                match &e.run {
+                    Some(r) if r.id == run_id && !r.stop_requested => {}
+                    _ => return,
+                }
+                (e.restart.clone(), e.info.restarts)
+            };
+            for err in self.teardown(&name).await {
+                tracing::warn!(SANDBOX = name.as_str(), "cleanup after exit: {err}");
+            }
+            let again = match restart.policy {
+                RestartPolicy::No => false,
+                RestartPolicy::OnFailure => code != 0,
+                RestartPolicy::Always => true,
+            } && restarts < restart.max;
+            if again {
+                self.update(&name, Some(run_id), |e| {
+                    e.info.state = State::Starting;
+                    e.info.leader = 0;
+                    e.run = None;
+                });
+                let result = match self.inner.store.load(&name) {
+                    Ok(profile) => self.launch(&profile, restarts + 1).await,
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(SANDBOX = name.as_str(), "restart failed: {}", crate::error_chain(&e));
+                    self.update(&name, None, |e| {
+                        e.info.state = State::Failed;
+                        e.info.restarts = restarts + 1;
+                    });
+                }
+            } else {
+                self.update(&name, Some(run_id), |e| {
+                    e.info.state = if code == 0 { State::Stopped } else { State::Failed };
+                    e.info.leader = 0;
+                    e.run = None;
+                });
+            }
+        })
+    }
+
+    /// Removes runc's state and the bundle; returns every failure.
+    async fn teardown(&self, name: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.inner.runtime.delete(name).await {
+            errors.push(crate::error_chain(&e));
+        }
+        if let Err(e) = Bundle::at(self.inner.bundles.join(name)).remove() {
+            errors.push(crate::error_chain(&e));
+        }
+        errors
+    }
+
+    /// Stops `name`: SIGTERM, up to `stop_timeout` for it to exit, SIGKILL, then runc
+    /// delete and the bundle. A sandbox that already ended is just forgotten.
+    pub async fn stop(&self, name: &str) -> Result<(), Error> {
+        let op = self.table().get(name).map(|e| e.op.clone()).ok_or_else(|| Error::NoSuchSandbox(shown(name)))?;
+        let _op = op.lock().await;
+        let (exited, timeout, state) = {
+            let mut t = self.table();
+            let Some(e) = t.get_mut(name) else { return Err(Error::NoSuchSandbox(name.into())) };
+            let exited = e.run.as_mut().map(|r| {
+                r.stop_requested = true;
+                r.exited.clone()
+            });
+            (exited, e.restart.stop_timeout, e.info.state)
+        };
+        let mut errors = Vec::new();
+        if let Some(mut exited) = exited {
+            self.update(name, None, |e| e.info.state = State::Stopping);
+            tracing::info!(SANDBOX = name, "stopping");
+            if !*exited.borrow() {
+                if let Err(e) = self.inner.runtime.kill(name, libc::SIGTERM).await {
+                    tracing::debug!(SANDBOX = name, "SIGTERM: {}", crate::error_chain(&e));
+                }
+            }
+            let gone = tokio::time::timeout(timeout, exited.wait_for(|x| *x)).await.is_ok();
+            if !gone {
+                tracing::info!(SANDBOX = name, "still running after {timeout:?}; sending SIGKILL");
+                if let Err(e) = self.inner.runtime.kill(name, libc::SIGKILL).await {
+                    tracing::debug!(SANDBOX = name, "SIGKILL: {}", crate::error_chain(&e));
+                }
+                if tokio::time::timeout(KILL_GRACE, exited.wait_for(|x| *x)).await.is_err() {
+                    errors.push(format!("still running {KILL_GRACE:?} after SIGKILL"));
+                }
+            }
+            errors.extend(self.teardown(name).await);
+        }
+        let result = if errors.is_empty() {
+            match state {
+                State::Failed => "failed".to_string(),
+                _ => "done".to_string(),
+            }
+        } else {
+            format!("cleanup failed: {}", errors.join("; "))
+        };
+        self.table().remove(name);
+        self.emit(Event::Removed { name: name.into(), result });
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::RuntimeFailed { name: name.into(), message: errors.join("; ") })
+        }
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<SandboxInfo, Error> {
+        if self.table().contains_key(name) {
+            self.stop(name).await?;
+        }
+        self.start(name).await
+    }
+
+    /// Sends `signal` to the sandbox's pid 1 (sandbox-init forwards TERM, INT and HUP).
+    pub async fn kill(&self, name: &str, signal: i32) -> Result<(), Error> {
+        if !(1..=64).contains(&signal) {
+            return Err(Error::InvalidArgument(format!("signal {signal} is not between 1 and 64")));
+        }
+        let state = self.get(name)?.state;
+        if state != State::Running {
+            return Err(Error::NotRunning(name.into()));
+        }
+        self.inner.runtime.kill(name, signal).await.map_err(|e| Error::RuntimeFailed { name: name.into(), message: crate::error_chain(&e) })
+    }
+
+    /// Adopts the containers an earlier daemon left running and removes the remains of
+    /// the dead ones (runc state, bundles), so nothing leaks across a crash.
+    pub async fn reconcile(&self) {
+        let containers = match self.inner.runtime.list().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot list earlier sandboxes: {}", crate::error_chain(&e));
+                Vec::new()
+            }
+        };
+        for c in containers {
+            let bundle = Bundle::at(self.inner.bundles.join(&c.id));
+            let record = validate_name(&c.id).ok().and_then(|_| bundle.read_record::<RunRecord>().ok());
+            match record {
+                Some(record) if c.status == "running" && c.pid != 0 => self.adopt(&c.id, c.pid, record),
+                _ => {
+                    tracing::info!(SANDBOX = c.id.as_str(), status = c.status.as_str(), "removing remains of an earlier sandbox");
+                    if let Err(e) = self.inner.runtime.delete(&c.id).await {
+                        tracing::warn!(SANDBOX = c.id.as_str(), "{}", crate::error_chain(&e));
+                    }
+                    if validate_name(&c.id).is_ok() {
+                        let _ = bundle.remove();
+                    }
+                }
+            }
+        }
+        // Bundles runc does not know about are leftovers of a crash between the two.
+        if let Ok(dirs) = std::fs::read_dir(&self.inner.bundles) {
+            for d in dirs.flatten() {
+                let name = d.file_name().to_string_lossy().into_owned();
+                if !self.table().contains_key(&name) {
+                    let _ = Bundle::at(d.path()).remove();
+                }
+            }
+        }
+    }
+
+    fn adopt(&self, name: &str, pid: u32, record: RunRecord) {
+        tracing::info!(SANDBOX = name, pid, "adopting running sandbox");
+        let run_id = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(false);
+        let info = SandboxInfo {
+            name: name.into(),
+            state: State::Running,
+            leader: pid,
+            since: record.since,
+            profile: record.profile.clone(),
+            restarts: record.restarts,
+            exit_status: -1,
+        };
+        self.table().insert(
+            name.into(),
+            Entry {
+                info: info.clone(),
+                restart: Restart { policy: record.policy, max: record.max, stop_timeout: Duration::from_millis(record.stop_timeout_ms.max(1)) },
+                op: Arc::default(),
+                run: Some(Run { id: run_id, exited: rx, stop_requested: false }),
+            },
+        );
+        self.emit(Event::New(name.into()));
+        self.emit(Event::Changed(info));
+        tokio::spawn(self.clone().monitor(name.into(), run_id, pid, tx));
+    }
+
+    /// Starts every valid profile with `autostart = true` that is not running yet.
+    pub async fn autostart(&self) {
+        let names: Vec<String> = self
+            .inner
+            .store
+            .list()
+            .into_iter()
+            .filter(|p| p.error.is_empty())
+            .filter_map(|p| self.inner.store.load(&p.name).ok())
+            .filter(|p| p.autostart)
+            .map(|p| p.name)
+            .collect();
+        let starts = names.iter().filter(|n| !self.table().contains_key(n.as_str())).map(|n| async move {
+            if let Err(e) = self.start(n).await {
+                tracing::warn!(SANDBOX = n.as_str(), "autostart failed: {}", crate::error_chain(&e));
+            }
+        });
+        futures_util::future::join_all(starts).await;
+    }
+
+    /// Stops every sandbox (daemon shutdown).
+    pub async fn stop_all(&self) {
+        let names: Vec<String> = self.table().iter().filter(|(_, e)| e.info.state.is_active()).map(|(n, _)| n.clone()).collect();
+        let stops = names.iter().map(|n| async move {
+            if let Err(e) = self.stop(n).await {
+                tracing::warn!(SANDBOX = n.as_str(), "stop failed: {}", crate::error_chain(&e));
+            }
+        });
+        futures_util::future::join_all(stops).await;
+    }
+}
+
+fn profile_file(p: &Profile) -> String {
+    p.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()
+}
+
+/// A name as shown in an error: cut short, so hostile input cannot flood a reply.
+fn shown(name: &str) -> String {
+    name.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests;

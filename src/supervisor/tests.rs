@@ -1,0 +1,245 @@
+//! Supervisor tests against a fake runtime: the state machine, restart policy, stop
+//! escalation and reconcile, without runc.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::runtime::{ContainerState, RuntimeError};
+
+#[derive(Default)]
+struct FakeState {
+    next_pid: u32,
+    containers: BTreeMap<String, ContainerState>,
+    exits: BTreeMap<u32, watch::Sender<Option<i32>>>,
+    /// Exit status each started container reports at once (`None`: runs until killed).
+    exit_on_start: Option<i32>,
+    ignore_term: bool,
+    calls: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<FakeState>>);
+
+impl Fake {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.0.lock().unwrap()
+    }
+
+    fn exit(&self, id: &str, status: i32) {
+        let mut s = self.lock();
+        if let Some(c) = s.containers.get_mut(id) {
+            c.status = "stopped".into();
+            let pid = c.pid;
+            if let Some(tx) = s.exits.get(&pid) {
+                tx.send_replace(Some(status));
+            }
+        }
+    }
+}
+
+impl Runtime for Fake {
+    async fn create(&self, id: &str, bundle: &Path, _output: Output) -> Result<u32, RuntimeError> {
+        assert!(bundle.join("config.json").is_file());
+        let mut s = self.lock();
+        s.next_pid += 1;
+        let pid = 1000 + s.next_pid;
+        s.calls.push(format!("create {id}"));
+        s.containers.insert(id.into(), ContainerState { id: id.into(), status: "created".into(), pid, bundle: bundle.display().to_string() });
+        s.exits.insert(pid, watch::channel(None).0);
+        Ok(pid)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let exit = {
+            let mut s = self.lock();
+            s.calls.push(format!("start {id}"));
+            s.containers.get_mut(id).unwrap().status = "running".into();
+            s.exit_on_start
+        };
+        if let Some(code) = exit {
+            self.exit(id, code << 8);
+        }
+        Ok(())
+    }
+
+    async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        Ok(self.lock().containers.get(id).cloned())
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
+        Ok(self.lock().containers.values().cloned().collect())
+    }
+
+    async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        let ignore = {
+            let mut s = self.lock();
+            s.calls.push(format!("kill {id} {signal}"));
+            s.ignore_term && signal == libc::SIGTERM
+        };
+        if !ignore {
+            self.exit(id, signal);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        if s.containers.remove(id).is_some() {
+            s.calls.push(format!("delete {id}"));
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, pid: u32) -> Option<i32> {
+        let mut rx = self.lock().exits.get(&pid).map(|tx| tx.subscribe())?;
+        let status = *rx.wait_for(|s| s.is_some()).await.ok()?;
+        status
+    }
+}
+
+struct Harness {
+    sup: Supervisor<Fake>,
+    fake: Fake,
+    events: mpsc::UnboundedReceiver<Event>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["profiles", "rootfs/etc", "bundles"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let store = ProfileStore { dirs: vec![dir.path().join("profiles")], home: dir.path().into() };
+        let host = HostContext { uid: 1000, gid: 1000, subuid: None, subgid: None, init: "/init".into(), etc: dir.path().join("rootfs/etc") };
+        let fake = Fake::default();
+        let (tx, events) = mpsc::unbounded_channel();
+        let sup = Supervisor::new(fake.clone(), store, host, dir.path().join("bundles"), tx);
+        Self { sup, fake, events, dir }
+    }
+
+    fn profile(&self, name: &str, extra: &str) {
+        let text = format!("[rootfs]\npath = \"{}\"\n[network]\nmode = \"none\"\n{extra}", self.dir.path().join("rootfs").display());
+        std::fs::write(self.dir.path().join(format!("profiles/{name}.toml")), text).unwrap();
+    }
+
+    async fn wait_state(&self, name: &str, want: State) -> SandboxInfo {
+        for _ in 0..200 {
+            if let Ok(info) = self.sup.get(name) {
+                if info.state == want {
+                    return info;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} never reached {want}: {:?}", self.sup.get(name));
+    }
+
+    fn drain(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn on_failure_restarts_exactly_max_times_then_fails() {
+    let mut h = Harness::new();
+    h.profile("crash", "[restart]\npolicy = \"on-failure\"\nmax = 2\n");
+    h.fake.lock().exit_on_start = Some(3);
+    h.sup.start("crash").await.unwrap();
+    let info = h.wait_state("crash", State::Failed).await;
+    assert_eq!(info.exit_status, 3);
+    assert_eq!(info.restarts, 2);
+    assert_eq!(h.fake.lock().calls.iter().filter(|c| c.starts_with("start")).count(), 3);
+    assert!(h.fake.lock().containers.is_empty(), "runc state left behind");
+    assert!(!h.dir.path().join("bundles/crash").exists(), "bundle left behind");
+    let events = h.drain();
+    assert_eq!(events[0], Event::New("crash".into()));
+    let states: Vec<State> = events.iter().filter_map(|e| match e { Event::Changed(i) => Some(i.state), _ => None }).collect();
+    assert_eq!(states.iter().filter(|s| **s == State::Running).count(), 3);
+    assert_eq!(states.last(), Some(&State::Failed));
+}
+
+#[tokio::test]
+async fn clean_exit_is_stopped_and_not_restarted_on_failure() {
+    let h = Harness::new();
+    h.profile("ok", "[restart]\npolicy = \"on-failure\"\n");
+    h.fake.lock().exit_on_start = Some(0);
+    h.sup.start("ok").await.unwrap();
+    let info = h.wait_state("ok", State::Stopped).await;
+    assert_eq!((info.exit_status, info.restarts), (0, 0));
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_and_removes_everything() {
+    let mut h = Harness::new();
+    h.profile("stubborn", "[restart]\nstop_timeout = \"200ms\"\npolicy = \"always\"\n");
+    h.fake.lock().ignore_term = true;
+    h.sup.start("stubborn").await.unwrap();
+    let t0 = std::time::Instant::now();
+    h.sup.stop("stubborn").await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(200) && t0.elapsed() < Duration::from_secs(5));
+    let calls = h.fake.lock().calls.clone();
+    assert!(calls.contains(&"kill stubborn 15".to_string()) && calls.contains(&"kill stubborn 9".to_string()), "{calls:?}");
+    assert!(h.fake.lock().containers.is_empty());
+    assert!(!h.dir.path().join("bundles/stubborn").exists());
+    assert!(matches!(h.sup.get("stubborn"), Err(Error::NoSuchSandbox(_))));
+    // The "always" policy must not revive a sandbox that was stopped on purpose.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(calls.iter().filter(|c| c.starts_with("start")).count(), 1);
+    assert!(matches!(h.drain().last(), Some(Event::Removed { result, .. }) if result == "done"));
+}
+
+#[tokio::test]
+async fn errors_are_typed() {
+    let h = Harness::new();
+    h.profile("idle", "");
+    h.profile("bad", "[restart]\nstop_timeout = \"soon\"\n");
+    h.profile("proxy", "[gui]\nwayland = true\n");
+    h.sup.start("idle").await.unwrap();
+    assert!(matches!(h.sup.start("idle").await, Err(Error::AlreadyRunning(_))));
+    assert!(matches!(h.sup.start("absent").await, Err(Error::NoSuchProfile(_))));
+    assert!(matches!(h.sup.start("bad").await, Err(Error::InvalidProfile(_))));
+    assert!(matches!(h.sup.start("../etc").await, Err(Error::InvalidProfile(_))));
+    assert!(matches!(h.sup.start("proxy").await, Err(Error::Unsupported { .. })));
+    assert!(matches!(h.sup.stop("absent").await, Err(Error::NoSuchSandbox(_))));
+    assert!(matches!(h.sup.kill("idle", 0).await, Err(Error::InvalidArgument(_))));
+    h.sup.kill("idle", libc::SIGTERM).await.unwrap();
+    h.wait_state("idle", State::Failed).await;
+    assert!(matches!(h.sup.kill("idle", libc::SIGTERM).await, Err(Error::NotRunning(_))));
+    // Dismissing an ended sandbox removes it.
+    h.sup.stop("idle").await.unwrap();
+    assert!(h.sup.list().is_empty());
+}
+
+#[tokio::test]
+async fn reconcile_adopts_running_and_clears_the_dead() {
+    let h = Harness::new();
+    h.profile("alive", "");
+    h.profile("dead", "");
+    h.sup.start("alive").await.unwrap();
+    h.sup.start("dead").await.unwrap();
+    let pid = h.sup.get("alive").unwrap().leader;
+    h.fake.lock().containers.get_mut("dead").unwrap().status = "stopped".into();
+    std::fs::create_dir_all(h.dir.path().join("bundles/stray")).unwrap();
+
+    // A second daemon over the same runc state and bundles.
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let again = Supervisor::new(h.fake.clone(), h.sup.inner.store.clone(), h.sup.inner.host.clone(), h.dir.path().join("bundles"), tx);
+    again.reconcile().await;
+    let list = again.list();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].name.as_str(), list[0].state, list[0].leader), ("alive", State::Running, pid));
+    assert!(!h.fake.lock().containers.contains_key("dead"));
+    assert!(!h.dir.path().join("bundles/dead").exists());
+    assert!(!h.dir.path().join("bundles/stray").exists());
+    again.stop("alive").await.unwrap();
+    assert!(h.fake.lock().containers.is_empty());
+}
