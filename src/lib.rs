@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod config;
 pub mod ctl;
+pub mod daemon;
 pub mod init;
 pub mod logging;
 pub mod paths;

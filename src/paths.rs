@@ -17,8 +17,13 @@ pub struct RuntimePaths {
 
 impl RuntimePaths {
     pub fn from_env() -> Result<Self, NoRuntimeDir> {
-        let dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute()).ok_or(NoRuntimeDir)?;
-        Ok(Self { base: dir.join("sandboxd") })
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .ok_or(NoRuntimeDir)?;
+        Ok(Self {
+            base: dir.join("sandboxd"),
+        })
     }
 
     /// runc's `--root`.

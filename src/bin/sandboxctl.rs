@@ -1,1 +1,5 @@
-fn main() { println!("hi"); }
+//! sandboxctl: the command-line client (see `sandboxd::ctl`).
+
+fn main() -> std::process::ExitCode {
+    sandboxd::ctl::main()
+}

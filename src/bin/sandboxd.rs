@@ -1,1 +1,43 @@
-fn main() { println!("hi"); }
+//! sandboxd: the user daemon (see `sandboxd::daemon`).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Runs rootless runc sandboxes from TOML profiles, managed over the D-Bus session bus.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Daemon configuration file [default: $XDG_CONFIG_HOME/sandboxd/sandboxd.toml]
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    sandboxd::logging::init("sandboxd");
+    // Before any thread exists: orphaned container inits must come to this process.
+    sandboxd::daemon::become_subreaper();
+    let config = args
+        .config
+        .unwrap_or_else(sandboxd::config::DaemonConfig::default_path);
+    let result = sandboxd::daemon::Settings::load(&config)
+        .map_err(|e| sandboxd::error_chain(&e))
+        .and_then(|settings| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("tokio: {e}"))?;
+            rt.block_on(sandboxd::daemon::run(settings))
+                .map_err(|e| sandboxd::error_chain(&e))
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(msg) => {
+            tracing::error!("{msg}");
+            eprintln!("sandboxd: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,299 @@
-//! tmp
+//! sandboxctl: a thin client of the daemon's D-Bus API, with output for people and JSON for
+//! scripts. Exit status: 0 ok, 1 failure reported by the daemon, 2 usage, 3 daemon not
+//! reachable.
+
+pub mod proxy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::json;
+
+use crate::profile::ProfileStore;
+use proxy::{ManagerProxy, SandboxProxy};
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Manage sandboxd sandboxes.
+#[derive(Parser)]
+#[command(
+    name = "sandboxctl",
+    version,
+    about,
+    after_help = "Exit status: 0 ok, 1 failure reported by the daemon, 2 usage, 3 daemon not reachable."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// List sandboxes: name, state, leader pid.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List profiles and whether each is valid.
+    Profiles {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a sandbox from its profile.
+    Start { name: String },
+    /// Stop a sandbox (SIGTERM, then SIGKILL after its stop_timeout), or dismiss an ended one.
+    Stop { name: String },
+    /// Stop and start a sandbox.
+    Restart { name: String },
+    /// Show one sandbox's properties.
+    Status {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a profile file or a profile by name, without the daemon.
+    Check { profile: String },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// A failed command: what to print and which exit status to use.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+fn from_bus(e: zbus::Error) -> Failure {
+    match &e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let name = name.as_str();
+            let unreachable = [
+                "ServiceUnknown",
+                "NameHasNoOwner",
+                "NoReply",
+                "Spawn",
+                "TimedOut",
+                "Disconnected",
+            ]
+            .iter()
+            .any(|s| name.starts_with("org.freedesktop.DBus.Error.") && name.contains(s));
+            let text = msg.clone().unwrap_or_else(|| name.to_string());
+            if unreachable {
+                Failure {
+                    code: EXIT_UNREACHABLE,
+                    message: format!("sandboxd is not reachable: {text}"),
+                }
+            } else {
+                let short = name.rsplit('.').next().unwrap_or(name);
+                Failure {
+                    code: EXIT_FAILURE,
+                    message: format!("{text} ({short})"),
+                }
+            }
+        }
+        _ => Failure {
+            code: EXIT_UNREACHABLE,
+            message: format!("sandboxd is not reachable: {e}"),
+        },
+    }
+}
+
+fn since_text(us: u64) -> String {
+    if us == 0 {
+        return "-".into();
+    }
+    let now = crate::supervisor::now_us();
+    let secs = now.saturating_sub(us) / 1_000_000;
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}min ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+/// Runs one command; prints results to stdout.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sandboxctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Cmd::Check { profile } => check(&profile),
+        cmd => {
+            let conn = zbus::Connection::session().await.map_err(|e| Failure {
+                code: EXIT_UNREACHABLE,
+                message: format!("cannot connect to the session bus: {e}"),
+            })?;
+            let manager = ManagerProxy::new(&conn).await.map_err(from_bus)?;
+            remote(cmd, &conn, &manager).await.map_err(from_bus)
+        }
+    }
+}
+
+async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -> zbus::Result<()> {
+    match cmd {
+        Cmd::List { json } => {
+            let list = manager.list_sandboxes().await?;
+            if json {
+                let rows: Vec<_> = list.iter().map(|(n, s, p, o)| json!({"name": n, "state": s, "leader": p, "path": o.as_str()})).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if list.is_empty() {
+                println!("no sandboxes");
+            } else {
+                println!("{:<24} {:<10} {:>8}", "NAME", "STATE", "PID");
+                for (n, s, p, _) in list {
+                    println!(
+                        "{n:<24} {s:<10} {:>8}",
+                        if p == 0 {
+                            "-".to_string()
+                        } else {
+                            p.to_string()
+                        }
+                    );
+                }
+            }
+        }
+        Cmd::Profiles { json } => {
+            let list = manager.list_profiles().await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|(n, f, e)| json!({"name": n, "file": f, "error": e}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for (n, f, e) in list {
+                    let file = if f.is_empty() {
+                        "(built-in)".to_string()
+                    } else {
+                        f
+                    };
+                    let status = if e.is_empty() {
+                        "ok".to_string()
+                    } else {
+                        format!("invalid: {e}")
+                    };
+                    println!("{n:<24} {file}\n{:<24} {status}", "");
+                }
+            }
+        }
+        Cmd::Start { name } => {
+            manager.start_sandbox(&name).await?;
+            println!("started {name}");
+        }
+        Cmd::Stop { name } => {
+            manager.stop_sandbox(&name).await?;
+            println!("stopped {name}");
+        }
+        Cmd::Restart { name } => {
+            manager.restart_sandbox(&name).await?;
+            println!("restarted {name}");
+        }
+        Cmd::Status { name, json } => {
+            let path = manager.get_sandbox(&name).await?;
+            let sb = SandboxProxy::builder(conn).path(path)?.build().await?;
+            let (state, leader, since, profile, restarts, exit) = (
+                sb.state().await?,
+                sb.leader().await?,
+                sb.since().await?,
+                sb.profile().await?,
+                sb.restarts().await?,
+                sb.exit_status().await?,
+            );
+            if json {
+                println!(
+                    "{}",
+                    json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit})
+                );
+            } else {
+                println!("{name}: {state}");
+                println!(
+                    "  leader pid:  {}",
+                    if leader == 0 {
+                        "-".into()
+                    } else {
+                        leader.to_string()
+                    }
+                );
+                println!("  since:       {}", since_text(since));
+                println!(
+                    "  profile:     {}",
+                    if profile.is_empty() {
+                        "(built-in)"
+                    } else {
+                        &profile
+                    }
+                );
+                println!("  restarts:    {restarts}");
+                if exit >= 0 {
+                    println!("  exit status: {exit}");
+                }
+            }
+        }
+        Cmd::Check { .. } | Cmd::Completions { .. } => unreachable!("handled locally"),
+    }
+    Ok(())
+}
+
+/// Validates a profile by file path (anything with a `/` or ending in `.toml`) or by name.
+fn check(arg: &str) -> Result<(), Failure> {
+    let store = ProfileStore::from_env();
+    let loaded = if arg.contains('/') || arg.ends_with(".toml") {
+        store.load_file(&PathBuf::from(arg))
+    } else {
+        store.load(arg)
+    };
+    let profile = loaded.map_err(|e| Failure {
+        code: EXIT_FAILURE,
+        message: crate::error_chain(&e),
+    })?;
+    let file = profile
+        .file
+        .as_ref()
+        .map_or("(built-in)".to_string(), |f| f.display().to_string());
+    println!("{}: ok ({file})", profile.name);
+    let unsupported = profile.unsupported_features();
+    if !unsupported.is_empty() {
+        println!(
+            "note: this version of sandboxd refuses to start it until these are provided: {}",
+            unsupported.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Entry point used by the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandboxctl: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("sandboxctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -39,25 +39,65 @@ impl ProfileError {
     }
 }
 
-/// Parses and validates profile `name` from `src`, read from `file`.
-pub fn parse_profile(name: &str, file: &Path, src: &str, home: &Path) -> Result<Profile, ProfileError> {
-    let at = |span: Option<Range<usize>>, key: String, message: String| {
-        let (line, column) = span.map_or((1, 1), |s| line_column(src, s.start));
-        ProfileError::Invalid { file: file.to_path_buf(), line, column, key, message }
-    };
-    let de = toml::Deserializer::new(src);
-    let raw: RawProfile = serde_path_to_error::deserialize(de).map_err(|e| {
+/// A TOML document that failed to deserialize or validate: where, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// Deserializes `src`, locating any error at its line, column and dotted key.
+pub fn deserialize_located<T: serde::de::DeserializeOwned>(src: &str) -> Result<T, Located> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(src)).map_err(|e| {
         let key = match e.path().to_string() {
             p if p == "." => "(document)".to_string(),
             p => p,
         };
         let span = e.inner().span().or_else(|| locate(src, &key));
-        at(span, key, e.inner().message().to_string())
-    })?;
-    validate(name, file, raw, home).map_err(|Invalid { key, message }| {
-        let span = locate(src, &key);
-        at(span, key, message)
+        located(src, span, key, e.inner().message().to_string())
     })
+}
+
+/// Locates a semantic error about `key` found after parsing.
+pub fn locate_key(src: &str, key: String, message: String) -> Located {
+    let span = locate(src, &key);
+    located(src, span, key, message)
+}
+
+fn located(src: &str, span: Option<Range<usize>>, key: String, message: String) -> Located {
+    let (line, column) = span.map_or((1, 1), |s| line_column(src, s.start));
+    Located {
+        line,
+        column,
+        key,
+        message,
+    }
+}
+
+/// Parses and validates profile `name` from `src`, read from `file`.
+pub fn parse_profile(
+    name: &str,
+    file: &Path,
+    src: &str,
+    home: &Path,
+) -> Result<Profile, ProfileError> {
+    let at = |Located {
+                  line,
+                  column,
+                  key,
+                  message,
+              }| ProfileError::Invalid {
+        file: file.to_path_buf(),
+        line,
+        column,
+        key,
+        message,
+    };
+    let raw: RawProfile = deserialize_located(src).map_err(at)?;
+    validate(name, file, raw, home)
+        .map_err(|Invalid { key, message }| at(locate_key(src, key, message)))
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `src`.
@@ -111,7 +151,13 @@ mod tests {
 
     fn err(src: &str) -> (usize, usize, String, String) {
         match parse(src) {
-            Err(ProfileError::Invalid { line, column, key, message, .. }) => (line, column, key, message),
+            Err(ProfileError::Invalid {
+                line,
+                column,
+                key,
+                message,
+                ..
+            }) => (line, column, key, message),
             other => panic!("expected Invalid, got {other:?}"),
         }
     }
@@ -141,14 +187,16 @@ mod tests {
 
     #[test]
     fn bad_duration() {
-        let (line, col, key, msg) = err("[rootfs]\nhost = true\n\n[restart]\nstop_timeout = \"soon\"\n");
+        let (line, col, key, msg) =
+            err("[rootfs]\nhost = true\n\n[restart]\nstop_timeout = \"soon\"\n");
         assert_eq!((line, col, key.as_str()), (5, 16, "restart.stop_timeout"));
         assert!(msg.contains("invalid duration"), "{msg}");
     }
 
     #[test]
     fn missing_rootfs_path() {
-        let (line, col, key, msg) = err("description = \"x\"\n[rootfs]\npath = \"/nonexistent/rootfs\"\n");
+        let (line, col, key, msg) =
+            err("description = \"x\"\n[rootfs]\npath = \"/nonexistent/rootfs\"\n");
         assert_eq!((line, col, key.as_str()), (3, 8, "rootfs.path"));
         assert!(msg.contains("No such file"), "{msg}");
     }
@@ -163,7 +211,8 @@ mod tests {
 
     #[test]
     fn mount_destination_cannot_climb() {
-        let src = "[rootfs]\nhost = true\n[[mount]]\nsource = \"/\"\ndestination = \"/a/../../etc\"\n";
+        let src =
+            "[rootfs]\nhost = true\n[[mount]]\nsource = \"/\"\ndestination = \"/a/../../etc\"\n";
         assert_eq!(err(src).2, "mount[0].destination");
     }
 
@@ -231,7 +280,13 @@ stop_timeout = "3s"
         assert_eq!(p.limits.memory, Some(8 << 30));
         assert_eq!(p.restart.max, 2);
         assert_eq!(p.process.user, Some(super::super::User::Id(1000)));
-        assert_eq!(p.network.allow_host, super::super::AllowHost::Ports(vec![5432]));
-        assert_eq!(p.unsupported_features(), vec!["devices.extra", "limits.memory", "limits.pids"]);
+        assert_eq!(
+            p.network.allow_host,
+            super::super::AllowHost::Ports(vec![5432])
+        );
+        assert_eq!(
+            p.unsupported_features(),
+            vec!["devices.extra", "limits.memory", "limits.pids"]
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{parse_profile, ProfileError};
+pub use load::{deserialize_located, locate_key, parse_profile, Located, ProfileError};
 pub use model::{NetworkMode, RestartPolicy};
 pub use name::{validate_name, InvalidName, MAX_NAME_LEN};
 pub use store::{ProfileEntry, ProfileStore};
@@ -151,7 +151,9 @@ impl Profile {
         Self {
             name: DEFAULT_PROFILE.into(),
             file: None,
-            description: "Built-in: the host's /usr read-only, private /tmp, /home and /run, no network".into(),
+            description:
+                "Built-in: the host's /usr read-only, private /tmp, /home and /run, no network"
+                    .into(),
             hostname: "sandbox".into(),
             autostart: false,
             rootfs: Rootfs {

@@ -23,13 +23,18 @@ pub struct ProfileStore {
 impl ProfileStore {
     /// The XDG search path of DESIGN §4 for the current user.
     pub fn from_env() -> Self {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/".into());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/".into());
         let config = std::env::var_os("XDG_CONFIG_HOME")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
             .unwrap_or_else(|| home.join(".config"));
         Self {
-            dirs: vec![config.join("sandboxd/profiles"), PathBuf::from("/etc/sandboxd/profiles")],
+            dirs: vec![
+                config.join("sandboxd/profiles"),
+                PathBuf::from("/etc/sandboxd/profiles"),
+            ],
             home,
         }
     }
@@ -48,16 +53,26 @@ impl ProfileStore {
         if name == DEFAULT_PROFILE {
             return Ok(Profile::builtin_default());
         }
-        let searched = self.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
-        Err(ProfileError::NotFound { name: name.to_string(), searched })
+        let searched = self
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(ProfileError::NotFound {
+            name: name.to_string(),
+            searched,
+        })
     }
 
     /// Loads a profile from an explicit file; its name is the file's stem.
     pub fn load_file(&self, file: &Path) -> Result<Profile, ProfileError> {
         let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         validate_name(name)?;
-        let src = std::fs::read_to_string(file)
-            .map_err(|source| ProfileError::Read { path: file.to_path_buf(), source })?;
+        let src = std::fs::read_to_string(file).map_err(|source| ProfileError::Read {
+            path: file.to_path_buf(),
+            source,
+        })?;
         parse_profile(name, file, &src, &self.home)
     }
 
@@ -66,14 +81,20 @@ impl ProfileStore {
     pub fn list(&self) -> Vec<ProfileEntry> {
         let mut out: Vec<ProfileEntry> = Vec::new();
         for dir in &self.dirs {
-            let Ok(read) = std::fs::read_dir(dir) else { continue };
+            let Ok(read) = std::fs::read_dir(dir) else {
+                continue;
+            };
             let mut files: Vec<PathBuf> = read
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "toml"))
                 .collect();
             files.sort();
             for file in files {
-                let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+                let name = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("")
+                    .to_string();
                 if out.iter().any(|e| e.name == name) {
                     continue;
                 }
@@ -81,11 +102,19 @@ impl ProfileStore {
                     Ok(_) => String::new(),
                     Err(e) => crate::error_chain(&e),
                 };
-                out.push(ProfileEntry { name, file: file.display().to_string(), error });
+                out.push(ProfileEntry {
+                    name,
+                    file: file.display().to_string(),
+                    error,
+                });
             }
         }
         if !out.iter().any(|e| e.name == DEFAULT_PROFILE) {
-            out.push(ProfileEntry { name: DEFAULT_PROFILE.into(), file: String::new(), error: String::new() });
+            out.push(ProfileEntry {
+                name: DEFAULT_PROFILE.into(),
+                file: String::new(),
+                error: String::new(),
+            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -97,25 +126,43 @@ mod tests {
     use super::*;
 
     fn store(dirs: &[&Path]) -> ProfileStore {
-        ProfileStore { dirs: dirs.iter().map(|d| d.to_path_buf()).collect(), home: "/".into() }
+        ProfileStore {
+            dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
+            home: "/".into(),
+        }
     }
 
     #[test]
     fn search_order_and_builtin_default() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        std::fs::write(a.path().join("x.toml"), "description = \"first\"\n[rootfs]\nhost = true\n").unwrap();
-        std::fs::write(b.path().join("x.toml"), "description = \"second\"\n[rootfs]\nhost = true\n").unwrap();
+        std::fs::write(
+            a.path().join("x.toml"),
+            "description = \"first\"\n[rootfs]\nhost = true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            b.path().join("x.toml"),
+            "description = \"second\"\n[rootfs]\nhost = true\n",
+        )
+        .unwrap();
         std::fs::write(b.path().join("broken.toml"), "[rootfs]\nnope = 1\n").unwrap();
         let s = store(&[a.path(), b.path()]);
         assert_eq!(s.load("x").unwrap().description, "first");
         assert_eq!(s.load("default").unwrap(), Profile::builtin_default());
-        assert!(matches!(s.load("absent"), Err(ProfileError::NotFound { .. })));
+        assert!(matches!(
+            s.load("absent"),
+            Err(ProfileError::NotFound { .. })
+        ));
         assert!(matches!(s.load("../x"), Err(ProfileError::InvalidName(_))));
         let list = s.list();
         let names: Vec<&str> = list.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["broken", "default", "x"]);
-        assert!(list[0].error.contains("broken.toml:2:1: rootfs.nope"), "{}", list[0].error);
+        assert!(
+            list[0].error.contains("broken.toml:2:1: rootfs.nope"),
+            "{}",
+            list[0].error
+        );
         assert!(list[2].file.starts_with(&a.path().display().to_string()));
     }
 }

@@ -29,7 +29,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses `250ms`, `10s`, `2m`, `1h`, or a combination such as `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: expected a number with a unit (ms, s, m, h), such as \"10s\"");
+    let bad = || {
+        format!("invalid duration {text:?}: expected a number with a unit (ms, s, m, h), such as \"10s\"")
+    };
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());
@@ -69,7 +71,9 @@ pub fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     match Option::<Raw>::deserialize(d)? {
         None => Ok(None),
         Some(Raw::Int(n)) if n > 0 => Ok(Some(n as u64)),
-        Some(Raw::Int(n)) => Err(de::Error::custom(format!("invalid size {n}: must be above zero"))),
+        Some(Raw::Int(n)) => Err(de::Error::custom(format!(
+            "invalid size {n}: must be above zero"
+        ))),
         Some(Raw::Text(t)) => parse_size(&t).map(Some).map_err(de::Error::custom),
     }
 }

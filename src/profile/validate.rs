@@ -40,12 +40,16 @@ pub fn expand_home(path: &str, home: &Path) -> PathBuf {
 fn host_path(key: &str, raw: &str, home: &Path, want_dir: bool) -> Result<PathBuf, Invalid> {
     let path = expand_home(raw, home);
     if !path.is_absolute() {
-        return Err(invalid(key, format!("{raw:?} is not an absolute path (start it with / or ~/)")));
+        return Err(invalid(
+            key,
+            format!("{raw:?} is not an absolute path (start it with / or ~/)"),
+        ));
     }
     match std::fs::metadata(&path) {
-        Ok(meta) if want_dir && !meta.is_dir() => {
-            Err(invalid(key, format!("{} is not a directory", path.display())))
-        }
+        Ok(meta) if want_dir && !meta.is_dir() => Err(invalid(
+            key,
+            format!("{} is not a directory", path.display()),
+        )),
         Ok(_) => Ok(path),
         Err(e) => Err(invalid(key, format!("{}: {e}", path.display()))),
     }
@@ -55,7 +59,10 @@ fn host_path(key: &str, raw: &str, home: &Path, want_dir: bool) -> Result<PathBu
 fn sandbox_path(key: &str, raw: &str) -> Result<String, Invalid> {
     let p = Path::new(raw);
     if !p.is_absolute() || raw.contains('\0') {
-        return Err(invalid(key, format!("{raw:?} must be an absolute path inside the sandbox")));
+        return Err(invalid(
+            key,
+            format!("{raw:?} must be an absolute path inside the sandbox"),
+        ));
     }
     if p.components().any(|c| c == Component::ParentDir) {
         return Err(invalid(key, format!("{raw:?} must not contain \"..\"")));
@@ -73,7 +80,10 @@ fn hostname(raw: &str) -> Result<String, Invalid> {
     if ok {
         Ok(raw.to_string())
     } else {
-        Err(invalid("hostname", format!("{raw:?} is not a valid host name (letters, digits, '-', '.'; at most 63)")))
+        Err(invalid(
+            "hostname",
+            format!("{raw:?} is not a valid host name (letters, digits, '-', '.'; at most 63)"),
+        ))
     }
 }
 
@@ -168,16 +178,32 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
     validate_name(name).map_err(|e| invalid("(file name)", e.to_string()))?;
 
     let rootfs = {
-        let r = raw
-            .rootfs
-            .ok_or_else(|| invalid("rootfs", "missing [rootfs] table: set rootfs.path to a directory or rootfs.host = true"))?;
+        let r = raw.rootfs.ok_or_else(|| {
+            invalid(
+                "rootfs",
+                "missing [rootfs] table: set rootfs.path to a directory or rootfs.host = true",
+            )
+        })?;
         let source = match (r.path, r.host) {
-            (Some(_), true) => return Err(invalid("rootfs.host", "set either rootfs.path or rootfs.host = true, not both")),
-            (None, false) => return Err(invalid("rootfs", "set rootfs.path to a directory or rootfs.host = true")),
+            (Some(_), true) => {
+                return Err(invalid(
+                    "rootfs.host",
+                    "set either rootfs.path or rootfs.host = true, not both",
+                ))
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "rootfs",
+                    "set rootfs.path to a directory or rootfs.host = true",
+                ))
+            }
             (Some(p), false) => RootfsSource::Path(host_path("rootfs.path", &p, home, true)?),
             (None, true) => RootfsSource::Host,
         };
-        Rootfs { source, readonly: r.readonly }
+        Rootfs {
+            source,
+            readonly: r.readonly,
+        }
     };
 
     let hostname = hostname(raw.hostname.as_deref().unwrap_or(name))?;
@@ -185,7 +211,10 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
     let p = raw.process;
     if let Some(cmd) = &p.command {
         if cmd.first().is_none_or(|c| c.is_empty()) {
-            return Err(invalid("process.command", "must name a program: [\"program\", \"arg\", …]"));
+            return Err(invalid(
+                "process.command",
+                "must name a program: [\"program\", \"arg\", …]",
+            ));
         }
         if cmd.iter().any(|a| a.contains('\0')) {
             return Err(invalid("process.command", "arguments must not contain NUL"));
@@ -197,9 +226,13 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         Some(RawUser::Name(n)) => {
             let ok = !n.is_empty()
                 && n.len() <= 32
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
             if !ok {
-                return Err(invalid("process.user", format!("{n:?} is not a valid user name")));
+                return Err(invalid(
+                    "process.user",
+                    format!("{n:?} is not a valid user name"),
+                ));
             }
             Some(User::Name(n))
         }
@@ -207,10 +240,18 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
     let cwd = p.cwd.map(|c| sandbox_path("process.cwd", &c)).transpose()?;
     for (k, v) in &p.env {
         if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
-            return Err(invalid(format!("process.env.{k}"), "variable names must be non-empty without '=' or NUL"));
+            return Err(invalid(
+                format!("process.env.{k}"),
+                "variable names must be non-empty without '=' or NUL",
+            ));
         }
     }
-    let process = Process { command: p.command, user, cwd, env: p.env };
+    let process = Process {
+        command: p.command,
+        user,
+        cwd,
+        env: p.env,
+    };
 
     let mut mounts = Vec::new();
     for (i, m) in raw.mounts.into_iter().enumerate() {
@@ -232,7 +273,10 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         publish(&format!("network.publish[{i}]"), p)?;
     }
     if n.mode == NetworkMode::None && !n.publish.is_empty() {
-        return Err(invalid("network.publish", "ports cannot be published with network.mode = \"none\""));
+        return Err(invalid(
+            "network.publish",
+            "ports cannot be published with network.mode = \"none\"",
+        ));
     }
     let allow_host = match n.allow_host {
         RawAllowHost::All(false) => AllowHost::None,
@@ -288,10 +332,24 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         process,
         mounts,
         network,
-        gui: Gui { wayland: raw.gui.wayland, x11: raw.gui.x11 },
-        audio: Audio { pulseaudio: raw.audio.pulseaudio, pipewire: raw.audio.pipewire },
-        devices: Devices { gpu: raw.devices.gpu, sound: raw.devices.sound, extra },
-        limits: Limits { memory: raw.limits.memory, pids: raw.limits.pids, nofile: raw.limits.nofile },
+        gui: Gui {
+            wayland: raw.gui.wayland,
+            x11: raw.gui.x11,
+        },
+        audio: Audio {
+            pulseaudio: raw.audio.pulseaudio,
+            pipewire: raw.audio.pipewire,
+        },
+        devices: Devices {
+            gpu: raw.devices.gpu,
+            sound: raw.devices.sound,
+            extra,
+        },
+        limits: Limits {
+            memory: raw.limits.memory,
+            pids: raw.limits.pids,
+            nofile: raw.limits.nofile,
+        },
         restart,
     })
 }
@@ -302,17 +360,38 @@ mod tests {
 
     #[test]
     fn destinations() {
-        for ok in ["0.0.0.0/0", "::/0", "10.0.0.0/8:443", "github.com", "*.pypi.org:443", "[::1]:8000-8080", "1.2.3.4"] {
+        for ok in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/8:443",
+            "github.com",
+            "*.pypi.org:443",
+            "[::1]:8000-8080",
+            "1.2.3.4",
+        ] {
             assert!(destination("k", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1.2.3.4/33", "github.com:0", "a..b", "*.x:99999", "exa mple.com", "x:9-1"] {
+        for bad in [
+            "",
+            "1.2.3.4/33",
+            "github.com:0",
+            "a..b",
+            "*.x:99999",
+            "exa mple.com",
+            "x:9-1",
+        ] {
             assert!(destination("k", bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn publish_specs() {
-        for ok in ["127.0.0.1:8080:80", "8080:80", "[::1]:8080:80/udp", "8080:80/tcp"] {
+        for ok in [
+            "127.0.0.1:8080:80",
+            "8080:80",
+            "[::1]:8080:80/udp",
+            "8080:80/tcp",
+        ] {
             assert!(publish("k", ok).is_ok(), "{ok}");
         }
         for bad in ["80", "x:80", "1.2.3:8080:80", "8080:0", "a:b:c:d"] {

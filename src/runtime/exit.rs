@@ -29,7 +29,10 @@ fn pidfd_open(pid: u32) -> Result<PidFd, ExitWaitError> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
-        return Err(ExitWaitError::Open { pid, source: std::io::Error::last_os_error() });
+        return Err(ExitWaitError::Open {
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
     }
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
     Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
@@ -40,7 +43,14 @@ fn collect(fd: &PidFd) -> Option<i32> {
     // SAFETY: siginfo_t is plain data; zeroed is a valid initial value for waitid to fill.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pidfd and a pointer to a local siginfo_t that outlives the call.
-    let rc = unsafe { libc::waitid(libc::P_PIDFD, fd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG) };
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            fd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
     if rc != 0 {
         return None;
     }
@@ -59,16 +69,24 @@ pub async fn wait_exit(pid: u32) -> Result<Option<i32>, ExitWaitError> {
     let fd = match pidfd_open(pid) {
         Ok(fd) => fd,
         // ESRCH: already gone and reaped.
-        Err(ExitWaitError::Open { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(ExitWaitError::Open { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+            return Ok(None)
+        }
         Err(e) => return Err(e),
     };
     // SAFETY: `PidFd` owns its fd and always returns the same one; it lives inside the
     // AsyncFd until it is dropped.
     let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| ExitWaitError::Open { pid, source: e.into() })?;
+        .map_err(|e| ExitWaitError::Open {
+            pid,
+            source: e.into(),
+        })?;
     // Readiness can be reported spuriously; retry until waitid or the exit shows.
     loop {
-        let mut guard = afd.readable().await.map_err(|source| ExitWaitError::Open { pid, source })?;
+        let mut guard = afd
+            .readable()
+            .await
+            .map_err(|source| ExitWaitError::Open { pid, source })?;
         if let Some(status) = collect(afd.get_ref()) {
             return Ok(Some(status));
         }
@@ -84,7 +102,10 @@ pub async fn wait_exit(pid: u32) -> Result<Option<i32>, ExitWaitError> {
 fn process_exists(pid: u32) -> bool {
     // A zombie still "exists" for kill(0); /proc/PID/stat state 'Z' means exited.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -95,15 +116,27 @@ mod tests {
 
     #[tokio::test]
     async fn collects_status_of_own_child() {
-        let child = std::process::Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        #[allow(clippy::zombie_processes)] // reaped by wait_exit itself
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
         let status = wait_exit(child.id()).await.unwrap();
         assert_eq!(status, Some(3 << 8));
     }
 
     #[tokio::test]
     async fn collects_signal_of_own_child() {
-        let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        #[allow(clippy::zombie_processes)] // reaped by wait_exit itself
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         assert_eq!(wait_exit(child.id()).await.unwrap(), Some(9));
     }
 }

@@ -35,7 +35,11 @@ impl ContainerState {
 pub enum RuntimeError {
     /// runc ran and failed; the message is runc's own.
     #[error("runc {op} {id}: {message}")]
-    Failed { op: &'static str, id: String, message: String },
+    Failed {
+        op: &'static str,
+        id: String,
+        message: String,
+    },
     #[error("cannot run {program}")]
     Spawn {
         program: String,
@@ -43,7 +47,11 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     #[error("runc {op} {id} did not finish within {secs} s")]
-    Timeout { op: &'static str, id: String, secs: u64 },
+    Timeout {
+        op: &'static str,
+        id: String,
+        secs: u64,
+    },
     #[error("runc {op}: unexpected output")]
     Output {
         op: &'static str,
@@ -62,11 +70,19 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// `runc create`: sets the container up, stopped before its process runs; returns the
     /// host pid of its init. The container's stdout and stderr go to `output`.
-    fn create(&self, id: &str, bundle: &Path, output: Output) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+    fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        output: Output,
+    ) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
     /// `runc start`: lets the created container's process run.
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `runc state`: `None` when runc does not know the id.
-    fn state(&self, id: &str) -> impl Future<Output = Result<Option<ContainerState>, RuntimeError>> + Send;
+    fn state(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ContainerState>, RuntimeError>> + Send;
     /// `runc list`: every container under this daemon's runc root.
     fn list(&self) -> impl Future<Output = Result<Vec<ContainerState>, RuntimeError>> + Send;
     /// `runc kill`: sends `signal` to the container's init.

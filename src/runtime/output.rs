@@ -28,7 +28,10 @@ impl Output {
                 return Ok(Self { stdout, stderr });
             }
         }
-        Ok(Self { stdout: relay(name, "stdout")?, stderr: relay(name, "stderr")? })
+        Ok(Self {
+            stdout: relay(name, "stdout")?,
+            stderr: relay(name, "stderr")?,
+        })
     }
 }
 
@@ -45,7 +48,8 @@ fn journal_stream(name: &str, priority: u8) -> std::io::Result<OwnedFd> {
 fn relay(name: &str, stream: &'static str) -> std::io::Result<OwnedFd> {
     // O_CLOEXEC keeps the read end out of runc and the sandbox; the write end is handed
     // over explicitly as their stdout/stderr.
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     let read = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
     let name = name.to_string();
     tokio::spawn(async move {

@@ -25,7 +25,11 @@ pub struct Runc {
 
 impl Runc {
     pub fn new(program: PathBuf, root: PathBuf) -> Self {
-        Self { program, root, wrapper: Vec::new() }
+        Self {
+            program,
+            root,
+            wrapper: Vec::new(),
+        }
     }
 
     /// The single place a runc process is built.
@@ -39,24 +43,54 @@ impl Runc {
             None => Command::new(&self.program),
         };
         cmd.arg("--root").arg(&self.root).args(args);
+        // runc passes a NOTIFY_SOCKET it inherits into the container: that would hand the
+        // sandbox the service manager's notification socket. Keep it, and any other
+        // socket-activation variables, to ourselves.
+        for var in [
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ] {
+            cmd.env_remove(var);
+        }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         cmd
     }
 
     /// Runs runc to completion with its output captured; a non-zero exit becomes
     /// [`RuntimeError::Failed`] carrying runc's own message.
-    async fn run(&self, op: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+    async fn run(
+        &self,
+        op: &'static str,
+        id: &str,
+        args: &[&str],
+    ) -> Result<Vec<u8>, RuntimeError> {
         let mut cmd = self.command(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        })?;
         let out = tokio::time::timeout(RUNC_TIMEOUT, child.wait_with_output())
             .await
-            .map_err(|_| RuntimeError::Timeout { op, id: id.to_string(), secs: RUNC_TIMEOUT.as_secs() })?
-            .map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+            .map_err(|_| RuntimeError::Timeout {
+                op,
+                id: id.to_string(),
+                secs: RUNC_TIMEOUT.as_secs(),
+            })?
+            .map_err(|source| RuntimeError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
-            Err(RuntimeError::Failed { op, id: id.to_string(), message: runc_message(&out.stderr, &out.stdout) })
+            Err(RuntimeError::Failed {
+                op,
+                id: id.to_string(),
+                message: runc_message(&out.stderr, &out.stdout),
+            })
         }
     }
 }
@@ -83,18 +117,42 @@ impl Runtime for Runc {
     async fn create(&self, id: &str, bundle: &Path, output: Output) -> Result<u32, RuntimeError> {
         let pid_file = bundle.join("init.pid");
         let log_file = bundle.join("runc.log");
-        let (pid_s, log_s, bundle_s) = (pid_file.to_string_lossy(), log_file.to_string_lossy(), bundle.to_string_lossy());
+        let (pid_s, log_s, bundle_s) = (
+            pid_file.to_string_lossy(),
+            log_file.to_string_lossy(),
+            bundle.to_string_lossy(),
+        );
         // Detached, non-terminal: runc hands its own stdio to the container, so the
         // sandbox's stdout/stderr are runc's. runc's messages go to a JSON log instead.
         let mut cmd = self.command(&[
-            "--log", &log_s, "--log-format", "json", "create", "--bundle", &bundle_s, "--pid-file", &pid_s, id,
+            "--log",
+            &log_s,
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            &bundle_s,
+            "--pid-file",
+            &pid_s,
+            id,
         ]);
-        cmd.stdout(Stdio::from(output.stdout)).stderr(Stdio::from(output.stderr));
-        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+        cmd.stdout(Stdio::from(output.stdout))
+            .stderr(Stdio::from(output.stderr));
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        })?;
         let status = tokio::time::timeout(RUNC_TIMEOUT, child.wait())
             .await
-            .map_err(|_| RuntimeError::Timeout { op: "create", id: id.to_string(), secs: RUNC_TIMEOUT.as_secs() })?
-            .map_err(|source| RuntimeError::Spawn { program: self.program.display().to_string(), source })?;
+            .map_err(|_| RuntimeError::Timeout {
+                op: "create",
+                id: id.to_string(),
+                secs: RUNC_TIMEOUT.as_secs(),
+            })?
+            .map_err(|source| RuntimeError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
         if !status.success() {
             let log = std::fs::read(&log_file).unwrap_or_default();
             let errors: Vec<u8> = log
@@ -103,7 +161,11 @@ impl Runtime for Runc {
                 .flat_map(|l| l.iter().copied().chain([b'\n']))
                 .collect();
             let message = runc_message(if errors.is_empty() { &log } else { &errors }, &[]);
-            return Err(RuntimeError::Failed { op: "create", id: id.to_string(), message });
+            return Err(RuntimeError::Failed {
+                op: "create",
+                id: id.to_string(),
+                message,
+            });
         }
         let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
         pid.trim().parse().map_err(|_| RuntimeError::Failed {
@@ -119,8 +181,17 @@ impl Runtime for Runc {
 
     async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
         match self.run("state", id, &["state", id]).await {
-            Ok(out) => serde_json::from_slice(&out).map(Some).map_err(|source| RuntimeError::Output { op: "state", source }),
-            Err(RuntimeError::Failed { message, .. }) if message.contains("does not exist") => Ok(None),
+            Ok(out) => {
+                serde_json::from_slice(&out)
+                    .map(Some)
+                    .map_err(|source| RuntimeError::Output {
+                        op: "state",
+                        source,
+                    })
+            }
+            Err(RuntimeError::Failed { message, .. }) if message.contains("does not exist") => {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -135,12 +206,16 @@ impl Runtime for Runc {
     }
 
     async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
-        self.run("kill", id, &["kill", id, &signal.to_string()]).await.map(drop)
+        self.run("kill", id, &["kill", id, &signal.to_string()])
+            .await
+            .map(drop)
     }
 
     async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
         match self.run("delete", id, &["delete", "--force", id]).await {
-            Err(RuntimeError::Failed { message, .. }) if message.contains("does not exist") => Ok(()),
+            Err(RuntimeError::Failed { message, .. }) if message.contains("does not exist") => {
+                Ok(())
+            }
             other => other.map(drop),
         }
     }

@@ -11,7 +11,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 /// Mount points created in the empty root of a host-rootfs sandbox.
-pub const HOST_ROOT_DIRS: &[&str] = &["usr", "etc", "tmp", "var", "home", "run", "root", "proc", "dev", "sys"];
+pub const HOST_ROOT_DIRS: &[&str] = &[
+    "usr", "etc", "tmp", "var", "home", "run", "root", "proc", "dev", "sys",
+];
 
 #[derive(Debug, Error)]
 pub enum BundleError {
@@ -32,7 +34,10 @@ pub enum BundleError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io { path: path.to_path_buf(), source }
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +77,8 @@ impl Bundle {
                 }
             }
             // The root itself must be searchable by the sandbox's other ids.
-            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).map_err(io_err(&root))?;
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
+                .map_err(io_err(&root))?;
         }
         Ok(bundle)
     }
@@ -83,14 +89,18 @@ impl Bundle {
     }
 
     pub fn write_spec(&self, spec: &Spec) -> Result<(), BundleError> {
-        spec.save(self.dir.join("config.json")).map_err(BundleError::Spec)
+        spec.save(self.dir.join("config.json"))
+            .map_err(BundleError::Spec)
     }
 
     /// Writes `record.json` atomically (write + rename), so a crash never leaves half a record.
     pub fn write_record<T: Serialize>(&self, record: &T) -> Result<(), BundleError> {
         let path = self.dir.join("record.json");
         let tmp = self.dir.join("record.json.tmp");
-        let data = serde_json::to_vec_pretty(record).map_err(|source| BundleError::Record { path: path.clone(), source })?;
+        let data = serde_json::to_vec_pretty(record).map_err(|source| BundleError::Record {
+            path: path.clone(),
+            source,
+        })?;
         std::fs::write(&tmp, data).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }

@@ -30,9 +30,17 @@ pub fn subordinate_range(file: &Path, user: &str, id: u32) -> Option<(u32, u32)>
 
 /// `0 → host_id` (size 1), then `1..` onto the subordinate range when there is one.
 pub fn container_map(host_id: u32, subordinate: Option<(u32, u32)>) -> Vec<IdRange> {
-    let mut map = vec![IdRange { inside: 0, host: host_id, size: 1 }];
+    let mut map = vec![IdRange {
+        inside: 0,
+        host: host_id,
+        size: 1,
+    }];
     if let Some((start, count)) = subordinate {
-        map.push(IdRange { inside: 1, host: start, size: count.min(SUBORDINATE_SPAN) });
+        map.push(IdRange {
+            inside: 1,
+            host: start,
+            size: count.min(SUBORDINATE_SPAN),
+        });
     }
     map
 }
@@ -45,17 +53,38 @@ mod tests {
     fn finds_by_name_or_id() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("subuid");
-        std::fs::write(&f, "other:100000:65536\nalice:165536:65536\n1001:231072:1000\n").unwrap();
+        std::fs::write(
+            &f,
+            "other:100000:65536\nalice:165536:65536\n1001:231072:1000\n",
+        )
+        .unwrap();
         assert_eq!(subordinate_range(&f, "alice", 1000), Some((165536, 65536)));
         assert_eq!(subordinate_range(&f, "bob", 1001), Some((231072, 1000)));
         assert_eq!(subordinate_range(&f, "carol", 1002), None);
-        assert_eq!(subordinate_range(&dir.path().join("absent"), "alice", 1000), None);
+        assert_eq!(
+            subordinate_range(&dir.path().join("absent"), "alice", 1000),
+            None
+        );
     }
 
     #[test]
     fn maps() {
-        assert_eq!(container_map(1000, None), vec![IdRange { inside: 0, host: 1000, size: 1 }]);
+        assert_eq!(
+            container_map(1000, None),
+            vec![IdRange {
+                inside: 0,
+                host: 1000,
+                size: 1
+            }]
+        );
         let m = container_map(1000, Some((100000, 200000)));
-        assert_eq!(m[1], IdRange { inside: 1, host: 100000, size: 65536 });
+        assert_eq!(
+            m[1],
+            IdRange {
+                inside: 1,
+                host: 100000,
+                size: 65536
+            }
+        );
     }
 }

@@ -31,10 +31,32 @@ pub const INIT_PATH: &str = "/dev/.sandbox-init";
 /// Entries of the host's `/etc` a host-rootfs sandbox sees (read-only) when they exist:
 /// what the dynamic loader, name lookups, TLS and Debian's alternatives need.
 pub const HOST_ETC: &[&str] = &[
-    "alternatives", "ca-certificates", "ca-certificates.conf", "group", "host.conf", "hosts",
-    "inputrc", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "locale.gen",
-    "localtime", "mime.types", "nsswitch.conf", "os-release", "passwd", "profile", "profile.d",
-    "protocols", "services", "shells", "ssl", "terminfo", "timezone", "xdg",
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "group",
+    "host.conf",
+    "hosts",
+    "inputrc",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "locale.alias",
+    "locale.gen",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "passwd",
+    "profile",
+    "profile.d",
+    "protocols",
+    "services",
+    "shells",
+    "ssl",
+    "terminfo",
+    "timezone",
+    "xdg",
 ];
 
 /// Capabilities kept inside: enough for root to install packages and manage its own files,
@@ -55,13 +77,25 @@ pub const CAPABILITIES: &[Capability] = &[
 ];
 
 const MASKED_PATHS: &[&str] = &[
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 
 const READONLY_PATHS: &[&str] = &[
-    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
 ];
 
 #[derive(Debug, Error)]
@@ -147,11 +181,42 @@ fn bind(source: &Path, dest: &str, readonly: bool) -> Result<Mount, SpecError> {
 fn base_mounts() -> Result<Vec<Mount>, SpecError> {
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
-        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
     ])
 }
 
@@ -167,18 +232,34 @@ fn host_root_mounts(ctx: &HostContext) -> Result<Vec<Mount>, SpecError> {
             out.push(bind(p, dir, true)?);
         }
     }
-    out.push(mount("/etc", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755", "size=16m"])?);
+    out.push(mount(
+        "/etc",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "nodev", "mode=755", "size=16m"],
+    )?);
     for entry in HOST_ETC {
         let src = ctx.etc.join(entry);
         if src.exists() {
             out.push(bind(&src, &format!("/etc/{entry}"), true)?);
         }
     }
-    for (dir, mode) in [("/tmp", "1777"), ("/var/tmp", "1777"), ("/home", "755"), ("/run", "755"), ("/root", "700")] {
+    for (dir, mode) in [
+        ("/tmp", "1777"),
+        ("/var/tmp", "1777"),
+        ("/home", "755"),
+        ("/run", "755"),
+        ("/root", "700"),
+    ] {
         let opts = ["nosuid", "nodev", &format!("mode={mode}")];
         let parent_var = dir == "/var/tmp";
         if parent_var {
-            out.push(mount("/var", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755"])?);
+            out.push(mount(
+                "/var",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "mode=755"],
+            )?);
         }
         out.push(mount(dir, "tmpfs", "tmpfs", &opts)?);
     }
@@ -217,15 +298,30 @@ pub fn build(profile: &Profile, ctx: &HostContext, root: &Path) -> Result<Spec, 
         .build()?;
     let mut rlimits = Vec::new();
     if let Some(n) = profile.limits.nofile {
-        rlimits.push(PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(n).hard(n).build()?);
+        rlimits.push(
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(n)
+                .hard(n)
+                .build()?,
+        );
     }
     let process = ProcessBuilder::default()
         .terminal(false)
-        .user(UserBuilder::default().uid(account.uid).gid(account.gid).build()?)
+        .user(
+            UserBuilder::default()
+                .uid(account.uid)
+                .gid(account.gid)
+                .build()?,
+        )
         .args(args)
         .env(env)
         .cwd(profile.process.cwd.clone().unwrap_or_else(|| {
-            if account.uid == 0 { "/".into() } else { account.home.clone() }
+            if account.uid == 0 {
+                "/".into()
+            } else {
+                account.home.clone()
+            }
         }))
         .capabilities(capabilities)
         .rlimits(rlimits)
@@ -243,7 +339,12 @@ pub fn build(profile: &Profile, ctx: &HostContext, root: &Path) -> Result<Spec, 
     for m in &profile.mounts {
         mounts.push(bind(&m.source, &m.destination, m.readonly)?);
     }
-    mounts.push(mount(INIT_PATH, "bind", &ctx.init.to_string_lossy(), &["bind", "ro", "nosuid", "nodev"])?);
+    mounts.push(mount(
+        INIT_PATH,
+        "bind",
+        &ctx.init.to_string_lossy(),
+        &["bind", "ro", "nosuid", "nodev"],
+    )?);
 
     let namespaces = [
         LinuxNamespaceType::Pid,
@@ -262,14 +363,29 @@ pub fn build(profile: &Profile, ctx: &HostContext, root: &Path) -> Result<Spec, 
         .namespaces(namespaces)
         .uid_mappings(id_maps(&container_map(ctx.uid, ctx.subuid))?)
         .gid_mappings(id_maps(&container_map(ctx.gid, ctx.subgid))?)
-        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
         .build()?;
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
         .hostname(profile.hostname.clone())
-        .root(RootBuilder::default().path(root).readonly(readonly_root).build()?)
+        .root(
+            RootBuilder::default()
+                .path(root)
+                .readonly(readonly_root)
+                .build()?,
+        )
         .process(process)
         .mounts(mounts)
         .linux(linux)
@@ -283,32 +399,70 @@ mod tests {
 
     fn ctx(subids: bool) -> HostContext {
         let r = subids.then_some((100000, 65536));
-        HostContext { uid: 1000, gid: 1000, subuid: r, subgid: r, init: "/opt/sandbox-init".into(), etc: "/etc".into() }
+        HostContext {
+            uid: 1000,
+            gid: 1000,
+            subuid: r,
+            subgid: r,
+            init: "/opt/sandbox-init".into(),
+            etc: "/etc".into(),
+        }
     }
 
     #[test]
     fn namespaces_maps_and_init() {
         let mut p = Profile::builtin_default();
         p.process.command = Some(vec!["/usr/bin/env".into()]);
-        p.mounts.push(ProfileMount { source: "/srv/work".into(), destination: "/work".into(), readonly: false });
+        p.mounts.push(ProfileMount {
+            source: "/srv/work".into(),
+            destination: "/work".into(),
+            readonly: false,
+        });
         p.limits.nofile = Some(512);
         let spec = build(&p, &ctx(true), Path::new("/b/rootfs")).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
-        let ns: Vec<&str> = json["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        let ns: Vec<&str> = json["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
         for want in ["pid", "mount", "uts", "ipc", "cgroup", "user", "network"] {
             assert!(ns.contains(&want), "{want} missing from {ns:?}");
         }
-        assert_eq!(json["linux"]["uidMappings"][0], serde_json::json!({"containerID": 0, "hostID": 1000, "size": 1}));
-        assert_eq!(json["linux"]["uidMappings"][1], serde_json::json!({"containerID": 1, "hostID": 100000, "size": 65536}));
-        assert_eq!(json["process"]["args"], serde_json::json!([INIT_PATH, "--", "/usr/bin/env"]));
+        assert_eq!(
+            json["linux"]["uidMappings"][0],
+            serde_json::json!({"containerID": 0, "hostID": 1000, "size": 1})
+        );
+        assert_eq!(
+            json["linux"]["uidMappings"][1],
+            serde_json::json!({"containerID": 1, "hostID": 100000, "size": 65536})
+        );
+        assert_eq!(
+            json["process"]["args"],
+            serde_json::json!([INIT_PATH, "--", "/usr/bin/env"])
+        );
         assert_eq!(json["process"]["noNewPrivileges"], true);
         assert_eq!(json["root"]["readonly"], true);
         let mounts = json["mounts"].as_array().unwrap();
-        let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).unwrap_or_else(|| panic!("no mount {d}"));
-        assert!(find("/usr")["options"].as_array().unwrap().contains(&"ro".into()));
-        assert!(!find("/work")["options"].as_array().unwrap().contains(&"ro".into()));
+        let find = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == d)
+                .unwrap_or_else(|| panic!("no mount {d}"))
+        };
+        assert!(find("/usr")["options"]
+            .as_array()
+            .unwrap()
+            .contains(&"ro".into()));
+        assert!(!find("/work")["options"]
+            .as_array()
+            .unwrap()
+            .contains(&"ro".into()));
         assert_eq!(find(INIT_PATH)["source"], "/opt/sandbox-init");
-        let caps = json["process"]["capabilities"]["bounding"].as_array().unwrap();
+        let caps = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
         assert!(!caps.contains(&"CAP_SYS_ADMIN".into()));
         assert_eq!(json["process"]["rlimits"][0]["hard"], 512);
     }

@@ -15,7 +15,11 @@ pub struct Account {
 
 impl Account {
     pub fn root() -> Self {
-        Self { uid: 0, gid: 0, home: "/root".into() }
+        Self {
+            uid: 0,
+            gid: 0,
+            home: "/root".into(),
+        }
     }
 }
 
@@ -33,12 +37,20 @@ pub fn resolve(passwd: &Path, user: &User) -> Result<Account, String> {
             User::Id(id) => *id == uid,
             User::Name(n) => n == f[0],
         };
-        matches.then(|| Account { uid, gid: f[3].parse().unwrap_or(uid), home: f[5].to_string() })
+        matches.then(|| Account {
+            uid,
+            gid: f[3].parse().unwrap_or(uid),
+            home: f[5].to_string(),
+        })
     });
     match (entry, user) {
         (Some(a), _) => Ok(a),
         (None, User::Id(0)) => Ok(Account::root()),
-        (None, User::Id(id)) => Ok(Account { uid: *id, gid: *id, home: "/".into() }),
+        (None, User::Id(id)) => Ok(Account {
+            uid: *id,
+            gid: *id,
+            home: "/".into(),
+        }),
         (None, User::Name(n)) => Err(format!("user {n:?} is not in {}", passwd.display())),
     }
 }
@@ -51,8 +63,19 @@ mod tests {
     fn lookups() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("passwd");
-        std::fs::write(&f, "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:100::/home/user:/bin/sh\n").unwrap();
-        assert_eq!(resolve(&f, &User::Name("user".into())).unwrap(), Account { uid: 1000, gid: 100, home: "/home/user".into() });
+        std::fs::write(
+            &f,
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:100::/home/user:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(&f, &User::Name("user".into())).unwrap(),
+            Account {
+                uid: 1000,
+                gid: 100,
+                home: "/home/user".into()
+            }
+        );
         assert_eq!(resolve(&f, &User::Id(0)).unwrap(), Account::root());
         assert_eq!(resolve(&f, &User::Id(42)).unwrap().home, "/");
         assert!(resolve(&f, &User::Name("ghost".into())).is_err());

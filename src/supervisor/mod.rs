@@ -68,14 +68,22 @@ pub struct Supervisor<R> {
 
 impl<R> Clone for Supervisor<R> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl<R: Runtime> Supervisor<R> {
-    pub fn new(runtime: R, store: ProfileStore, host: HostContext, bundles: PathBuf, events: mpsc::UnboundedSender<Event>) -> Self {
+    pub fn new(
+        runtime: R,
+        store: ProfileStore,
+        host: HostContext,
+        bundles: PathBuf,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 runtime,
@@ -108,7 +116,9 @@ impl<R: Runtime> Supervisor<R> {
     fn update(&self, name: &str, run_id: Option<u64>, f: impl FnOnce(&mut Entry)) -> bool {
         let info = {
             let mut t = self.table();
-            let Some(e) = t.get_mut(name) else { return false };
+            let Some(e) = t.get_mut(name) else {
+                return false;
+            };
             if run_id.is_some() && e.run.as_ref().map(|r| r.id) != run_id {
                 return false;
             }
@@ -124,11 +134,17 @@ impl<R: Runtime> Supervisor<R> {
     }
 
     pub fn get(&self, name: &str) -> Result<SandboxInfo, Error> {
-        self.table().get(name).map(|e| e.info.clone()).ok_or_else(|| Error::NoSuchSandbox(shown(name)))
+        self.table()
+            .get(name)
+            .map(|e| e.info.clone())
+            .ok_or_else(|| Error::NoSuchSandbox(shown(name)))
     }
 
     pub fn running_count(&self) -> usize {
-        self.table().values().filter(|e| e.info.state == State::Running).count()
+        self.table()
+            .values()
+            .filter(|e| e.info.state == State::Running)
+            .count()
     }
 
     /// Starts sandbox `name` from its profile.
@@ -136,7 +152,10 @@ impl<R: Runtime> Supervisor<R> {
         let profile = self.inner.store.load(name)?;
         let unsupported = profile.unsupported_features();
         if !unsupported.is_empty() {
-            return Err(Error::Unsupported { name: name.into(), features: unsupported.iter().map(|s| s.to_string()).collect() });
+            return Err(Error::Unsupported {
+                name: name.into(),
+                features: unsupported.iter().map(|s| s.to_string()).collect(),
+            });
         }
         let (op, is_new) = {
             let mut t = self.table();
@@ -150,7 +169,10 @@ impl<R: Runtime> Supervisor<R> {
                 op: Arc::default(),
                 run: None,
             });
-            e.info = SandboxInfo { profile: profile_file(&profile), ..SandboxInfo::new(name) };
+            e.info = SandboxInfo {
+                profile: profile_file(&profile),
+                ..SandboxInfo::new(name)
+            };
             e.restart = profile.restart.clone();
             (e.op.clone(), is_new)
         };
@@ -175,19 +197,28 @@ impl<R: Runtime> Supervisor<R> {
     /// failure everything it made is removed again.
     async fn launch(&self, profile: &Profile, restarts: u32) -> Result<(), Error> {
         let name = profile.name.as_str();
-        let failed = |message: String| Error::RuntimeFailed { name: name.into(), message };
+        let failed = |message: String| Error::RuntimeFailed {
+            name: name.into(),
+            message,
+        };
         let bundle_dir = self.inner.bundles.join(name);
         let host_root = profile.rootfs.source == RootfsSource::Host;
-        let bundle = Bundle::prepare(bundle_dir, host_root).map_err(|e| failed(crate::error_chain(&e)))?;
+        let bundle =
+            Bundle::prepare(bundle_dir, host_root).map_err(|e| failed(crate::error_chain(&e)))?;
         let since = now_us();
         let prepared = (|| {
             let root = match &profile.rootfs.source {
                 RootfsSource::Host => bundle.host_root(),
                 RootfsSource::Path(p) => p.clone(),
             };
-            let spec = spec::build(profile, &self.inner.host, &root).map_err(|e| failed(crate::error_chain(&e)))?;
-            bundle.write_spec(&spec).map_err(|e| failed(crate::error_chain(&e)))?;
-            bundle.write_record(&RunRecord::new(profile, restarts, since)).map_err(|e| failed(crate::error_chain(&e)))
+            let spec = spec::build(profile, &self.inner.host, &root)
+                .map_err(|e| failed(crate::error_chain(&e)))?;
+            bundle
+                .write_spec(&spec)
+                .map_err(|e| failed(crate::error_chain(&e)))?;
+            bundle
+                .write_record(&RunRecord::new(profile, restarts, since))
+                .map_err(|e| failed(crate::error_chain(&e)))
         })();
         let created = match prepared {
             Ok(()) => self.create_and_start(name, &bundle).await,
@@ -209,7 +240,11 @@ impl<R: Runtime> Supervisor<R> {
             e.info.since = since;
             e.info.restarts = restarts;
             e.info.exit_status = -1;
-            e.run = Some(Run { id: run_id, exited: rx, stop_requested: false });
+            e.run = Some(Run {
+                id: run_id,
+                exited: rx,
+                stop_requested: false,
+            });
         });
         tracing::info!(SANDBOX = name, pid, restarts, "sandbox running");
         tokio::spawn(self.clone().monitor(name.to_string(), run_id, pid, tx));
@@ -217,29 +252,61 @@ impl<R: Runtime> Supervisor<R> {
     }
 
     async fn create_and_start(&self, name: &str, bundle: &Bundle) -> Result<u32, Error> {
-        let failed = |e: &dyn std::error::Error| Error::RuntimeFailed { name: name.into(), message: crate::error_chain(e) };
+        let failed = |e: &dyn std::error::Error| Error::RuntimeFailed {
+            name: name.into(),
+            message: crate::error_chain(e),
+        };
         // A container of this name can only be a leftover: clear it before creating.
-        self.inner.runtime.delete(name).await.map_err(|e| failed(&e))?;
+        self.inner
+            .runtime
+            .delete(name)
+            .await
+            .map_err(|e| failed(&e))?;
         let output = Output::for_sandbox(name).map_err(|e| failed(&e))?;
-        let pid = self.inner.runtime.create(name, &bundle.dir, output).await.map_err(|e| failed(&e))?;
-        self.inner.runtime.start(name).await.map_err(|e| failed(&e))?;
+        let pid = self
+            .inner
+            .runtime
+            .create(name, &bundle.dir, output)
+            .await
+            .map_err(|e| failed(&e))?;
+        self.inner
+            .runtime
+            .start(name)
+            .await
+            .map_err(|e| failed(&e))?;
         Ok(pid)
     }
 
     /// Waits for the sandbox's pid 1 to exit, then cleans up and applies the restart
     /// policy, unless a stop is in charge of this run.
-    fn monitor(self, name: String, run_id: u64, pid: u32, exited: watch::Sender<bool>) -> BoxFuture {
+    fn monitor(
+        self,
+        name: String,
+        run_id: u64,
+        pid: u32,
+        exited: watch::Sender<bool>,
+    ) -> BoxFuture {
         Box::pin(async move {
             let status = self.inner.runtime.wait(pid).await;
             let code = exit_code(status);
             let op = {
                 let mut t = self.table();
-                let Some(e) = t.get_mut(&name).filter(|e| e.run.as_ref().is_some_and(|r| r.id == run_id)) else { return };
+                let Some(e) = t
+                    .get_mut(&name)
+                    .filter(|e| e.run.as_ref().is_some_and(|r| r.id == run_id))
+                else {
+                    return;
+                };
                 e.info.exit_status = code;
                 e.op.clone()
             };
             exited.send_replace(true);
-            tracing::info!(SANDBOX = name.as_str(), pid, status = code, "sandbox pid 1 exited");
+            tracing::info!(
+                SANDBOX = name.as_str(),
+                pid,
+                status = code,
+                "sandbox pid 1 exited"
+            );
             let _op = op.lock().await;
             let (restart, restarts) = {
                 let t = self.table();
@@ -269,7 +336,11 @@ impl<R: Runtime> Supervisor<R> {
                     Err(e) => Err(e.into()),
                 };
                 if let Err(e) = result {
-                    tracing::warn!(SANDBOX = name.as_str(), "restart failed: {}", crate::error_chain(&e));
+                    tracing::warn!(
+                        SANDBOX = name.as_str(),
+                        "restart failed: {}",
+                        crate::error_chain(&e)
+                    );
                     self.update(&name, None, |e| {
                         e.info.state = State::Failed;
                         e.info.restarts = restarts + 1;
@@ -277,7 +348,11 @@ impl<R: Runtime> Supervisor<R> {
                 }
             } else {
                 self.update(&name, Some(run_id), |e| {
-                    e.info.state = if code == 0 { State::Stopped } else { State::Failed };
+                    e.info.state = if code == 0 {
+                        State::Stopped
+                    } else {
+                        State::Failed
+                    };
                     e.info.leader = 0;
                     e.run = None;
                 });
@@ -300,11 +375,17 @@ impl<R: Runtime> Supervisor<R> {
     /// Stops `name`: SIGTERM, up to `stop_timeout` for it to exit, SIGKILL, then runc
     /// delete and the bundle. A sandbox that already ended is just forgotten.
     pub async fn stop(&self, name: &str) -> Result<(), Error> {
-        let op = self.table().get(name).map(|e| e.op.clone()).ok_or_else(|| Error::NoSuchSandbox(shown(name)))?;
+        let op = self
+            .table()
+            .get(name)
+            .map(|e| e.op.clone())
+            .ok_or_else(|| Error::NoSuchSandbox(shown(name)))?;
         let _op = op.lock().await;
         let (exited, timeout, state) = {
             let mut t = self.table();
-            let Some(e) = t.get_mut(name) else { return Err(Error::NoSuchSandbox(name.into())) };
+            let Some(e) = t.get_mut(name) else {
+                return Err(Error::NoSuchSandbox(name.into()));
+            };
             let exited = e.run.as_mut().map(|r| {
                 r.stop_requested = true;
                 r.exited.clone()
@@ -320,13 +401,21 @@ impl<R: Runtime> Supervisor<R> {
                     tracing::debug!(SANDBOX = name, "SIGTERM: {}", crate::error_chain(&e));
                 }
             }
-            let gone = tokio::time::timeout(timeout, exited.wait_for(|x| *x)).await.is_ok();
+            let gone = tokio::time::timeout(timeout, exited.wait_for(|x| *x))
+                .await
+                .is_ok();
             if !gone {
-                tracing::info!(SANDBOX = name, "still running after {timeout:?}; sending SIGKILL");
+                tracing::info!(
+                    SANDBOX = name,
+                    "still running after {timeout:?}; sending SIGKILL"
+                );
                 if let Err(e) = self.inner.runtime.kill(name, libc::SIGKILL).await {
                     tracing::debug!(SANDBOX = name, "SIGKILL: {}", crate::error_chain(&e));
                 }
-                if tokio::time::timeout(KILL_GRACE, exited.wait_for(|x| *x)).await.is_err() {
+                if tokio::time::timeout(KILL_GRACE, exited.wait_for(|x| *x))
+                    .await
+                    .is_err()
+                {
                     errors.push(format!("still running {KILL_GRACE:?} after SIGKILL"));
                 }
             }
@@ -341,11 +430,17 @@ impl<R: Runtime> Supervisor<R> {
             format!("cleanup failed: {}", errors.join("; "))
         };
         self.table().remove(name);
-        self.emit(Event::Removed { name: name.into(), result });
+        self.emit(Event::Removed {
+            name: name.into(),
+            result,
+        });
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Error::RuntimeFailed { name: name.into(), message: errors.join("; ") })
+            Err(Error::RuntimeFailed {
+                name: name.into(),
+                message: errors.join("; "),
+            })
         }
     }
 
@@ -359,13 +454,22 @@ impl<R: Runtime> Supervisor<R> {
     /// Sends `signal` to the sandbox's pid 1 (sandbox-init forwards TERM, INT and HUP).
     pub async fn kill(&self, name: &str, signal: i32) -> Result<(), Error> {
         if !(1..=64).contains(&signal) {
-            return Err(Error::InvalidArgument(format!("signal {signal} is not between 1 and 64")));
+            return Err(Error::InvalidArgument(format!(
+                "signal {signal} is not between 1 and 64"
+            )));
         }
         let state = self.get(name)?.state;
         if state != State::Running {
             return Err(Error::NotRunning(name.into()));
         }
-        self.inner.runtime.kill(name, signal).await.map_err(|e| Error::RuntimeFailed { name: name.into(), message: crate::error_chain(&e) })
+        self.inner
+            .runtime
+            .kill(name, signal)
+            .await
+            .map_err(|e| Error::RuntimeFailed {
+                name: name.into(),
+                message: crate::error_chain(&e),
+            })
     }
 
     /// Adopts the containers an earlier daemon left running and removes the remains of
@@ -380,11 +484,19 @@ impl<R: Runtime> Supervisor<R> {
         };
         for c in containers {
             let bundle = Bundle::at(self.inner.bundles.join(&c.id));
-            let record = validate_name(&c.id).ok().and_then(|_| bundle.read_record::<RunRecord>().ok());
+            let record = validate_name(&c.id)
+                .ok()
+                .and_then(|_| bundle.read_record::<RunRecord>().ok());
             match record {
-                Some(record) if c.status == "running" && c.pid != 0 => self.adopt(&c.id, c.pid, record),
+                Some(record) if c.status == "running" && c.pid != 0 => {
+                    self.adopt(&c.id, c.pid, record)
+                }
                 _ => {
-                    tracing::info!(SANDBOX = c.id.as_str(), status = c.status.as_str(), "removing remains of an earlier sandbox");
+                    tracing::info!(
+                        SANDBOX = c.id.as_str(),
+                        status = c.status.as_str(),
+                        "removing remains of an earlier sandbox"
+                    );
                     if let Err(e) = self.inner.runtime.delete(&c.id).await {
                         tracing::warn!(SANDBOX = c.id.as_str(), "{}", crate::error_chain(&e));
                     }
@@ -422,9 +534,17 @@ impl<R: Runtime> Supervisor<R> {
             name.into(),
             Entry {
                 info: info.clone(),
-                restart: Restart { policy: record.policy, max: record.max, stop_timeout: Duration::from_millis(record.stop_timeout_ms.max(1)) },
+                restart: Restart {
+                    policy: record.policy,
+                    max: record.max,
+                    stop_timeout: Duration::from_millis(record.stop_timeout_ms.max(1)),
+                },
                 op: Arc::default(),
-                run: Some(Run { id: run_id, exited: rx, stop_requested: false }),
+                run: Some(Run {
+                    id: run_id,
+                    exited: rx,
+                    stop_requested: false,
+                }),
             },
         );
         self.emit(Event::New(name.into()));
@@ -444,20 +564,36 @@ impl<R: Runtime> Supervisor<R> {
             .filter(|p| p.autostart)
             .map(|p| p.name)
             .collect();
-        let starts = names.iter().filter(|n| !self.table().contains_key(n.as_str())).map(|n| async move {
-            if let Err(e) = self.start(n).await {
-                tracing::warn!(SANDBOX = n.as_str(), "autostart failed: {}", crate::error_chain(&e));
-            }
-        });
+        let starts = names
+            .iter()
+            .filter(|n| !self.table().contains_key(n.as_str()))
+            .map(|n| async move {
+                if let Err(e) = self.start(n).await {
+                    tracing::warn!(
+                        SANDBOX = n.as_str(),
+                        "autostart failed: {}",
+                        crate::error_chain(&e)
+                    );
+                }
+            });
         futures_util::future::join_all(starts).await;
     }
 
     /// Stops every sandbox (daemon shutdown).
     pub async fn stop_all(&self) {
-        let names: Vec<String> = self.table().iter().filter(|(_, e)| e.info.state.is_active()).map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = self
+            .table()
+            .iter()
+            .filter(|(_, e)| e.info.state.is_active())
+            .map(|(n, _)| n.clone())
+            .collect();
         let stops = names.iter().map(|n| async move {
             if let Err(e) = self.stop(n).await {
-                tracing::warn!(SANDBOX = n.as_str(), "stop failed: {}", crate::error_chain(&e));
+                tracing::warn!(
+                    SANDBOX = n.as_str(),
+                    "stop failed: {}",
+                    crate::error_chain(&e)
+                );
             }
         });
         futures_util::future::join_all(stops).await;
@@ -465,7 +601,10 @@ impl<R: Runtime> Supervisor<R> {
 }
 
 fn profile_file(p: &Profile) -> String {
-    p.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()
+    p.file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_default()
 }
 
 /// A name as shown in an error: cut short, so hostile input cannot flood a reply.

@@ -18,7 +18,11 @@ pub struct RunRecord {
 impl RunRecord {
     pub fn new(profile: &Profile, restarts: u32, since: u64) -> Self {
         Self {
-            profile: profile.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
+            profile: profile
+                .file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
             policy: profile.restart.policy,
             max: profile.restart.max,
             stop_timeout_ms: profile.restart.stop_timeout.as_millis() as u64,

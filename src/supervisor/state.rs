@@ -67,12 +67,22 @@ pub struct SandboxInfo {
 
 impl SandboxInfo {
     pub fn new(name: &str) -> Self {
-        Self { name: name.into(), state: State::Starting, leader: 0, since: now_us(), profile: String::new(), restarts: 0, exit_status: -1 }
+        Self {
+            name: name.into(),
+            state: State::Starting,
+            leader: 0,
+            since: now_us(),
+            profile: String::new(),
+            restarts: 0,
+            exit_status: -1,
+        }
     }
 }
 
 pub fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A raw wait status (waitpid(2)) as a shell would report it.

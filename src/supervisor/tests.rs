@@ -48,7 +48,15 @@ impl Runtime for Fake {
         s.next_pid += 1;
         let pid = 1000 + s.next_pid;
         s.calls.push(format!("create {id}"));
-        s.containers.insert(id.into(), ContainerState { id: id.into(), status: "created".into(), pid, bundle: bundle.display().to_string() });
+        s.containers.insert(
+            id.into(),
+            ContainerState {
+                id: id.into(),
+                status: "created".into(),
+                pid,
+                bundle: bundle.display().to_string(),
+            },
+        );
         s.exits.insert(pid, watch::channel(None).0);
         Ok(pid)
     }
@@ -114,16 +122,34 @@ impl Harness {
         for d in ["profiles", "rootfs/etc", "bundles"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
-        let store = ProfileStore { dirs: vec![dir.path().join("profiles")], home: dir.path().into() };
-        let host = HostContext { uid: 1000, gid: 1000, subuid: None, subgid: None, init: "/init".into(), etc: dir.path().join("rootfs/etc") };
+        let store = ProfileStore {
+            dirs: vec![dir.path().join("profiles")],
+            home: dir.path().into(),
+        };
+        let host = HostContext {
+            uid: 1000,
+            gid: 1000,
+            subuid: None,
+            subgid: None,
+            init: "/init".into(),
+            etc: dir.path().join("rootfs/etc"),
+        };
         let fake = Fake::default();
         let (tx, events) = mpsc::unbounded_channel();
         let sup = Supervisor::new(fake.clone(), store, host, dir.path().join("bundles"), tx);
-        Self { sup, fake, events, dir }
+        Self {
+            sup,
+            fake,
+            events,
+            dir,
+        }
     }
 
     fn profile(&self, name: &str, extra: &str) {
-        let text = format!("[rootfs]\npath = \"{}\"\n[network]\nmode = \"none\"\n{extra}", self.dir.path().join("rootfs").display());
+        let text = format!(
+            "[rootfs]\npath = \"{}\"\n[network]\nmode = \"none\"\n{extra}",
+            self.dir.path().join("rootfs").display()
+        );
         std::fs::write(self.dir.path().join(format!("profiles/{name}.toml")), text).unwrap();
     }
 
@@ -157,12 +183,32 @@ async fn on_failure_restarts_exactly_max_times_then_fails() {
     let info = h.wait_state("crash", State::Failed).await;
     assert_eq!(info.exit_status, 3);
     assert_eq!(info.restarts, 2);
-    assert_eq!(h.fake.lock().calls.iter().filter(|c| c.starts_with("start")).count(), 3);
-    assert!(h.fake.lock().containers.is_empty(), "runc state left behind");
-    assert!(!h.dir.path().join("bundles/crash").exists(), "bundle left behind");
+    assert_eq!(
+        h.fake
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("start"))
+            .count(),
+        3
+    );
+    assert!(
+        h.fake.lock().containers.is_empty(),
+        "runc state left behind"
+    );
+    assert!(
+        !h.dir.path().join("bundles/crash").exists(),
+        "bundle left behind"
+    );
     let events = h.drain();
     assert_eq!(events[0], Event::New("crash".into()));
-    let states: Vec<State> = events.iter().filter_map(|e| match e { Event::Changed(i) => Some(i.state), _ => None }).collect();
+    let states: Vec<State> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Changed(i) => Some(i.state),
+            _ => None,
+        })
+        .collect();
     assert_eq!(states.iter().filter(|s| **s == State::Running).count(), 3);
     assert_eq!(states.last(), Some(&State::Failed));
 }
@@ -180,17 +226,27 @@ async fn clean_exit_is_stopped_and_not_restarted_on_failure() {
 #[tokio::test]
 async fn stop_escalates_to_sigkill_and_removes_everything() {
     let mut h = Harness::new();
-    h.profile("stubborn", "[restart]\nstop_timeout = \"200ms\"\npolicy = \"always\"\n");
+    h.profile(
+        "stubborn",
+        "[restart]\nstop_timeout = \"200ms\"\npolicy = \"always\"\n",
+    );
     h.fake.lock().ignore_term = true;
     h.sup.start("stubborn").await.unwrap();
     let t0 = std::time::Instant::now();
     h.sup.stop("stubborn").await.unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(200) && t0.elapsed() < Duration::from_secs(5));
     let calls = h.fake.lock().calls.clone();
-    assert!(calls.contains(&"kill stubborn 15".to_string()) && calls.contains(&"kill stubborn 9".to_string()), "{calls:?}");
+    assert!(
+        calls.contains(&"kill stubborn 15".to_string())
+            && calls.contains(&"kill stubborn 9".to_string()),
+        "{calls:?}"
+    );
     assert!(h.fake.lock().containers.is_empty());
     assert!(!h.dir.path().join("bundles/stubborn").exists());
-    assert!(matches!(h.sup.get("stubborn"), Err(Error::NoSuchSandbox(_))));
+    assert!(matches!(
+        h.sup.get("stubborn"),
+        Err(Error::NoSuchSandbox(_))
+    ));
     // The "always" policy must not revive a sandbox that was stopped on purpose.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(calls.iter().filter(|c| c.starts_with("start")).count(), 1);
@@ -204,16 +260,40 @@ async fn errors_are_typed() {
     h.profile("bad", "[restart]\nstop_timeout = \"soon\"\n");
     h.profile("proxy", "[gui]\nwayland = true\n");
     h.sup.start("idle").await.unwrap();
-    assert!(matches!(h.sup.start("idle").await, Err(Error::AlreadyRunning(_))));
-    assert!(matches!(h.sup.start("absent").await, Err(Error::NoSuchProfile(_))));
-    assert!(matches!(h.sup.start("bad").await, Err(Error::InvalidProfile(_))));
-    assert!(matches!(h.sup.start("../etc").await, Err(Error::InvalidProfile(_))));
-    assert!(matches!(h.sup.start("proxy").await, Err(Error::Unsupported { .. })));
-    assert!(matches!(h.sup.stop("absent").await, Err(Error::NoSuchSandbox(_))));
-    assert!(matches!(h.sup.kill("idle", 0).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        h.sup.start("idle").await,
+        Err(Error::AlreadyRunning(_))
+    ));
+    assert!(matches!(
+        h.sup.start("absent").await,
+        Err(Error::NoSuchProfile(_))
+    ));
+    assert!(matches!(
+        h.sup.start("bad").await,
+        Err(Error::InvalidProfile(_))
+    ));
+    assert!(matches!(
+        h.sup.start("../etc").await,
+        Err(Error::InvalidProfile(_))
+    ));
+    assert!(matches!(
+        h.sup.start("proxy").await,
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(
+        h.sup.stop("absent").await,
+        Err(Error::NoSuchSandbox(_))
+    ));
+    assert!(matches!(
+        h.sup.kill("idle", 0).await,
+        Err(Error::InvalidArgument(_))
+    ));
     h.sup.kill("idle", libc::SIGTERM).await.unwrap();
     h.wait_state("idle", State::Failed).await;
-    assert!(matches!(h.sup.kill("idle", libc::SIGTERM).await, Err(Error::NotRunning(_))));
+    assert!(matches!(
+        h.sup.kill("idle", libc::SIGTERM).await,
+        Err(Error::NotRunning(_))
+    ));
     // Dismissing an ended sandbox removes it.
     h.sup.stop("idle").await.unwrap();
     assert!(h.sup.list().is_empty());
@@ -232,11 +312,20 @@ async fn reconcile_adopts_running_and_clears_the_dead() {
 
     // A second daemon over the same runc state and bundles.
     let (tx, _rx) = mpsc::unbounded_channel();
-    let again = Supervisor::new(h.fake.clone(), h.sup.inner.store.clone(), h.sup.inner.host.clone(), h.dir.path().join("bundles"), tx);
+    let again = Supervisor::new(
+        h.fake.clone(),
+        h.sup.inner.store.clone(),
+        h.sup.inner.host.clone(),
+        h.dir.path().join("bundles"),
+        tx,
+    );
     again.reconcile().await;
     let list = again.list();
     assert_eq!(list.len(), 1);
-    assert_eq!((list[0].name.as_str(), list[0].state, list[0].leader), ("alive", State::Running, pid));
+    assert_eq!(
+        (list[0].name.as_str(), list[0].state, list[0].leader),
+        ("alive", State::Running, pid)
+    );
     assert!(!h.fake.lock().containers.contains_key("dead"));
     assert!(!h.dir.path().join("bundles/dead").exists());
     assert!(!h.dir.path().join("bundles/stray").exists());

@@ -1,0 +1,34 @@
+//! The daemon's D-Bus errors: one stable name per failure kind (machined's vocabulary),
+//! mapped from the supervisor's errors in this one place.
+
+use crate::supervisor::Error;
+
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.sandboxd.Sandboxd1.Error")]
+pub enum BusError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    NoSuchProfile(String),
+    InvalidProfile(String),
+    NoSuchSandbox(String),
+    AlreadyRunning(String),
+    NotRunning(String),
+    RuntimeFailed(String),
+    PermissionDenied(String),
+    InvalidArgs(String),
+}
+
+impl From<Error> for BusError {
+    fn from(e: Error) -> Self {
+        let msg = crate::error_chain(&e);
+        match e {
+            Error::NoSuchProfile(_) => Self::NoSuchProfile(msg),
+            Error::InvalidProfile(_) | Error::Unsupported { .. } => Self::InvalidProfile(msg),
+            Error::NoSuchSandbox(_) => Self::NoSuchSandbox(msg),
+            Error::AlreadyRunning(_) => Self::AlreadyRunning(msg),
+            Error::NotRunning(_) => Self::NotRunning(msg),
+            Error::RuntimeFailed { .. } => Self::RuntimeFailed(msg),
+            Error::InvalidArgument(_) => Self::InvalidArgs(msg),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Client-side proxies of the daemon's interfaces (the same contract `busctl` sees).
+
+use zbus::proxy;
+use zbus::zvariant::OwnedObjectPath;
+
+#[proxy(
+    interface = "org.sandboxd.Sandboxd1.Manager",
+    default_service = "org.sandboxd.Sandboxd1",
+    default_path = "/org/sandboxd/Sandboxd1"
+)]
+pub trait Manager {
+    fn list_profiles(&self) -> zbus::Result<Vec<(String, String, String)>>;
+    fn list_sandboxes(&self) -> zbus::Result<Vec<(String, String, u32, OwnedObjectPath)>>;
+    fn start_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_sandbox(&self, name: &str) -> zbus::Result<()>;
+    fn restart_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn kill_sandbox(&self, name: &str, signal: i32) -> zbus::Result<()>;
+    fn get_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reload_profiles(&self) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn sandbox_new(&self, name: String, path: OwnedObjectPath) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn sandbox_removed(
+        &self,
+        name: String,
+        path: OwnedObjectPath,
+        result: String,
+    ) -> zbus::Result<()>;
+}
+
+#[proxy(
+    interface = "org.sandboxd.Sandboxd1.Sandbox",
+    default_service = "org.sandboxd.Sandboxd1"
+)]
+pub trait Sandbox {
+    fn stop(&self) -> zbus::Result<()>;
+    fn restart(&self) -> zbus::Result<OwnedObjectPath>;
+    fn kill(&self, signal: i32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn leader(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn since(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn profile(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn restarts(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn exit_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn connections_active(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn bytes_sent(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn bytes_received(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn connections_denied(&self) -> zbus::Result<u64>;
+}

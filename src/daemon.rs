@@ -1,0 +1,228 @@
+//! sandboxd's start-up and shutdown: check the environment (dying with a message that
+//! names the fix), adopt what an earlier daemon left, own the bus name, tell systemd, and
+//! on SIGTERM stop every sandbox before exiting.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::bus::{self, BUS_NAME};
+use crate::config::{ConfigError, DaemonConfig};
+use crate::paths::{NoRuntimeDir, RuntimePaths};
+use crate::profile::ProfileStore;
+use crate::runtime::Runc;
+use crate::spec::HostContext;
+use crate::supervisor::Supervisor;
+
+#[derive(Debug, Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    RuntimeDir(#[from] NoRuntimeDir),
+    #[error("runc not found on PATH: install it (Debian: apt-get install runc) or set `runc` in the daemon config")]
+    NoRunc,
+    #[error("sandbox-init not found at {0}: install it next to sandboxd or set `init` in the daemon config")]
+    NoInit(PathBuf),
+    #[error("{} is dynamically linked; sandbox-init must be static to run in any root file system (build it with `make build`)", .0.display())]
+    InitNotStatic(PathBuf),
+    #[error("cannot create {}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the D-Bus session bus (is DBUS_SESSION_BUS_ADDRESS set?)")]
+    Bus(#[source] zbus::Error),
+    #[error("cannot own the bus name {BUS_NAME}: is another sandboxd running?")]
+    BusName(#[source] zbus::Error),
+}
+
+/// Everything checked and resolved before the async core starts.
+pub struct Settings {
+    pub paths: RuntimePaths,
+    pub runc: PathBuf,
+    pub host: HostContext,
+    pub store: ProfileStore,
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/sbin").join(program),
+            PathBuf::from("/usr/bin").join(program),
+        ])
+        .find(|p| p.is_file())
+}
+
+/// True when the ELF file has no PT_INTERP program header (no dynamic loader needed).
+fn is_static_elf(path: &Path) -> bool {
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap_or_default());
+    let phoff = u64::from_le_bytes(data[32..40].try_into().unwrap_or_default()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let off = phoff + i * phentsize;
+        off + 4 > data.len() || u32_at(off) != 3 // PT_INTERP
+    })
+}
+
+impl Settings {
+    /// Reads the config and checks the environment; every failure names its fix.
+    pub fn load(config_path: &Path) -> Result<Self, StartupError> {
+        let config = DaemonConfig::load(config_path)?;
+        let paths = RuntimePaths::from_env()?;
+        let runc = match config.runc {
+            Some(p) => p,
+            None => find_on_path("runc").ok_or(StartupError::NoRunc)?,
+        };
+        let init = match config.init {
+            Some(p) => p,
+            None => {
+                let beside = std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("sandbox-init")));
+                beside
+                    .filter(|p| p.is_file())
+                    .unwrap_or_else(|| PathBuf::from("/usr/lib/sandboxd/sandbox-init"))
+            }
+        };
+        if !init.is_file() {
+            return Err(StartupError::NoInit(init));
+        }
+        if !is_static_elf(&init) {
+            return Err(StartupError::InitNotStatic(init));
+        }
+        for dir in [paths.base.clone(), paths.runc_root(), paths.bundles()] {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|source| StartupError::StateDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let host = HostContext::current(init);
+        if host.subuid.is_none() || host.subgid.is_none() {
+            tracing::warn!(
+                "no subordinate ids for uid {} in /etc/subuid and /etc/subgid: sandboxes get a single id \
+                 (root = you) and programs that switch users inside (package managers) will fail; \
+                 add a range with `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`",
+                host.uid
+            );
+        }
+        let mut store = ProfileStore::from_env();
+        for (i, d) in config.profile_dirs.into_iter().enumerate() {
+            store.dirs.insert(1 + i, d);
+        }
+        Ok(Self {
+            paths,
+            runc,
+            host,
+            store,
+        })
+    }
+}
+
+/// Makes this process the reaper of orphaned descendants, so container inits (orphaned
+/// when `runc create` exits) become our children and their exit status is ours to read.
+pub fn become_subreaper() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    let _ = sd_notify::notify(false, state);
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), StartupError> {
+    let runc = Runc::new(settings.runc, settings.paths.runc_root());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sup = Supervisor::new(
+        runc,
+        settings.store,
+        settings.host,
+        settings.paths.bundles(),
+        tx,
+    );
+
+    let conn = zbus::connection::Builder::session()
+        .map_err(StartupError::Bus)?
+        .build()
+        .await
+        .map_err(StartupError::Bus)?;
+    bus::serve(&conn, sup.clone())
+        .await
+        .map_err(StartupError::Bus)?;
+    let status_sup = sup.clone();
+    tokio::spawn(bus::pump_events(conn.clone(), sup.clone(), rx, move || {
+        let status = format!("{} sandbox(es) running", status_sup.running_count());
+        notify(&[sd_notify::NotifyState::Status(&status)]);
+    }));
+
+    // Adopt before owning the name, so the first caller already sees adopted sandboxes.
+    sup.reconcile().await;
+    conn.request_name(BUS_NAME)
+        .await
+        .map_err(StartupError::BusName)?;
+    tracing::info!("ready on the session bus as {BUS_NAME}");
+    let status = format!("{} sandbox(es) running", sup.running_count());
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+
+    let autostart = sup.clone();
+    tokio::spawn(async move { autostart.autostart().await });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| StartupError::StateDir {
+            path: "signal".into(),
+            source,
+        })?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|source| StartupError::StateDir {
+            path: "signal".into(),
+            source,
+        })?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("stopping every sandbox");
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping sandboxes"),
+    ]);
+    sup.stop_all().await;
+    let _ = conn.release_name(BUS_NAME).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_dynamic_elf() {
+        assert!(!is_static_elf(Path::new("/bin/sh")));
+        assert!(!is_static_elf(Path::new("/etc/passwd")));
+    }
+}
