@@ -65,6 +65,21 @@ fn forwards_sigterm_to_the_command() {
 }
 
 #[test]
+fn the_command_starts_with_no_blocked_signals() {
+    // `sleep` installs no handler: it dies of SIGTERM only if init did not leave it blocked.
+    let mut child = Command::new(INIT)
+        .args(["--", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    term(child.id());
+    assert_eq!(
+        wait_with_deadline(&mut child, Duration::from_secs(5)).code(),
+        Some(128 + 15)
+    );
+}
+
+#[test]
 fn reaps_orphans() {
     // The inner shell exits at once, orphaning `sleep 0.1`; init must reap it when it dies.
     let mut child = Command::new(INIT)

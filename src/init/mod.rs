@@ -7,6 +7,7 @@
 //! so there is no handler and no async-signal-safety to worry about.
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -43,8 +44,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
     let main = match command.split_first() {
         None => None,
-        // std resets the signal mask and dispositions in the child before exec.
-        Some((prog, rest)) => match Command::new(prog).args(rest).spawn() {
+        Some((prog, rest)) => match spawn(prog, rest) {
             Ok(child) => Some(Pid::from_raw(child.id() as i32)),
             Err(e) => {
                 eprintln!("sandbox-init: cannot run {}: {e}", prog.to_string_lossy());
@@ -82,6 +82,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
             }
         }
     }
+}
+
+/// Starts the main command with an empty signal mask: a mask survives exec(2), and a
+/// command that inherited ours would never see SIGTERM.
+fn spawn(prog: &OsString, args: &[OsString]) -> std::io::Result<std::process::Child> {
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    // SAFETY: the closure runs between fork and exec and only calls sigprocmask(2), which
+    // is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| SigSet::all().thread_unblock().map_err(std::io::Error::from));
+    }
+    cmd.spawn()
 }
 
 /// Reaps every exited child; returns the exit code once the main command is among them.

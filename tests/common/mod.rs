@@ -1,0 +1,343 @@
+//! The end-to-end harness: a real user (`sandboxd-e2e`) with a real `systemd --user` and
+//! user bus (booted by `scripts/user-session`), sandboxd installed into that user's home
+//! the way `make install` does it, and helpers to run commands as that user.
+//!
+//! These tests need root (to create the user and its session). They share one daemon,
+//! so each test holds [`lock`] for its whole run.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "sandboxd-e2e";
+
+pub struct Session {
+    pub uid: u32,
+    pub home: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest().join("target"))
+}
+
+/// Runs a host command as root, panicking with its output when it fails.
+pub fn root(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The static sandbox-init, built with the same command `make build` uses.
+fn static_init() -> PathBuf {
+    if let Some(p) = std::env::var_os("SANDBOXD_STATIC_INIT") {
+        return p.into();
+    }
+    root(
+        Command::new(env!("CARGO"))
+            .current_dir(manifest())
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            )
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--bin",
+                "sandbox-init",
+            ]),
+    );
+    target_dir().join("x86_64-unknown-linux-gnu/release/sandbox-init")
+}
+
+static SESSION: OnceLock<Session> = OnceLock::new();
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Serialises tests that share the daemon; a failed test does not poison the rest.
+pub fn lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The shared session, set up on first use.
+pub fn session() -> &'static Session {
+    SESSION.get_or_init(|| {
+        assert!(nix::unistd::geteuid().is_root(), "the end-to-end tests must run as root: they create the user {USER} and boot its systemd --user (run scripts/test)");
+        root(Command::new(manifest().join("scripts/user-session")).args(["up", USER]));
+        let pw = nix::unistd::User::from_name(USER).unwrap().unwrap();
+        let s = Session { uid: pw.uid.as_raw(), home: pw.dir.clone(), runtime_dir: PathBuf::from(format!("/run/user/{}", pw.uid)) };
+        s.install(&static_init());
+        s.make_busybox_root();
+        s
+    })
+}
+
+impl Session {
+    pub fn bin(&self) -> PathBuf {
+        self.home.join(".local/bin")
+    }
+
+    pub fn profiles(&self) -> PathBuf {
+        self.home.join(".config/sandboxd/profiles")
+    }
+
+    pub fn busybox_root(&self) -> PathBuf {
+        self.home.join(".local/share/sandboxd/rootfs/busybox")
+    }
+
+    pub fn runc_root(&self) -> PathBuf {
+        self.runtime_dir.join("sandboxd/runc")
+    }
+
+    pub fn bundles(&self) -> PathBuf {
+        self.runtime_dir.join("sandboxd/bundles")
+    }
+
+    fn chown(&self, path: &Path) {
+        root(
+            Command::new("chown")
+                .args(["-R", &format!("{USER}:{USER}")])
+                .arg(path),
+        );
+    }
+
+    /// Installs binaries, the user unit and the D-Bus activation file as `make install`
+    /// does for a desktop user.
+    fn install(&self, init: &Path) {
+        let run = |args: &[&str]| root(Command::new("make").current_dir(manifest()).args(args));
+        let bindir = self.bin();
+        run(&[
+            "install-files",
+            &format!("BINDIR={}", bindir.display()),
+            &format!("INIT={}", init.display()),
+            &format!("SANDBOXD={}", env!("CARGO_BIN_EXE_sandboxd")),
+            &format!("SANDBOXCTL={}", env!("CARGO_BIN_EXE_sandboxctl")),
+            &format!(
+                "UNITDIR={}",
+                self.home.join(".config/systemd/user").display()
+            ),
+            &format!(
+                "DBUSDIR={}",
+                self.home.join(".local/share/dbus-1/services").display()
+            ),
+            &format!(
+                "AUTOSTARTDIR={}",
+                self.home.join(".config/autostart").display()
+            ),
+            &format!(
+                "DOCDIR={}",
+                self.home.join(".local/share/doc/sandboxd").display()
+            ),
+        ]);
+        std::fs::create_dir_all(self.profiles()).unwrap();
+        self.chown(&self.home);
+        self.user_ok(&["systemctl", "--user", "daemon-reload"]);
+    }
+
+    /// A root file system with busybox-static and nothing else: no libc, so only a static
+    /// sandbox-init can run there.
+    fn make_busybox_root(&self) {
+        let bin = self.busybox_root().join("bin");
+        let _ = std::fs::remove_dir_all(self.busybox_root());
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        let list = root(Command::new("/bin/busybox").arg("--list"));
+        for applet in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|a| *a != "busybox")
+        {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        std::fs::create_dir_all(self.busybox_root().join("etc")).unwrap();
+        std::fs::write(
+            self.busybox_root().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\n",
+        )
+        .unwrap();
+        self.chown(&self.busybox_root());
+    }
+
+    /// Writes profile `name` with a busybox root and no network; `extra` is appended.
+    pub fn busybox_profile(&self, name: &str, command: &str, extra: &str) {
+        let cmd = serde_json::to_string(&["/bin/sh", "-c", command]).unwrap();
+        let text = format!("[rootfs]\npath = \"~/.local/share/sandboxd/rootfs/busybox\"\n\n[process]\ncommand = {cmd}\n\n[network]\nmode = \"none\"\n\n{extra}");
+        self.write_profile(name, &text);
+    }
+
+    pub fn write_profile(&self, name: &str, text: &str) {
+        let path = self.profiles().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        self.chown(&path);
+    }
+
+    pub fn remove_profile(&self, name: &str) {
+        let _ = std::fs::remove_file(self.profiles().join(format!("{name}.toml")));
+    }
+
+    /// Runs `args` as the test user inside its session.
+    pub fn user(&self, args: &[&str]) -> Output {
+        Command::new(manifest().join("scripts/user-session"))
+            .args(["run", USER])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`Session::user`], but the command must succeed; returns its stdout.
+    pub fn user_ok(&self, args: &[&str]) -> String {
+        let out = self.user(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let ctl = self.bin().join("sandboxctl");
+        let mut all = vec![ctl.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.user(&all)
+    }
+
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let ctl = self.bin().join("sandboxctl");
+        let mut all = vec![ctl.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.user_ok(&all)
+    }
+
+    pub fn systemctl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["systemctl", "--user"];
+        all.extend_from_slice(args);
+        self.user(&all)
+    }
+
+    /// `systemctl --user show -p PROP --value sandboxd`.
+    pub fn unit_property(&self, prop: &str) -> String {
+        self.user_ok(&[
+            "systemctl",
+            "--user",
+            "show",
+            "-p",
+            prop,
+            "--value",
+            "sandboxd.service",
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// Starts the service and waits until it is active.
+    pub fn start_daemon(&self) {
+        let _ = self.user(&["systemctl", "--user", "reset-failed", "sandboxd.service"]);
+        self.user_ok(&["systemctl", "--user", "start", "sandboxd.service"]);
+    }
+
+    pub fn stop_daemon(&self) {
+        self.user_ok(&["systemctl", "--user", "stop", "sandboxd.service"]);
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.unit_property("MainPID").parse().unwrap()
+    }
+
+    /// `sandboxctl list --json`, parsed.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ctl_ok(&["list", "--json"])).unwrap()
+    }
+
+    pub fn status(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.ctl(&["status", name, "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Polls `f` every 50 ms until it returns `Some`, for at most `limit`.
+    pub fn wait_for<T>(&self, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let t0 = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops every sandbox the daemon knows, so the next test starts clean.
+    pub fn stop_all(&self) {
+        for s in self.list() {
+            let _ = self.ctl(&["stop", s["name"].as_str().unwrap()]);
+        }
+    }
+
+    /// Runs a command inside a running sandbox with runc itself (the daemon's own exec
+    /// API is a later feature); returns the output.
+    pub fn runc_exec(&self, name: &str, argv: &[&str]) -> Output {
+        let root_dir = self.runc_root();
+        let mut all = vec!["runc", "--root", root_dir.to_str().unwrap(), "exec", name];
+        all.extend_from_slice(argv);
+        self.user(&all)
+    }
+}
+
+/// Processes of `uid` (count), from /proc.
+pub fn processes_of(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .map(|l| l.split_whitespace().nth(1) == Some(&uid.to_string()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

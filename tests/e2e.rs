@@ -1,0 +1,594 @@
+//! End to end: a real systemd --user, the real user bus, real runc, real namespaces.
+//! Needs root (see tests/common). Each test states the acceptance point it shows.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MANAGER: [&str; 3] = [
+    "org.sandboxd.Sandboxd1",
+    "/org/sandboxd/Sandboxd1",
+    "org.sandboxd.Sandboxd1.Manager",
+];
+
+fn busctl_call(s: &Session, member: &str, sig_args: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "busctl", "--user", "call", MANAGER[0], MANAGER[1], MANAGER[2], member,
+    ];
+    args.extend_from_slice(sig_args);
+    s.user(&args)
+}
+
+fn leader_of(s: &Session, name: &str) -> u32 {
+    s.list()
+        .iter()
+        .find(|x| x["name"] == name)
+        .and_then(|x| x["leader"].as_u64())
+        .unwrap_or(0) as u32
+}
+
+fn ensure_daemon(s: &Session) {
+    if s.unit_property("ActiveState") != "active" {
+        s.start_daemon();
+    }
+}
+
+/// The unit reaches active (running) only after READY=1, which the daemon sends once it
+/// owns its bus name; a busctl StartSandbox then starts a busybox sandbox whose pid 1 is in
+/// its own namespaces with uid 0 mapped to the test user.
+#[test]
+fn systemd_start_then_busctl_start_sandbox() {
+    let _g = lock();
+    let s = session();
+    let _ = s.systemctl(&["stop", "sandboxd.service"]);
+    s.start_daemon();
+    // `systemctl start` of a Type=notify unit returns once READY=1 arrived: the name must
+    // be owned at that very moment, without any retry.
+    assert_eq!(s.unit_property("ActiveState"), "active");
+    assert_eq!(s.unit_property("SubState"), "running");
+    assert_eq!(s.unit_property("Type"), "notify");
+    let owner = s.user_ok(&["busctl", "--user", "status", "--no-pager", MANAGER[0]]);
+    assert!(
+        owner.contains(&format!("PID={}", s.daemon_pid())),
+        "{owner}"
+    );
+    assert!(
+        s.unit_property("StatusText").contains("running"),
+        "no STATUS= line"
+    );
+
+    s.busybox_profile("e2e-ns", "exec sleep 1000", "");
+    let out = busctl_call(s, "StartSandbox", &["s", "e2e-ns"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "o \"/org/sandboxd/Sandboxd1/sandbox/e2e_2dns\""
+    );
+    let pid = leader_of(s, "e2e-ns");
+    assert!(pid > 0);
+    for ns in ["pid", "mnt", "net", "user", "uts", "ipc"] {
+        let inner = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(inner, host, "sandbox shares the host's {ns} namespace");
+    }
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    let first: Vec<&str> = uid_map.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        first,
+        ["0", &s.uid.to_string(), "1"],
+        "uid 0 must map to the test user: {uid_map}"
+    );
+    // sandbox-init passes SIGTERM on, so a cooperative sandbox stops well within its
+    // 10 s stop_timeout.
+    let t0 = Instant::now();
+    s.ctl_ok(&["stop", "e2e-ns"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        t0.elapsed()
+    );
+    s.remove_profile("e2e-ns");
+}
+
+/// With the daemon stopped, a call to its bus name starts it (D-Bus activation through
+/// SystemdService=).
+#[test]
+fn dbus_activation_starts_the_daemon() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.stop_daemon();
+    assert_eq!(s.unit_property("ActiveState"), "inactive");
+    let out = busctl_call(s, "ListSandboxes", &[]);
+    assert!(out.status.success(), "activation failed: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "a(ssuo) 0");
+    assert_eq!(s.unit_property("ActiveState"), "active");
+}
+
+/// `list --json` shows the sandbox running with its leader; `stop` ends a command that
+/// ignores SIGTERM within stop_timeout (plus the kill), and leaves no runc state, bundle or
+/// process behind.
+#[test]
+fn stop_kills_a_sandbox_that_ignores_sigterm() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.busybox_profile(
+        "e2e-stubborn",
+        "trap '' TERM; while :; do sleep 1; done",
+        "[restart]\nstop_timeout = \"2s\"\n",
+    );
+    s.ctl_ok(&["start", "e2e-stubborn"]);
+    let row = s
+        .list()
+        .into_iter()
+        .find(|x| x["name"] == "e2e-stubborn")
+        .expect("listed");
+    assert_eq!(row["state"], "running");
+    let pid = row["leader"].as_u64().unwrap() as u32;
+    assert!(alive(pid));
+    // Let the shell install its trap before we signal it.
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    s.ctl_ok(&["stop", "e2e-stubborn"]);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "stopped before stop_timeout ({took:?}): SIGTERM was not ignored?"
+    );
+    assert!(took < Duration::from_secs(6), "stop took {took:?}");
+    assert!(!alive(pid), "pid 1 survived");
+    assert!(
+        !s.runc_root().join("e2e-stubborn").exists(),
+        "runc state left"
+    );
+    assert!(!s.bundles().join("e2e-stubborn").exists(), "bundle left");
+    assert!(s.list().iter().all(|x| x["name"] != "e2e-stubborn"));
+    s.remove_profile("e2e-stubborn");
+}
+
+/// Reads `busctl monitor` JSON lines until `stop` says enough (bounded by `limit`).
+fn monitor(s: &Session) -> Child {
+    Command::new(env!("CARGO_MANIFEST_DIR").to_string() + "/scripts/user-session")
+        .args([
+            "run",
+            USER,
+            "busctl",
+            "--user",
+            "monitor",
+            "--json=short",
+            MANAGER[0],
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(|c| {
+            let _ = s;
+            c
+        })
+        .unwrap()
+}
+
+/// A command exiting 3 under `on-failure, max = 2` is restarted exactly twice and then
+/// shown failed with ExitStatus 3; a bus client sees SandboxNew and the PropertiesChanged.
+#[test]
+fn on_failure_restarts_twice_then_fails() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.busybox_profile(
+        "e2e-crash",
+        "sleep 0.3; exit 3",
+        "[restart]\npolicy = \"on-failure\"\nmax = 2\n",
+    );
+    let mon = monitor(s);
+    std::thread::sleep(Duration::from_millis(500));
+    s.ctl_ok(&["start", "e2e-crash"]);
+    let status = s.wait_for("e2e-crash to fail", Duration::from_secs(30), || {
+        s.status("e2e-crash").filter(|v| v["state"] == "failed")
+    });
+    assert_eq!(status["exit_status"], 3);
+    assert_eq!(status["restarts"], 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(mon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = Command::new("pkill")
+        .args(["-u", USER, "-f", "busctl --user monitor"])
+        .status();
+    let out = mon.wait_with_output().unwrap();
+    let messages: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let signals: Vec<&serde_json::Value> =
+        messages.iter().filter(|m| m["type"] == "signal").collect();
+    assert!(
+        signals
+            .iter()
+            .any(|m| m["member"] == "SandboxNew" && m["payload"]["data"][0] == "e2e-crash"),
+        "no SandboxNew seen"
+    );
+    let states: Vec<String> = signals
+        .iter()
+        .filter(|m| {
+            m["member"] == "PropertiesChanged"
+                && m["path"] == "/org/sandboxd/Sandboxd1/sandbox/e2e_2dcrash"
+        })
+        .filter_map(|m| {
+            m["payload"]["data"][1]["State"]["data"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        states.iter().filter(|x| *x == "running").count(),
+        3,
+        "states seen: {states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("failed"),
+        "states seen: {states:?}"
+    );
+    let exit_changes = signals.iter().any(|m| {
+        m["member"] == "PropertiesChanged" && m["payload"]["data"][1]["ExitStatus"]["data"] == 3
+    });
+    assert!(exit_changes, "no PropertiesChanged for ExitStatus");
+    // A failed sandbox is dismissed by stop.
+    s.ctl_ok(&["stop", "e2e-crash"]);
+    assert!(s.status("e2e-crash").is_none());
+    s.remove_profile("e2e-crash");
+}
+
+/// The built-in default profile starts with no profile file, runs /usr/bin/env from the
+/// host's read-only /usr, and writing to /usr fails.
+#[test]
+fn default_profile_uses_the_hosts_usr_read_only() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.remove_profile("default");
+    s.ctl_ok(&["start", "default"]);
+    let status = s.status("default").unwrap();
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["profile"], "", "the built-in profile has no file");
+    let env = s.runc_exec("default", &["/usr/bin/env"]);
+    assert!(env.status.success(), "{}", stderr(&env));
+    assert!(
+        stdout(&env).contains("container=sandboxd"),
+        "{}",
+        stdout(&env)
+    );
+    let write = s.runc_exec(
+        "default",
+        &["/bin/sh", "-c", "echo x > /usr/sandboxd-write-test"],
+    );
+    assert!(!write.status.success());
+    assert!(
+        stderr(&write).contains("Read-only file system"),
+        "{}",
+        stderr(&write)
+    );
+    assert!(!std::path::Path::new("/usr/sandboxd-write-test").exists());
+    let tmp = s.runc_exec(
+        "default",
+        &["/bin/sh", "-c", "echo x > /tmp/t && cat /tmp/t"],
+    );
+    assert_eq!(stdout(&tmp).trim(), "x", "private /tmp is writable");
+    s.ctl_ok(&["stop", "default"]);
+}
+
+/// After SIGKILL of the daemon with two sandboxes running, the next daemon lists both as
+/// running (adopted, same pids); stopping them leaves nothing behind.
+#[test]
+fn adopts_running_sandboxes_after_sigkill() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.busybox_profile("e2e-adopt-a", "exec sleep 1000", "");
+    s.busybox_profile("e2e-adopt-b", "exec sleep 1000", "");
+    s.ctl_ok(&["start", "e2e-adopt-a"]);
+    s.ctl_ok(&["start", "e2e-adopt-b"]);
+    let (a, b) = (leader_of(s, "e2e-adopt-a"), leader_of(s, "e2e-adopt-b"));
+    let old = s.daemon_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    s.wait_for("the old daemon to die", Duration::from_secs(10), || {
+        (!alive(old)).then_some(())
+    });
+    assert!(alive(a) && alive(b), "sandboxes died with the daemon");
+    // Restart=on-failure brings it back; start it explicitly in case the restart is pending.
+    s.wait_for("a new daemon", Duration::from_secs(20), || {
+        let _ = s.systemctl(&["start", "sandboxd.service"]);
+        let pid = s.daemon_pid();
+        (pid != 0 && pid != old && s.unit_property("ActiveState") == "active").then_some(())
+    });
+    let list = s.list();
+    for (name, pid) in [("e2e-adopt-a", a), ("e2e-adopt-b", b)] {
+        let row = list
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not adopted: {list:?}"));
+        assert_eq!(row["state"], "running");
+        assert_eq!(row["leader"], pid);
+    }
+    s.ctl_ok(&["stop", "e2e-adopt-a"]);
+    s.ctl_ok(&["stop", "e2e-adopt-b"]);
+    assert!(!alive(a) && !alive(b));
+    for name in ["e2e-adopt-a", "e2e-adopt-b"] {
+        assert!(!s.runc_root().join(name).exists());
+        assert!(!s.bundles().join(name).exists());
+        s.remove_profile(name);
+    }
+}
+
+/// Bad profiles give InvalidProfile / NoSuchProfile over D-Bus and a `check` message with
+/// file, line and key; the daemon keeps running.
+#[test]
+fn bad_profiles_are_refused_with_located_errors() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    let pid = s.daemon_pid();
+    let root =
+        "[rootfs]\npath = \"~/.local/share/sandboxd/rootfs/busybox\"\n[network]\nmode = \"none\"\n";
+    let cases = [
+        (
+            "e2e-unknown",
+            format!("{root}colour = \"red\"\n"),
+            5,
+            "colour",
+        ),
+        (
+            "e2e-type",
+            format!("{root}[restart]\nmax = \"two\"\n"),
+            6,
+            "restart.max",
+        ),
+        (
+            "e2e-duration",
+            format!("{root}[restart]\nstop_timeout = \"10 parsecs\"\n"),
+            6,
+            "restart.stop_timeout",
+        ),
+        (
+            "e2e-rootfs",
+            "[rootfs]\npath = \"/nonexistent/rootfs\"\n".to_string(),
+            2,
+            "rootfs.path",
+        ),
+    ];
+    for (name, text, line, key) in &cases {
+        s.write_profile(name, text);
+        let out = s.user(&[
+            "dbus-send",
+            "--session",
+            "--print-reply",
+            "--dest=org.sandboxd.Sandboxd1",
+            "/org/sandboxd/Sandboxd1",
+            "org.sandboxd.Sandboxd1.Manager.StartSandbox",
+            &format!("string:{name}"),
+        ]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("org.sandboxd.Sandboxd1.Error.InvalidProfile"),
+            "{name}: {err}"
+        );
+        let file = s.profiles().join(format!("{name}.toml"));
+        assert!(
+            err.contains(&format!("{}:{line}:", file.display())),
+            "{name}: {err}"
+        );
+        let check = s.ctl(&["check", &file.display().to_string()]);
+        assert_eq!(check.status.code(), Some(1));
+        let msg = stderr(&check);
+        assert!(
+            msg.contains(&format!("{}:{line}:", file.display())) && msg.contains(key),
+            "{name}: {msg}"
+        );
+        s.remove_profile(name);
+    }
+    for (bad, error) in [
+        ("../etc/passwd", "InvalidProfile"),
+        ("a/b", "InvalidProfile"),
+        ("..", "InvalidProfile"),
+        ("no-such-profile", "NoSuchProfile"),
+    ] {
+        let out = s.user(&[
+            "dbus-send",
+            "--session",
+            "--print-reply",
+            "--dest=org.sandboxd.Sandboxd1",
+            "/org/sandboxd/Sandboxd1",
+            "org.sandboxd.Sandboxd1.Manager.StartSandbox",
+            &format!("string:{bad}"),
+        ]);
+        assert!(
+            stderr(&out).contains(&format!("org.sandboxd.Sandboxd1.Error.{error}")),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+    let huge = "x".repeat(10_000);
+    let out = s.ctl(&["start", &huge]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = s.ctl(&["stop", "nothing-here"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("NoSuchSandbox"));
+    assert_eq!(s.daemon_pid(), pid, "the daemon restarted");
+    assert_eq!(s.unit_property("ActiveState"), "active");
+}
+
+/// The live objects introspect exactly as dist/dbus/org.sandboxd.Sandboxd1.xml says.
+#[test]
+fn introspection_matches_the_shipped_xml() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.busybox_profile("e2e-xml", "exec sleep 1000", "");
+    s.ctl_ok(&["start", "e2e-xml"]);
+    let manager = s.user_ok(&[
+        "busctl",
+        "--user",
+        "introspect",
+        "--xml-interface",
+        MANAGER[0],
+        MANAGER[1],
+    ]);
+    let sandbox = s.user_ok(&[
+        "busctl",
+        "--user",
+        "introspect",
+        "--xml-interface",
+        MANAGER[0],
+        "/org/sandboxd/Sandboxd1/sandbox/e2e_2dxml",
+    ]);
+    s.ctl_ok(&["stop", "e2e-xml"]);
+    s.remove_profile("e2e-xml");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/dbus/org.sandboxd.Sandboxd1.xml"
+    ))
+    .unwrap();
+    for (iface, live) in [
+        ("org.sandboxd.Sandboxd1.Manager", &manager),
+        ("org.sandboxd.Sandboxd1.Sandbox", &sandbox),
+    ] {
+        let live = interface(live, iface).unwrap_or_else(|| panic!("{iface} not served"));
+        let file = interface(&shipped, iface)
+            .unwrap_or_else(|| panic!("{iface} missing from the XML file"));
+        assert_eq!(
+            normalise(file),
+            normalise(live),
+            "dist/dbus/org.sandboxd.Sandboxd1.xml differs from the live {iface}; live:\n{live}"
+        );
+    }
+}
+
+/// The first `<interface name="NAME">…</interface>` block of an introspection document.
+fn interface<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<interface name=\"{name}\">"))?;
+    let end = xml[start..].find("</interface>")? + start + "</interface>".len();
+    Some(&xml[start..end])
+}
+
+fn normalise(xml: &str) -> Vec<String> {
+    xml.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("<!--"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Two hundred start/stop cycles leak no fds, processes, mounts or files.
+#[test]
+fn two_hundred_start_stop_cycles_leak_nothing() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.stop_all();
+    // A stop_timeout far above a normal stop: a SIGTERM that goes nowhere shows as time.
+    s.busybox_profile(
+        "e2e-cycle",
+        "exec sleep 1000",
+        "[restart]\nstop_timeout = \"30s\"\n",
+    );
+    // One cycle first, so lazily opened things (bus connections, caches) exist in both counts.
+    s.ctl_ok(&["start", "e2e-cycle"]);
+    s.ctl_ok(&["stop", "e2e-cycle"]);
+    let daemon = s.daemon_pid();
+    let count = || {
+        let fds = std::fs::read_dir(format!("/proc/{daemon}/fd"))
+            .unwrap()
+            .count();
+        let procs = processes_of(s.uid).len();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count();
+        let files = walk(&s.runtime_dir.join("sandboxd"));
+        (fds, procs, mounts, files)
+    };
+    let before = count();
+    let script = format!(
+        "for i in $(seq 1 200); do {ctl} start e2e-cycle >/dev/null || exit 1; {ctl} stop e2e-cycle >/dev/null || exit 1; done",
+        ctl = s.bin().join("sandboxctl").display()
+    );
+    let t0 = Instant::now();
+    s.user_ok(&["sh", "-c", &script]);
+    eprintln!("200 start/stop cycles took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(240),
+        "200 cycles took {:?}",
+        t0.elapsed()
+    );
+    let after = count();
+    assert_eq!(
+        before, after,
+        "(daemon fds, user processes, host mounts, runtime files) changed over 200 cycles"
+    );
+    assert_eq!(s.daemon_pid(), daemon);
+    s.remove_profile("e2e-cycle");
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| {
+                1 + if e.path().is_dir() {
+                    walk(&e.path())
+                } else {
+                    0
+                }
+            })
+            .sum()
+    })
+}
+
+/// `systemd-analyze verify --user` accepts the installed unit.
+#[test]
+fn unit_file_verifies() {
+    let _g = lock();
+    let s = session();
+    let unit = s.home.join(".config/systemd/user/sandboxd.service");
+    let out = s.user(&[
+        "systemd-analyze",
+        "verify",
+        "--user",
+        unit.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !stderr(&out).contains(unit.to_str().unwrap()),
+        "warnings about the unit: {}",
+        stderr(&out)
+    );
+}
+
+/// Stopping the service stops every sandbox cleanly.
+#[test]
+fn stopping_the_service_stops_every_sandbox() {
+    let _g = lock();
+    let s = session();
+    ensure_daemon(s);
+    s.busybox_profile("e2e-svc", "exec sleep 1000", "");
+    s.ctl_ok(&["start", "e2e-svc"]);
+    let pid = leader_of(s, "e2e-svc");
+    s.stop_daemon();
+    assert!(!alive(pid), "sandbox survived the service stop");
+    assert!(!s.runc_root().join("e2e-svc").exists());
+    assert!(!s.bundles().join("e2e-svc").exists());
+    s.remove_profile("e2e-svc");
+    s.start_daemon();
+    assert!(s.list().is_empty());
+}
