@@ -150,8 +150,8 @@ fn stop_kills_a_sandbox_that_ignores_sigterm() {
     s.remove_profile("e2e-stubborn");
 }
 
-/// Reads `busctl monitor` JSON lines until `stop` says enough (bounded by `limit`).
-fn monitor(s: &Session) -> Child {
+/// A `busctl monitor` of the daemon's bus name, as the test user, printing JSON lines.
+fn monitor() -> Child {
     Command::new(env!("CARGO_MANIFEST_DIR").to_string() + "/scripts/user-session")
         .args([
             "run",
@@ -166,10 +166,6 @@ fn monitor(s: &Session) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map(|c| {
-            let _ = s;
-            c
-        })
         .unwrap()
 }
 
@@ -185,7 +181,7 @@ fn on_failure_restarts_twice_then_fails() {
         "sleep 0.3; exit 3",
         "[restart]\npolicy = \"on-failure\"\nmax = 2\n",
     );
-    let mon = monitor(s);
+    let mon = monitor();
     std::thread::sleep(Duration::from_millis(500));
     s.ctl_ok(&["start", "e2e-crash"]);
     let status = s.wait_for("e2e-crash to fail", Duration::from_secs(30), || {
