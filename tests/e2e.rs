@@ -30,12 +30,6 @@ fn leader_of(s: &Session, name: &str) -> u32 {
         .unwrap_or(0) as u32
 }
 
-fn ensure_daemon(s: &Session) {
-    if s.unit_property("ActiveState") != "active" {
-        s.start_daemon();
-    }
-}
-
 /// The unit reaches active (running) only after READY=1, which the daemon sends once it
 /// owns its bus name; a busctl StartSandbox then starts a busybox sandbox whose pid 1 is in
 /// its own namespaces with uid 0 mapped to the test user.
@@ -99,7 +93,7 @@ fn systemd_start_then_busctl_start_sandbox() {
 fn dbus_activation_starts_the_daemon() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.stop_daemon();
     assert_eq!(s.unit_property("ActiveState"), "inactive");
     let out = busctl_call(s, "ListSandboxes", &[]);
@@ -115,7 +109,7 @@ fn dbus_activation_starts_the_daemon() {
 fn stop_kills_a_sandbox_that_ignores_sigterm() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.busybox_profile(
         "e2e-stubborn",
         "trap '' TERM; while :; do sleep 1; done",
@@ -175,7 +169,7 @@ fn monitor() -> Child {
 fn on_failure_restarts_twice_then_fails() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.busybox_profile(
         "e2e-crash",
         "sleep 0.3; exit 3",
@@ -248,7 +242,7 @@ fn on_failure_restarts_twice_then_fails() {
 fn default_profile_uses_the_hosts_usr_read_only() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.remove_profile("default");
     s.ctl_ok(&["start", "default"]);
     let status = s.status("default").unwrap();
@@ -286,7 +280,7 @@ fn default_profile_uses_the_hosts_usr_read_only() {
 fn adopts_running_sandboxes_after_sigkill() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.busybox_profile("e2e-adopt-a", "exec sleep 1000", "");
     s.busybox_profile("e2e-adopt-b", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-adopt-a"]);
@@ -333,7 +327,7 @@ fn adopts_running_sandboxes_after_sigkill() {
 fn bad_profiles_are_refused_with_located_errors() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     let pid = s.daemon_pid();
     let root =
         "[rootfs]\npath = \"~/.local/share/sandboxd/rootfs/busybox\"\n[network]\nmode = \"none\"\n";
@@ -430,7 +424,7 @@ fn bad_profiles_are_refused_with_located_errors() {
 fn introspection_matches_the_shipped_xml() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.busybox_profile("e2e-xml", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-xml"]);
     let manager = s.user_ok(&[
@@ -491,7 +485,7 @@ fn normalise(xml: &str) -> Vec<String> {
 fn two_hundred_start_stop_cycles_leak_nothing() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.stop_all();
     // A stop_timeout far above a normal stop: a SIGTERM that goes nowhere shows as time.
     s.busybox_profile(
@@ -576,7 +570,7 @@ fn unit_file_verifies() {
 fn stopping_the_service_stops_every_sandbox() {
     let _g = lock();
     let s = session();
-    ensure_daemon(s);
+    s.ready();
     s.busybox_profile("e2e-svc", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-svc"]);
     let pid = leader_of(s, "e2e-svc");
@@ -587,4 +581,25 @@ fn stopping_the_service_stops_every_sandbox() {
     s.remove_profile("e2e-svc");
     s.start_daemon();
     assert!(s.list().is_empty());
+}
+
+/// A profile with `autostart = true` starts when the daemon starts.
+#[test]
+fn autostart_profiles_start_with_the_daemon() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.stop_daemon();
+    s.busybox_profile("e2e-auto", "exec sleep 1000", "");
+    let text = std::fs::read_to_string(s.profiles().join("e2e-auto.toml")).unwrap();
+    s.write_profile("e2e-auto", &format!("autostart = true\n{text}"));
+    s.start_daemon();
+    let row = s.wait_for("e2e-auto to autostart", Duration::from_secs(20), || {
+        s.list()
+            .into_iter()
+            .find(|x| x["name"] == "e2e-auto" && x["state"] == "running")
+    });
+    assert!(alive(row["leader"].as_u64().unwrap() as u32));
+    s.ctl_ok(&["stop", "e2e-auto"]);
+    s.remove_profile("e2e-auto");
 }

@@ -1,14 +1,17 @@
 //! `org.sandboxd.Sandboxd1.Manager` at `/org/sandboxd/Sandboxd1`: a thin adapter from D-Bus
 //! calls to the supervisor.
 
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use zbus::interface;
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+
+use zbus::zvariant::{ObjectPath, OwnedFd, OwnedObjectPath, OwnedValue};
 
 use super::error::BusError;
 use super::path::sandbox_path;
-use crate::runtime::Runtime;
-use crate::supervisor::Supervisor;
+use crate::runtime::{ExecStdio, Runtime};
+use crate::supervisor::{ExecOptions, Supervisor};
 
 pub struct Manager<R> {
     pub sup: Supervisor<R>,
@@ -71,6 +74,86 @@ impl<R: Runtime> Manager<R> {
             }
         }
     }
+
+    /// Runs `argv` in a running sandbox with the caller's stdin, stdout and stderr; returns
+    /// an id that `ProcessExited` reports. Options: `user` (s), `cwd` (s), `env` (as). Terminals
+    /// are refused: a host tty must never reach a sandbox (use `OpenShell`).
+    async fn exec(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<u32, BusError> {
+        if argv.is_empty() {
+            return Err(BusError::InvalidArgs("argv is empty".into()));
+        }
+        let mut opts = ExecOptions {
+            argv,
+            ..Default::default()
+        };
+        for (key, value) in options {
+            let wrong = || BusError::InvalidArgs(format!("option {key:?} has the wrong type"));
+            match key.as_str() {
+                "user" => opts.user = Some(String::try_from(value).map_err(|_| wrong())?),
+                "cwd" => opts.cwd = Some(String::try_from(value).map_err(|_| wrong())?),
+                "env" => opts.env = Vec::<String>::try_from(value).map_err(|_| wrong())?,
+                _ => {
+                    return Err(BusError::InvalidArgs(format!(
+                        "unknown option {:?} (known: user, cwd, env)",
+                        key.chars().take(64).collect::<String>()
+                    )))
+                }
+            }
+        }
+        let fds: [std::os::fd::OwnedFd; 3] = [stdin.into(), stdout.into(), stderr.into()];
+        if fds
+            .iter()
+            .any(|fd| nix::unistd::isatty(fd.as_raw_fd()).unwrap_or(false))
+        {
+            return Err(BusError::InvalidArgs(
+                "a terminal was passed: terminals stay on the host; use OpenShell for a pty inside"
+                    .into(),
+            ));
+        }
+        let (id, _) = self.sup.exec(name, opts, ExecStdio::Fds(fds)).await?;
+        Ok(id)
+    }
+
+    /// Runs `argv` (empty: the user's login shell) on a new pty allocated inside the
+    /// sandbox; returns the pty's master and the process id for `ProcessExited`. `user` ""
+    /// means the profile's `process.user`.
+    async fn open_shell(
+        &self,
+        name: &str,
+        user: &str,
+        argv: Vec<String>,
+        env: Vec<String>,
+    ) -> Result<(OwnedFd, u32), BusError> {
+        let mut env = env;
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm-256color".into());
+        }
+        let opts = ExecOptions {
+            argv,
+            user: Some(user.to_string()),
+            cwd: None,
+            env,
+        };
+        let (id, pty) = self.sup.exec(name, opts, ExecStdio::Terminal).await?;
+        let pty = pty.ok_or_else(|| BusError::RuntimeFailed("runc returned no terminal".into()))?;
+        Ok((OwnedFd::from(pty), id))
+    }
+
+    #[zbus(signal)]
+    pub async fn process_exited(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        id: u32,
+        status: i32,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
     pub async fn sandbox_new(

@@ -76,6 +76,9 @@ async fn apply<R: Runtime>(
             let emitter = iface.signal_emitter().clone();
             iface.get_mut().await.update(info, &emitter).await?;
         }
+        Event::ProcessExited { name, id, status } => {
+            Manager::<R>::process_exited(&manager, &name, id, status).await?;
+        }
         Event::Removed { name, result } => {
             let path = sandbox_path(&name);
             Manager::<R>::sandbox_removed(&manager, &name, path.as_ref(), &result).await?;

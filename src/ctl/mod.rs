@@ -3,6 +3,8 @@
 //! reachable.
 
 pub mod proxy;
+mod session;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,25 @@ pub enum Cmd {
         name: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Open a shell (or run COMMAND) on a new terminal inside a running sandbox.
+    Shell {
+        name: String,
+        /// User inside [default: the profile's process.user, else root]
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run a command inside a running sandbox; exits with its status. With a terminal on
+    /// both stdin and stdout it gets a pty, otherwise its stdio streams (works in pipes).
+    Exec {
+        name: String,
+        /// User inside [default: the profile's process.user, else root]
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Validate a profile file or a profile by name, without the daemon.
     Check { profile: String },
@@ -114,8 +135,36 @@ fn since_text(us: u64) -> String {
     }
 }
 
-/// Runs one command; prints results to stdout.
-pub async fn run(cli: Cli) -> Result<(), Failure> {
+/// Maps an inner exit status (-1: unknown) to sandboxctl's own.
+fn inner_status(status: i32) -> u8 {
+    u8::try_from(status).unwrap_or(EXIT_FAILURE)
+}
+
+fn from_session(e: session::SessionError) -> Failure {
+    match e {
+        session::SessionError::Bus(e) => from_bus(e),
+        session::SessionError::Io(e) => Failure {
+            code: EXIT_FAILURE,
+            message: e.to_string(),
+        },
+        session::SessionError::Lost => Failure {
+            code: EXIT_UNREACHABLE,
+            message: "the daemon went away before the process ended".into(),
+        },
+    }
+}
+
+async fn connect() -> Result<(zbus::Connection, ManagerProxy<'static>), Failure> {
+    let conn = zbus::Connection::session().await.map_err(|e| Failure {
+        code: EXIT_UNREACHABLE,
+        message: format!("cannot connect to the session bus: {e}"),
+    })?;
+    let manager = ManagerProxy::new(&conn).await.map_err(from_bus)?;
+    Ok((conn, manager))
+}
+
+/// Runs one command; prints results to stdout. Returns the exit status.
+pub async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Cmd::Completions { shell } => {
             clap_complete::generate(
@@ -124,16 +173,40 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 "sandboxctl",
                 &mut std::io::stdout(),
             );
-            Ok(())
+            Ok(0)
         }
-        Cmd::Check { profile } => check(&profile),
+        Cmd::Check { profile } => check(&profile).map(|_| 0),
+        Cmd::Shell {
+            name,
+            user,
+            command,
+        } => {
+            let (_conn, manager) = connect().await?;
+            let user = user.as_deref().unwrap_or("");
+            let status = session::shell(&manager, &name, user, &command)
+                .await
+                .map_err(from_session)?;
+            Ok(inner_status(status))
+        }
+        Cmd::Exec {
+            name,
+            user,
+            command,
+        } => {
+            let (_conn, manager) = connect().await?;
+            let status = if terminal::is_tty(0) && terminal::is_tty(1) {
+                session::shell(&manager, &name, user.as_deref().unwrap_or(""), &command).await
+            } else {
+                session::exec(&manager, &name, user.as_deref(), &command).await
+            };
+            Ok(inner_status(status.map_err(from_session)?))
+        }
         cmd => {
-            let conn = zbus::Connection::session().await.map_err(|e| Failure {
-                code: EXIT_UNREACHABLE,
-                message: format!("cannot connect to the session bus: {e}"),
-            })?;
-            let manager = ManagerProxy::new(&conn).await.map_err(from_bus)?;
-            remote(cmd, &conn, &manager).await.map_err(from_bus)
+            let (conn, manager) = connect().await?;
+            remote(cmd, &conn, &manager)
+                .await
+                .map_err(from_bus)
+                .map(|_| 0)
         }
     }
 }
@@ -238,7 +311,9 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                 }
             }
         }
-        Cmd::Check { .. } | Cmd::Completions { .. } => unreachable!("handled locally"),
+        Cmd::Check { .. } | Cmd::Completions { .. } | Cmd::Shell { .. } | Cmd::Exec { .. } => {
+            unreachable!("handled in run()")
+        }
     }
     Ok(())
 }
@@ -290,7 +365,7 @@ pub fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("sandboxctl: {}", f.message);
             ExitCode::from(f.code)

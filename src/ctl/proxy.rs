@@ -1,7 +1,9 @@
 //! Client-side proxies of the daemon's interfaces (the same contract `busctl` sees).
 
+use std::collections::HashMap;
 use zbus::proxy;
-use zbus::zvariant::OwnedObjectPath;
+
+use zbus::zvariant::{Fd, OwnedFd, OwnedObjectPath, Value};
 
 #[proxy(
     interface = "org.sandboxd.Sandboxd1.Manager",
@@ -17,6 +19,25 @@ pub trait Manager {
     fn kill_sandbox(&self, name: &str, signal: i32) -> zbus::Result<()>;
     fn get_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_profiles(&self) -> zbus::Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn exec(
+        &self,
+        name: &str,
+        argv: &[&str],
+        options: HashMap<&str, Value<'_>>,
+        stdin: Fd<'_>,
+        stdout: Fd<'_>,
+        stderr: Fd<'_>,
+    ) -> zbus::Result<u32>;
+    fn open_shell(
+        &self,
+        name: &str,
+        user: &str,
+        argv: &[&str],
+        env: &[&str],
+    ) -> zbus::Result<(OwnedFd, u32)>;
+    #[zbus(signal)]
+    fn process_exited(&self, name: String, id: u32, status: i32) -> zbus::Result<()>;
     #[zbus(signal)]
     fn sandbox_new(&self, name: String, path: OwnedObjectPath) -> zbus::Result<()>;
     #[zbus(signal)]

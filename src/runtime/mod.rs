@@ -1,16 +1,19 @@
 //! The container runtime boundary. [`Runtime`] is what the supervisor needs from runc;
 //! [`Runc`] drives the real `runc` CLI, and tests substitute a fake.
 
+mod console;
 mod exit;
 mod output;
 mod runc;
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use console::ConsoleSocket;
 pub use exit::{wait_exit, ExitWaitError};
 pub use output::Output;
 pub use runc::{Runc, RUNC_TIMEOUT};
@@ -66,6 +69,33 @@ pub enum RuntimeError {
     },
 }
 
+/// A process to run inside a running container (`runc exec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub cwd: Option<String>,
+    /// `NAME=value` entries added to the container's environment.
+    pub env: Vec<String>,
+}
+
+/// Where an exec'd process's stdio comes from.
+#[derive(Debug)]
+pub enum ExecStdio {
+    /// These three fds become its stdin, stdout and stderr.
+    Fds([OwnedFd; 3]),
+    /// A new pty allocated inside the container; its master is returned.
+    Terminal,
+}
+
+/// A started exec: the host pid, and the pty master for [`ExecStdio::Terminal`].
+#[derive(Debug)]
+pub struct Started {
+    pub pid: u32,
+    pub pty: Option<OwnedFd>,
+}
+
 /// What the supervisor asks of a container runtime. Every call is bounded in time.
 pub trait Runtime: Send + Sync + 'static {
     /// `runc create`: sets the container up, stopped before its process runs; returns the
@@ -89,6 +119,13 @@ pub trait Runtime: Send + Sync + 'static {
     fn kill(&self, id: &str, signal: i32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `runc delete --force`: removes runc's state (killing what is left).
     fn delete(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// `runc exec --detach`: starts `req` in container `id`.
+    fn exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        stdio: ExecStdio,
+    ) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
     /// Resolves when host process `pid` has exited; its wait status when this process
     /// could collect it (it is our child), else `None`.
     fn wait(&self, pid: u32) -> impl Future<Output = Option<i32>> + Send;

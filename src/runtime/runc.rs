@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::{wait_exit, ContainerState, Output, Runtime, RuntimeError};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::console::ConsoleSocket;
+use super::{
+    wait_exit, ContainerState, ExecRequest, ExecStdio, Output, Runtime, RuntimeError, Started,
+};
 
 /// Upper bound for one runc invocation; runc itself never needs nearly this long.
 pub const RUNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +58,16 @@ impl Runc {
             "LISTEN_FDNAMES",
         ] {
             cmd.env_remove(var);
+        }
+        // runc's umask becomes the sandbox's, and runc copies the mode of the mount points
+        // it creates onto the tmpfs it mounts there: the daemon's own 0077 would leave
+        // /dev unreadable to every user but root inside.
+        // SAFETY: umask(2) is async-signal-safe and cannot fail.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
         }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         cmd
@@ -113,6 +128,48 @@ fn runc_message(stderr: &[u8], stdout: &[u8]) -> String {
     }
 }
 
+/// runc's own error from its JSON `--log` file: the last error-level message.
+fn log_message(log_file: &Path) -> String {
+    let log = std::fs::read(log_file).unwrap_or_default();
+    let errors: Vec<u8> = log
+        .split(|b| *b == b'\n')
+        .filter(|l| l.windows(15).any(|w| w == b"\"level\":\"error\""))
+        .flat_map(|l| l.iter().copied().chain([b'\n']))
+        .collect();
+    runc_message(if errors.is_empty() { &log } else { &errors }, &[])
+}
+
+/// Temporary files of one exec, removed when dropped.
+struct ExecFiles {
+    pid: PathBuf,
+    log: PathBuf,
+    console: PathBuf,
+}
+
+impl ExecFiles {
+    fn new(root: &Path) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self {
+            pid: root.join(format!(".exec-{n}.pid")),
+            log: root.join(format!(".exec-{n}.log")),
+            console: root.join(format!(".exec-{n}.sock")),
+        }
+    }
+}
+
+impl Drop for ExecFiles {
+    fn drop(&mut self) {
+        for f in [&self.pid, &self.log, &self.console] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
 impl Runtime for Runc {
     async fn create(&self, id: &str, bundle: &Path, output: Output) -> Result<u32, RuntimeError> {
         let pid_file = bundle.join("init.pid");
@@ -154,17 +211,10 @@ impl Runtime for Runc {
                 source,
             })?;
         if !status.success() {
-            let log = std::fs::read(&log_file).unwrap_or_default();
-            let errors: Vec<u8> = log
-                .split(|b| *b == b'\n')
-                .filter(|l| l.windows(15).any(|w| w == b"\"level\":\"error\""))
-                .flat_map(|l| l.iter().copied().chain([b'\n']))
-                .collect();
-            let message = runc_message(if errors.is_empty() { &log } else { &errors }, &[]);
             return Err(RuntimeError::Failed {
                 op: "create",
                 id: id.to_string(),
-                message,
+                message: log_message(&log_file),
             });
         }
         let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
@@ -218,6 +268,128 @@ impl Runtime for Runc {
             }
             other => other.map(drop),
         }
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        stdio: ExecStdio,
+    ) -> Result<Started, RuntimeError> {
+        let files = ExecFiles::new(&self.root);
+        let (pid_s, log_s, console_s) = (
+            files.pid.to_string_lossy(),
+            files.log.to_string_lossy(),
+            files.console.to_string_lossy(),
+        );
+        let user = format!("{}:{}", req.uid, req.gid);
+        let mut args: Vec<&str> = vec![
+            "--log",
+            &log_s,
+            "--log-format",
+            "json",
+            "exec",
+            "--detach",
+            "--pid-file",
+            &pid_s,
+            "--user",
+            &user,
+        ];
+        if let Some(cwd) = &req.cwd {
+            args.extend(["--cwd", cwd]);
+        }
+        for e in &req.env {
+            args.extend(["--env", e]);
+        }
+        let spawn_err = |source| RuntimeError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        };
+        let stdio_err = |source| RuntimeError::Stdio {
+            id: id.to_string(),
+            source,
+        };
+        let console = match &stdio {
+            ExecStdio::Terminal => {
+                args.extend(["--tty", "--console-socket", &console_s]);
+                Some(ConsoleSocket::bind(&files.console).map_err(stdio_err)?)
+            }
+            ExecStdio::Fds(_) => None,
+        };
+        args.push(id);
+        args.extend(req.argv.iter().map(String::as_str));
+        let mut cmd = self.command(&args);
+        match stdio {
+            // Detached without a terminal, runc hands its own stdio to the process.
+            ExecStdio::Fds([i, o, e]) => {
+                cmd.stdin(Stdio::from(i))
+                    .stdout(Stdio::from(o))
+                    .stderr(Stdio::from(e));
+            }
+            ExecStdio::Terminal => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let timeout = || RuntimeError::Timeout {
+            op: "exec",
+            id: id.to_string(),
+            secs: RUNC_TIMEOUT.as_secs(),
+        };
+        let failed = || RuntimeError::Failed {
+            op: "exec",
+            id: id.to_string(),
+            message: log_message(&files.log),
+        };
+        let pty = match &console {
+            None => {
+                let status = tokio::time::timeout(RUNC_TIMEOUT, child.wait())
+                    .await
+                    .map_err(|_| timeout())?
+                    .map_err(spawn_err)?;
+                if !status.success() {
+                    return Err(failed());
+                }
+                None
+            }
+            Some(console) => {
+                // runc sends the master before it exits; if it fails first, nothing comes.
+                let run = async {
+                    let receive = console.receive();
+                    tokio::pin!(receive);
+                    tokio::select! {
+                        fd = &mut receive => {
+                            let status = child.wait().await.map_err(spawn_err)?;
+                            if !status.success() {
+                                return Err(failed());
+                            }
+                            fd.map_err(stdio_err)
+                        }
+                        status = child.wait() => {
+                            if !status.map_err(spawn_err)?.success() {
+                                return Err(failed());
+                            }
+                            (&mut receive).await.map_err(stdio_err)
+                        }
+                    }
+                };
+                Some(
+                    tokio::time::timeout(RUNC_TIMEOUT, run)
+                        .await
+                        .map_err(|_| timeout())??,
+                )
+            }
+        };
+        let pid = std::fs::read_to_string(&files.pid)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .map_err(|_| RuntimeError::Failed {
+                op: "exec",
+                id: id.to_string(),
+                message: "runc wrote no pid file".into(),
+            })?;
+        Ok(Started { pid, pty })
     }
 
     async fn wait(&self, pid: u32) -> Option<i32> {

@@ -62,9 +62,13 @@ impl Bundle {
             .map_err(io_err(&bundle.dir))?;
         if host_root {
             let root = bundle.host_root();
+            // Explicit modes: runc gives a tmpfs the mode of its mount point, and the
+            // daemon's umask is 0077.
             for d in HOST_ROOT_DIRS {
                 let p = root.join(d);
                 std::fs::create_dir_all(&p).map_err(io_err(&p))?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io_err(&p))?;
             }
             for link in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
                 let host = Path::new("/").join(link);

@@ -11,6 +11,8 @@ pub struct Account {
     pub uid: u32,
     pub gid: u32,
     pub home: String,
+    /// Login shell; `/bin/sh` when the entry has none.
+    pub shell: String,
 }
 
 impl Account {
@@ -19,6 +21,7 @@ impl Account {
             uid: 0,
             gid: 0,
             home: "/root".into(),
+            shell: "/bin/sh".into(),
         }
     }
 }
@@ -37,10 +40,12 @@ pub fn resolve(passwd: &Path, user: &User) -> Result<Account, String> {
             User::Id(id) => *id == uid,
             User::Name(n) => n == f[0],
         };
+        let shell = if f[6].is_empty() { "/bin/sh" } else { f[6] };
         matches.then(|| Account {
             uid,
             gid: f[3].parse().unwrap_or(uid),
             home: f[5].to_string(),
+            shell: shell.to_string(),
         })
     });
     match (entry, user) {
@@ -50,6 +55,7 @@ pub fn resolve(passwd: &Path, user: &User) -> Result<Account, String> {
             uid: *id,
             gid: *id,
             home: "/".into(),
+            shell: "/bin/sh".into(),
         }),
         (None, User::Name(n)) => Err(format!("user {n:?} is not in {}", passwd.display())),
     }
@@ -73,7 +79,8 @@ mod tests {
             Account {
                 uid: 1000,
                 gid: 100,
-                home: "/home/user".into()
+                home: "/home/user".into(),
+                shell: "/bin/sh".into(),
             }
         );
         assert_eq!(resolve(&f, &User::Id(0)).unwrap(), Account::root());

@@ -4,6 +4,7 @@
 //! every change as an [`Event`] for the bus.
 
 mod error;
+mod exec;
 mod record;
 mod state;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub use error::Error;
+pub use exec::ExecOptions;
 pub use record::RunRecord;
 pub use state::{exit_code, now_us, SandboxInfo, State};
 
@@ -33,7 +35,16 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 pub enum Event {
     New(String),
     Changed(SandboxInfo),
-    Removed { name: String, result: String },
+    Removed {
+        name: String,
+        result: String,
+    },
+    /// A process started by [`Supervisor::exec`] ended (exit code, 128+N for signal N).
+    ProcessExited {
+        name: String,
+        id: u32,
+        status: i32,
+    },
 }
 
 /// One run of a container: set while runc has it.
@@ -59,6 +70,7 @@ struct Inner<R> {
     table: Mutex<BTreeMap<String, Entry>>,
     events: mpsc::UnboundedSender<Event>,
     next_run: AtomicU64,
+    next_process: std::sync::atomic::AtomicU32,
 }
 
 /// Cheap to clone; all clones drive the same sandboxes.
@@ -93,6 +105,7 @@ impl<R: Runtime> Supervisor<R> {
                 table: Mutex::new(BTreeMap::new()),
                 events,
                 next_run: AtomicU64::new(1),
+                next_process: std::sync::atomic::AtomicU32::new(1),
             }),
         }
     }

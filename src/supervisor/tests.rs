@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::runtime::{ContainerState, RuntimeError};
+use crate::runtime::{ContainerState, ExecRequest, ExecStdio, RuntimeError, Started};
 
 #[derive(Default)]
 struct FakeState {
@@ -100,6 +100,29 @@ impl Runtime for Fake {
             s.calls.push(format!("delete {id}"));
         }
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        _stdio: ExecStdio,
+    ) -> Result<Started, RuntimeError> {
+        let mut s = self.lock();
+        if s.containers.get(id).is_none_or(|c| c.status != "running") {
+            return Err(RuntimeError::Failed {
+                op: "exec",
+                id: id.into(),
+                message: "not running".into(),
+            });
+        }
+        s.next_pid += 1;
+        let pid = 1000 + s.next_pid;
+        s.calls
+            .push(format!("exec {id} {} {}", req.uid, req.argv.join(" ")));
+        // The process ends at once with status 4.
+        s.exits.insert(pid, watch::channel(Some(4 << 8)).0);
+        Ok(Started { pid, pty: None })
     }
 
     async fn wait(&self, pid: u32) -> Option<i32> {
@@ -331,4 +354,66 @@ async fn reconcile_adopts_running_and_clears_the_dead() {
     assert!(!h.dir.path().join("bundles/stray").exists());
     again.stop("alive").await.unwrap();
     assert!(h.fake.lock().containers.is_empty());
+}
+
+#[tokio::test]
+async fn exec_resolves_the_user_and_reports_the_exit() {
+    let mut h = Harness::new();
+    std::fs::write(
+        h.dir.path().join("rootfs/etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/ash\n",
+    )
+    .unwrap();
+    h.profile("box", "[process]\nuser = \"user\"\n");
+    let fds = || ExecStdio::Terminal;
+    let opts = |argv: &[&str], user: Option<&str>| ExecOptions {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        user: user.map(str::to_string),
+        ..Default::default()
+    };
+    assert!(matches!(
+        h.sup.exec("box", opts(&["true"], None), fds()).await,
+        Err(Error::NoSuchSandbox(_))
+    ));
+    h.sup.start("box").await.unwrap();
+    h.drain();
+    let (id, _) = h.sup.exec("box", opts(&["id"], None), fds()).await.unwrap();
+    let (_, _) = h
+        .sup
+        .exec("box", opts(&[], Some("root")), fds())
+        .await
+        .unwrap();
+    let calls = h.fake.lock().calls.clone();
+    assert!(
+        calls.contains(&"exec box 1000 id".to_string()),
+        "profile user: {calls:?}"
+    );
+    assert!(
+        calls.contains(&"exec box 0 /bin/sh".to_string()),
+        "root's login shell: {calls:?}"
+    );
+    let bad_env = ExecOptions {
+        env: vec!["NOEQUALS".into()],
+        ..opts(&["x"], None)
+    };
+    assert!(matches!(
+        h.sup.exec("box", bad_env, fds()).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let bad_user = opts(&["x"], Some("ghost"));
+    assert!(matches!(
+        h.sup.exec("box", bad_user, fds()).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    for _ in 0..100 {
+        if h.drain().contains(&Event::ProcessExited {
+            name: "box".into(),
+            id,
+            status: 4,
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no ProcessExited for {id}");
 }

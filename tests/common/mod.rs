@@ -147,6 +147,8 @@ impl Session {
         std::fs::create_dir_all(self.profiles()).unwrap();
         self.chown(&self.home);
         self.user_ok(&["systemctl", "--user", "daemon-reload"]);
+        // A daemon left running by an earlier run must not keep serving an old binary.
+        self.user_ok(&["systemctl", "--user", "try-restart", "sandboxd.service"]);
     }
 
     /// A root file system with busybox-static and nothing else: no libc, so only a static
@@ -163,10 +165,14 @@ impl Session {
         {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
-        std::fs::create_dir_all(self.busybox_root().join("etc")).unwrap();
+        for dir in ["etc", "root", "home/user", "tmp"] {
+            std::fs::create_dir_all(self.busybox_root().join(dir)).unwrap();
+        }
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n";
+        std::fs::write(self.busybox_root().join("etc/passwd"), passwd).unwrap();
         std::fs::write(
-            self.busybox_root().join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\n",
+            self.busybox_root().join("etc/group"),
+            "root:x:0:\nuser:x:1000:\n",
         )
         .unwrap();
         self.chown(&self.busybox_root());
@@ -286,6 +292,14 @@ impl Session {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon running with no sandboxes, whatever an earlier failed test left.
+    pub fn ready(&self) {
+        if self.unit_property("ActiveState") != "active" {
+            self.start_daemon();
+        }
+        self.stop_all();
     }
 
     /// Stops every sandbox the daemon knows, so the next test starts clean.

@@ -1,0 +1,106 @@
+//! Running more processes in a running sandbox (`Exec`, `OpenShell`): who they run as,
+//! where their stdio goes, and the `ProcessExited` report when they end.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+
+use super::{exit_code, shown, Error, Event, State, Supervisor};
+use crate::profile::{RootfsSource, User};
+use crate::runtime::{ExecRequest, ExecStdio, Runtime};
+use crate::spec;
+
+/// What to run and as whom. An empty `argv` means the user's login shell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    pub argv: Vec<String>,
+    /// A name or uid inside; `None` or "": the profile's `process.user`, else root.
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    /// `NAME=value` entries.
+    pub env: Vec<String>,
+}
+
+impl<R: Runtime> Supervisor<R> {
+    /// Starts a process in running sandbox `name`; returns its id (for `ProcessExited`)
+    /// and, for [`ExecStdio::Terminal`], the master of its new pty.
+    pub async fn exec(
+        &self,
+        name: &str,
+        opts: ExecOptions,
+        stdio: ExecStdio,
+    ) -> Result<(u32, Option<OwnedFd>), Error> {
+        let bad = |m: String| Error::InvalidArgument(m);
+        if opts.argv.iter().any(|a| a.contains('\0')) {
+            return Err(bad("arguments must not contain NUL".into()));
+        }
+        if let Some(e) = opts
+            .env
+            .iter()
+            .find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+        {
+            return Err(bad(format!(
+                "environment entry {:?} is not NAME=value",
+                shown(e)
+            )));
+        }
+        if let Some(cwd) = opts.cwd.as_deref().filter(|c| !c.starts_with('/')) {
+            return Err(bad(format!(
+                "working directory {:?} is not absolute",
+                shown(cwd)
+            )));
+        }
+        if self.get(name)?.state != State::Running {
+            return Err(Error::NotRunning(name.into()));
+        }
+        let profile = self.inner.store.load(name)?;
+        let user = match opts.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(u) => Some(
+                u.parse::<u32>()
+                    .map(User::Id)
+                    .unwrap_or_else(|_| User::Name(u.to_string())),
+            ),
+            None => profile.process.user.clone(),
+        };
+        let passwd = match &profile.rootfs.source {
+            RootfsSource::Path(p) => p.join("etc/passwd"),
+            RootfsSource::Host => self.inner.host.etc.join("passwd"),
+        };
+        let account = match &user {
+            None => spec::Account::root(),
+            Some(u) => spec::resolve(&passwd, u).map_err(Error::InvalidArgument)?,
+        };
+        let argv = if opts.argv.is_empty() {
+            vec![account.shell.clone()]
+        } else {
+            opts.argv
+        };
+        let mut env = vec![format!("HOME={}", account.home)];
+        env.extend(opts.env);
+        let req = ExecRequest {
+            argv,
+            uid: account.uid,
+            gid: account.gid,
+            cwd: opts.cwd.or(Some(account.home.clone())),
+            env,
+        };
+        let started = self
+            .inner
+            .runtime
+            .exec(name, &req, stdio)
+            .await
+            .map_err(|e| Error::RuntimeFailed {
+                name: name.into(),
+                message: crate::error_chain(&e),
+            })?;
+        let id = self.inner.next_process.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(SANDBOX = name, id, pid = started.pid, argv = ?req.argv, uid = req.uid, "process started");
+        let sup = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let status = exit_code(sup.inner.runtime.wait(started.pid).await);
+            tracing::info!(SANDBOX = name.as_str(), id, status, "process exited");
+            sup.emit(Event::ProcessExited { name, id, status });
+        });
+        Ok((id, started.pty))
+    }
+}

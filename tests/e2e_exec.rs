@@ -1,0 +1,199 @@
+//! End to end: processes started in running sandboxes through the daemon (`Exec`,
+//! `OpenShell`), driven by `sandboxctl exec` in pipes and `sandboxctl shell` in a real
+//! terminal (tmux). Needs root, like tests/e2e.rs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn sh(s: &Session, script: &str) -> std::process::Output {
+    s.user(&["sh", "-c", script])
+}
+
+/// `printf data | sandboxctl exec box -- sha256sum` prints the right digest; stderr and
+/// the exit status pass through.
+#[test]
+fn exec_streams_stdio_and_exit_status() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-exec", "exec sleep 1000", "");
+    s.ctl_ok(&["start", "e2e-exec"]);
+    let ctl = s.bin().join("sandboxctl");
+    let ctl = ctl.display();
+    let out = sh(
+        s,
+        &format!("printf data | {ctl} exec e2e-exec -- sha256sum"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // sha256("data")
+    assert_eq!(
+        stdout(&out).split_whitespace().next(),
+        Some("3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7")
+    );
+    let out = sh(s, &format!("{ctl} exec e2e-exec -- sh -c 'echo to-out; echo to-err >&2; exit 5' 2>/tmp/e2e-exec-err; echo status=$?; cat /tmp/e2e-exec-err; rm -f /tmp/e2e-exec-err"));
+    let text = stdout(&out);
+    assert!(text.contains("to-out\nstatus=5\nto-err"), "{text}");
+    // A large stream arrives whole.
+    let out = sh(
+        s,
+        &format!("head -c 3000000 /dev/zero | {ctl} exec e2e-exec -- wc -c"),
+    );
+    assert_eq!(stdout(&out).trim(), "3000000");
+    // The user defaults to the profile's (root here); --user picks another.
+    assert_eq!(
+        stdout(&sh(s, &format!("{ctl} exec e2e-exec -- id -u </dev/null"))).trim(),
+        "0"
+    );
+    assert_eq!(
+        stdout(&sh(
+            s,
+            &format!("{ctl} exec e2e-exec --user user -- id -u </dev/null")
+        ))
+        .trim(),
+        "1000"
+    );
+    // Errors: unknown user, stopped sandbox, a command that does not exist.
+    let out = sh(
+        s,
+        &format!("{ctl} exec e2e-exec --user nobody-here -- true </dev/null"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nobody-here"), "{}", stderr(&out));
+    let out = sh(
+        s,
+        &format!("{ctl} exec e2e-exec -- /no/such/program </dev/null"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    s.ctl_ok(&["stop", "e2e-exec"]);
+    let out = sh(s, &format!("{ctl} exec e2e-exec -- true </dev/null"));
+    assert_eq!(out.status.code(), Some(1));
+    s.remove_profile("e2e-exec");
+}
+
+struct Tmux<'a> {
+    s: &'a Session,
+}
+
+impl Tmux<'_> {
+    fn cmd(&self, args: &[&str]) -> String {
+        let mut all = vec!["tmux", "-L", "sandboxd-e2e"];
+        all.extend_from_slice(args);
+        stdout(&self.s.user(&all))
+    }
+
+    fn send(&self, keys: &str) {
+        self.cmd(&["send-keys", "-t", "t", "-l", keys]);
+        self.cmd(&["send-keys", "-t", "t", "Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Waits until the screen shows `text` (bounded); returns the screen.
+    fn wait(&self, text: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "screen never showed {text:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux<'_> {
+    fn drop(&mut self) {
+        self.cmd(&["kill-server"]);
+    }
+}
+
+/// `sandboxctl shell` in a real terminal: the profile's user (1000) or root, a pty of the
+/// sandbox's own, window size that follows a resize, the inner exit status as
+/// sandboxctl's, and a sane terminal afterwards.
+#[test]
+fn shell_in_a_real_terminal() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-shell", "exec sleep 1000", "");
+    let text = std::fs::read_to_string(s.profiles().join("e2e-shell.toml")).unwrap();
+    s.write_profile(
+        "e2e-shell",
+        &text.replace("[process]\n", "[process]\nuser = \"user\"\n"),
+    );
+    s.ctl_ok(&["start", "e2e-shell"]);
+    let tmux = Tmux { s };
+    tmux.cmd(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "sh",
+    ]);
+    tmux.cmd(&["set-option", "-g", "status", "off"]);
+    let host_tty = tmux
+        .cmd(&["display-message", "-p", "-t", "t", "#{pane_tty}"])
+        .trim()
+        .to_string();
+    tmux.send("PS1='host$ '");
+    tmux.send("sandboxctl shell e2e-shell");
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.send("PS1='inner$ '; echo I\"\"D=$(id -u) TTY=$(tty) PTS=$(ls /dev/pts | tr '\\n' ,)");
+    let screen = tmux.wait("ID=");
+    assert!(
+        screen.contains("ID=1000 TTY=/dev/pts/0 PTS=0,ptmx,"),
+        "{screen}"
+    );
+    assert!(!host_tty.is_empty());
+    tmux.send("echo S\"\"IZE=$(stty size)");
+    assert!(
+        tmux.wait("SIZE=").contains("SIZE=24 80"),
+        "{}",
+        tmux.screen()
+    );
+    tmux.cmd(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.send("echo R\"\"ESIZED=$(stty size)");
+    assert!(
+        tmux.wait("RESIZED=").contains("RESIZED=30 100"),
+        "{}",
+        tmux.screen()
+    );
+    tmux.send("exit 7");
+    tmux.send("echo R\"\"C=$?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; echo E\"\"ND");
+    let screen = tmux.wait("END");
+    assert!(screen.contains("RC=7"), "{screen}");
+    assert!(
+        screen.contains("icanon echo END"),
+        "the terminal was not restored: {screen}"
+    );
+    tmux.send("clear; sandboxctl shell e2e-shell --user root");
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.send("echo R\"\"OOTID=$(id -u)");
+    assert!(
+        tmux.wait("ROOTID=").contains("ROOTID=0"),
+        "{}",
+        tmux.screen()
+    );
+    tmux.send("exit");
+    tmux.send("echo R\"\"C2=$?");
+    assert!(tmux.wait("RC2=").contains("RC2=0"));
+    drop(tmux);
+    s.ctl_ok(&["stop", "e2e-shell"]);
+    s.remove_profile("e2e-shell");
+}
