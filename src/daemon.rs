@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::bus::{self, BUS_NAME};
 use crate::config::{ConfigError, DaemonConfig};
+use crate::environ::ManagerEnvironment;
 use crate::paths::{NoRuntimeDir, RuntimePaths};
 use crate::profile::ProfileStore;
 use crate::runtime::Runc;
@@ -155,19 +156,20 @@ fn notify(state: &[sd_notify::NotifyState]) {
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let runc = Runc::new(settings.runc, settings.paths.runc_root());
     let (tx, rx) = mpsc::unbounded_channel();
+    let conn = zbus::connection::Builder::session()
+        .map_err(StartupError::Bus)?
+        .build()
+        .await
+        .map_err(StartupError::Bus)?;
+    let session = Box::new(ManagerEnvironment { conn: conn.clone() });
     let sup = Supervisor::new(
         runc,
         settings.store,
         settings.host,
         settings.paths.bundles(),
         tx,
+        session,
     );
-
-    let conn = zbus::connection::Builder::session()
-        .map_err(StartupError::Bus)?
-        .build()
-        .await
-        .map_err(StartupError::Bus)?;
     bus::serve(&conn, sup.clone())
         .await
         .map_err(StartupError::Bus)?;

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod environ;
 pub mod init;
 pub mod logging;
 pub mod paths;

@@ -501,7 +501,7 @@ fn two_hundred_start_stop_cycles_leak_nothing() {
         let fds = std::fs::read_dir(format!("/proc/{daemon}/fd"))
             .unwrap()
             .count();
-        let procs = processes_of(s.uid).len();
+        let procs = service_processes(s);
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
@@ -529,6 +529,21 @@ fn two_hundred_start_stop_cycles_leak_nothing() {
     );
     assert_eq!(s.daemon_pid(), daemon);
     s.remove_profile("e2e-cycle");
+}
+
+/// Processes in sandboxd.service's cgroup: the daemon and every sandbox it runs (rootless
+/// runc without a delegated cgroup leaves containers in the service's cgroup).
+fn service_processes(s: &Session) -> usize {
+    let cg = s.unit_property("ControlGroup");
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let base = if unified.join("cgroup.procs").exists() {
+        unified
+    } else {
+        std::path::Path::new("/sys/fs/cgroup")
+    };
+    let procs = std::fs::read_to_string(base.join(cg.trim_start_matches('/')).join("cgroup.procs"))
+        .unwrap();
+    procs.lines().count()
 }
 
 fn walk(dir: &std::path::Path) -> usize {

@@ -286,7 +286,7 @@ stop_timeout = "3s"
         );
         assert_eq!(
             p.unsupported_features(),
-            vec!["devices.extra", "limits.memory", "limits.pids"]
+            vec!["limits.memory", "limits.pids"]
         );
     }
 }

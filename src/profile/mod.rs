@@ -188,13 +188,6 @@ impl Profile {
             out.push("network.mode = \"proxy\" (use mode = \"none\" for now)");
         }
         let flags = [
-            (self.gui.wayland, "gui.wayland"),
-            (self.gui.x11, "gui.x11"),
-            (self.audio.pulseaudio, "audio.pulseaudio"),
-            (self.audio.pipewire, "audio.pipewire"),
-            (self.devices.gpu, "devices.gpu"),
-            (self.devices.sound, "devices.sound"),
-            (!self.devices.extra.is_empty(), "devices.extra"),
             (self.limits.memory.is_some(), "limits.memory"),
             (self.limits.pids.is_some(), "limits.pids"),
         ];

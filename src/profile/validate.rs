@@ -300,7 +300,13 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
     let mut extra = Vec::new();
     for (i, d) in raw.devices.extra.iter().enumerate() {
         let key = format!("devices.extra[{i}]");
-        if !d.starts_with("/dev/") || Path::new(d).components().any(|c| c == Component::ParentDir) {
+        // A trailing `?` marks a device as optional: missing, it is a warning, not an error.
+        let path = d.strip_suffix('?').unwrap_or(d);
+        if !path.starts_with("/dev/")
+            || Path::new(path)
+                .components()
+                .any(|c| c == Component::ParentDir)
+        {
             return Err(invalid(key, format!("{d:?} must be a path under /dev/")));
         }
         extra.push(PathBuf::from(d));

@@ -6,6 +6,7 @@
 //! read-only kernel paths; sandbox-init bound read-only and run as pid 1.
 
 mod bundle;
+mod desktop;
 mod idmap;
 mod passwd;
 
@@ -19,6 +20,7 @@ use oci_spec::runtime::{
 use thiserror::Error;
 
 pub use bundle::{Bundle, BundleError, HOST_ROOT_DIRS};
+pub use desktop::{resolve as resolve_desktop, Bind, Desktop, DesktopError, SessionEnv};
 pub use idmap::{container_map, subordinate_range, IdRange, SUBORDINATE_SPAN};
 pub use passwd::{resolve, Account};
 
@@ -102,6 +104,8 @@ const READONLY_PATHS: &[&str] = &[
 pub enum SpecError {
     #[error("process.user: {0}")]
     User(String),
+    #[error(transparent)]
+    Desktop(#[from] DesktopError),
     #[error("building the OCI spec")]
     Build(#[source] oci_spec::OciSpecError),
 }
@@ -123,6 +127,8 @@ pub struct HostContext {
     pub init: PathBuf,
     /// The host's `/etc` (a parameter so tests can use a fixture).
     pub etc: PathBuf,
+    /// The user's home, where session cookies live.
+    pub home: PathBuf,
 }
 
 impl HostContext {
@@ -142,6 +148,9 @@ impl HostContext {
             subgid: subordinate_range(Path::new("/etc/subgid"), &name, uid),
             init,
             etc: PathBuf::from("/etc"),
+            home: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/".into()),
         }
     }
 }
@@ -268,7 +277,13 @@ fn host_root_mounts(ctx: &HostContext) -> Result<Vec<Mount>, SpecError> {
 
 /// Builds the spec for `profile`. `root` is the directory runc uses as the root: the
 /// profile's tree, or the bundle's empty `rootfs/` for `rootfs.host`.
-pub fn build(profile: &Profile, ctx: &HostContext, root: &Path) -> Result<Spec, SpecError> {
+/// `session` is the user session's current environment, for the desktop options.
+pub fn build(
+    profile: &Profile,
+    ctx: &HostContext,
+    root: &Path,
+    session: &SessionEnv,
+) -> Result<Spec, SpecError> {
     let passwd = match &profile.rootfs.source {
         RootfsSource::Path(p) => p.join("etc/passwd"),
         RootfsSource::Host => ctx.etc.join("passwd"),
@@ -289,6 +304,11 @@ pub fn build(profile: &Profile, ctx: &HostContext, root: &Path) -> Result<Spec, 
         "container=sandboxd".into(),
         format!("SANDBOX_NAME={}", profile.name),
     ];
+    let desktop = desktop::resolve(profile, account.uid, session, &ctx.home)?;
+    for w in &desktop.warnings {
+        tracing::warn!(SANDBOX = profile.name.as_str(), "{w}");
+    }
+    env.extend(desktop.env.iter().cloned());
     env.extend(profile.process.env.iter().map(|(k, v)| format!("{k}={v}")));
     let caps: std::collections::HashSet<Capability> = CAPABILITIES.iter().copied().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
@@ -336,6 +356,32 @@ pub fn build(profile: &Profile, ctx: &HostContext, root: &Path) -> Result<Spec, 
         }
         RootfsSource::Path(_) => profile.rootfs.readonly,
     };
+    if let Some(rt) = &desktop.runtime_dir {
+        let owner = format!("uid={},gid={}", account.uid, account.gid);
+        mounts.push(mount(
+            rt,
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=0700", &owner, "size=16m"],
+        )?);
+    }
+    for b in &desktop.binds {
+        if b.device {
+            let opts: &[&str] = if b.readonly {
+                &["rbind", "nosuid", "ro"]
+            } else {
+                &["rbind", "nosuid"]
+            };
+            mounts.push(mount(
+                &b.destination,
+                "bind",
+                &b.source.to_string_lossy(),
+                opts,
+            )?);
+        } else {
+            mounts.push(bind(&b.source, &b.destination, b.readonly)?);
+        }
+    }
     for m in &profile.mounts {
         mounts.push(bind(&m.source, &m.destination, m.readonly)?);
     }
@@ -406,6 +452,7 @@ mod tests {
             subgid: r,
             init: "/opt/sandbox-init".into(),
             etc: "/etc".into(),
+            home: "/".into(),
         }
     }
 
@@ -419,7 +466,7 @@ mod tests {
             readonly: false,
         });
         p.limits.nofile = Some(512);
-        let spec = build(&p, &ctx(true), Path::new("/b/rootfs")).unwrap();
+        let spec = build(&p, &ctx(true), Path::new("/b/rootfs"), &SessionEnv::new()).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         let ns: Vec<&str> = json["linux"]["namespaces"]
             .as_array()
@@ -469,7 +516,13 @@ mod tests {
 
     #[test]
     fn single_map_without_subordinate_ids() {
-        let spec = build(&Profile::builtin_default(), &ctx(false), Path::new("/r")).unwrap();
+        let spec = build(
+            &Profile::builtin_default(),
+            &ctx(false),
+            Path::new("/r"),
+            &SessionEnv::new(),
+        )
+        .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["linux"]["gidMappings"].as_array().unwrap().len(), 1);
     }

@@ -23,6 +23,7 @@ pub use exec::ExecOptions;
 pub use record::RunRecord;
 pub use state::{exit_code, now_us, SandboxInfo, State};
 
+use crate::environ::SessionSource;
 use crate::profile::{validate_name, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource};
 use crate::runtime::{Output, Runtime};
 use crate::spec::{self, Bundle, HostContext};
@@ -69,6 +70,7 @@ struct Inner<R> {
     bundles: PathBuf,
     table: Mutex<BTreeMap<String, Entry>>,
     events: mpsc::UnboundedSender<Event>,
+    session: Box<dyn SessionSource>,
     next_run: AtomicU64,
     next_process: std::sync::atomic::AtomicU32,
 }
@@ -95,6 +97,7 @@ impl<R: Runtime> Supervisor<R> {
         host: HostContext,
         bundles: PathBuf,
         events: mpsc::UnboundedSender<Event>,
+        session: Box<dyn SessionSource>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -104,6 +107,7 @@ impl<R: Runtime> Supervisor<R> {
                 bundles,
                 table: Mutex::new(BTreeMap::new()),
                 events,
+                session,
                 next_run: AtomicU64::new(1),
                 next_process: std::sync::atomic::AtomicU32::new(1),
             }),
@@ -219,12 +223,13 @@ impl<R: Runtime> Supervisor<R> {
         let bundle =
             Bundle::prepare(bundle_dir, host_root).map_err(|e| failed(crate::error_chain(&e)))?;
         let since = now_us();
+        let session = self.inner.session.current().await;
         let prepared = (|| {
             let root = match &profile.rootfs.source {
                 RootfsSource::Host => bundle.host_root(),
                 RootfsSource::Path(p) => p.clone(),
             };
-            let spec = spec::build(profile, &self.inner.host, &root)
+            let spec = spec::build(profile, &self.inner.host, &root, &session)
                 .map_err(|e| failed(crate::error_chain(&e)))?;
             bundle
                 .write_spec(&spec)

@@ -156,10 +156,18 @@ impl Harness {
             subgid: None,
             init: "/init".into(),
             etc: dir.path().join("rootfs/etc"),
+            home: dir.path().into(),
         };
         let fake = Fake::default();
         let (tx, events) = mpsc::unbounded_channel();
-        let sup = Supervisor::new(fake.clone(), store, host, dir.path().join("bundles"), tx);
+        let sup = Supervisor::new(
+            fake.clone(),
+            store,
+            host,
+            dir.path().join("bundles"),
+            tx,
+            Box::new(crate::spec::SessionEnv::new()),
+        );
         Self {
             sup,
             fake,
@@ -281,7 +289,7 @@ async fn errors_are_typed() {
     let h = Harness::new();
     h.profile("idle", "");
     h.profile("bad", "[restart]\nstop_timeout = \"soon\"\n");
-    h.profile("proxy", "[gui]\nwayland = true\n");
+    h.profile("proxy", "[limits]\nmemory = \"1G\"\n");
     h.sup.start("idle").await.unwrap();
     assert!(matches!(
         h.sup.start("idle").await,
@@ -341,6 +349,7 @@ async fn reconcile_adopts_running_and_clears_the_dead() {
         h.sup.inner.host.clone(),
         h.dir.path().join("bundles"),
         tx,
+        Box::new(crate::spec::SessionEnv::new()),
     );
     again.reconcile().await;
     let list = again.list();

@@ -1,0 +1,342 @@
+//! The desktop session a profile opts into: Wayland, X11, PulseAudio and PipeWire sockets
+//! and device nodes, found from the session's *current* environment (the systemd user
+//! manager's, which compositors update after the daemon started) and bound into the
+//! sandbox. Anything asked for but missing is an error naming it, so a sandbox never
+//! starts silently without what its profile promised.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::profile::Profile;
+
+/// Environment variables of the user's session, e.g. `WAYLAND_DISPLAY`.
+pub type SessionEnv = BTreeMap<String, String>;
+
+/// A host path bound into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub destination: String,
+    pub readonly: bool,
+    /// Device nodes must keep `dev` on their mount.
+    pub device: bool,
+}
+
+/// What the desktop options add to a sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desktop {
+    /// `/run/user/UID` inside, a private tmpfs owned by the sandbox user, when any socket
+    /// lives there.
+    pub runtime_dir: Option<String>,
+    pub binds: Vec<Bind>,
+    pub env: Vec<String>,
+    /// Optional things that were missing.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{key}: {message}")]
+pub struct DesktopError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn err(key: &'static str, message: impl Into<String>) -> DesktopError {
+    DesktopError {
+        key,
+        message: message.into(),
+    }
+}
+
+fn socket(key: &'static str, path: &Path, what: &str) -> Result<PathBuf, DesktopError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(path.to_path_buf()),
+        Ok(_) => Err(err(
+            key,
+            format!("{} is not a socket ({what})", path.display()),
+        )),
+        Err(e) => Err(err(key, format!("{what} {}: {e}", path.display()))),
+    }
+}
+
+/// Resolves the profile's desktop options for a sandbox whose user is `uid`/`gid` inside.
+pub fn resolve(
+    profile: &Profile,
+    uid: u32,
+    session: &SessionEnv,
+    home: &Path,
+) -> Result<Desktop, DesktopError> {
+    let mut d = Desktop::default();
+    let rt = format!("/run/user/{uid}");
+    let host_rt = session.get("XDG_RUNTIME_DIR").map(PathBuf::from);
+    let in_host_rt = |key: &'static str, name: &str| -> Result<PathBuf, DesktopError> {
+        let dir = host_rt
+            .as_ref()
+            .ok_or_else(|| err(key, "XDG_RUNTIME_DIR is not set in the session"))?;
+        Ok(dir.join(name))
+    };
+    let mut bind = |source: PathBuf, destination: String, readonly: bool| {
+        d.binds.push(Bind {
+            source,
+            destination,
+            readonly,
+            device: false,
+        });
+    };
+    let mut env = Vec::new();
+    let mut uses_rt = false;
+
+    if profile.gui.wayland {
+        let key = "gui.wayland";
+        let display = session
+            .get("WAYLAND_DISPLAY")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| err(key, "WAYLAND_DISPLAY is not set in the session: start the compositor first, or run `systemctl --user import-environment WAYLAND_DISPLAY`"))?;
+        let path = if display.starts_with('/') {
+            PathBuf::from(display)
+        } else {
+            in_host_rt(key, display)?
+        };
+        bind(
+            socket(key, &path, "the Wayland socket")?,
+            format!("{rt}/wayland-0"),
+            false,
+        );
+        env.extend([
+            "WAYLAND_DISPLAY=wayland-0".to_string(),
+            "XDG_SESSION_TYPE=wayland".into(),
+        ]);
+        uses_rt = true;
+    }
+    if profile.gui.x11 {
+        let key = "gui.x11";
+        let display = session
+            .get("DISPLAY")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| err(key, "DISPLAY is not set in the session"))?;
+        let number = display
+            .strip_prefix(':')
+            .and_then(|n| n.split('.').next())
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                err(
+                    key,
+                    format!("DISPLAY={display:?}: only local displays (\":N\") can be shared"),
+                )
+            })?;
+        let sock = format!("/tmp/.X11-unix/X{number}");
+        bind(
+            socket(key, Path::new(&sock), "the X11 socket")?,
+            sock.clone(),
+            false,
+        );
+        env.push(format!("DISPLAY=:{number}"));
+        let cookie = session
+            .get("XAUTHORITY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".Xauthority"));
+        if cookie.is_file() {
+            bind(cookie, format!("{rt}/Xauthority"), true);
+            env.push(format!("XAUTHORITY={rt}/Xauthority"));
+            uses_rt = true;
+        }
+    }
+    if profile.audio.pulseaudio {
+        let key = "audio.pulseaudio";
+        let path = match session
+            .get("PULSE_SERVER")
+            .and_then(|s| s.strip_prefix("unix:"))
+        {
+            Some(p) => PathBuf::from(p),
+            None => in_host_rt(key, "pulse/native")?,
+        };
+        bind(
+            socket(key, &path, "the PulseAudio socket")?,
+            format!("{rt}/pulse/native"),
+            false,
+        );
+        env.push(format!("PULSE_SERVER=unix:{rt}/pulse/native"));
+        let cookie = session
+            .get("PULSE_COOKIE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".config/pulse/cookie"));
+        if cookie.is_file() {
+            bind(cookie, format!("{rt}/pulse/cookie"), true);
+            env.push(format!("PULSE_COOKIE={rt}/pulse/cookie"));
+        }
+        uses_rt = true;
+    }
+    if profile.audio.pipewire {
+        let key = "audio.pipewire";
+        let name = session
+            .get("PIPEWIRE_REMOTE")
+            .cloned()
+            .unwrap_or_else(|| "pipewire-0".into());
+        let path = if name.starts_with('/') {
+            PathBuf::from(&name)
+        } else {
+            in_host_rt(key, &name)?
+        };
+        bind(
+            socket(key, &path, "the PipeWire socket")?,
+            format!("{rt}/pipewire-0"),
+            false,
+        );
+        uses_rt = true;
+    }
+    if uses_rt {
+        env.push(format!("XDG_RUNTIME_DIR={rt}"));
+        d.runtime_dir = Some(rt);
+    }
+    d.env = env;
+
+    let device = |key: &'static str,
+                  path: &Path,
+                  optional: bool,
+                  d: &mut Desktop|
+     -> Result<(), DesktopError> {
+        if path.exists() {
+            d.binds.push(Bind {
+                source: path.into(),
+                destination: path.display().to_string(),
+                readonly: false,
+                device: true,
+            });
+            Ok(())
+        } else if optional {
+            d.warnings.push(format!(
+                "{key}: {} does not exist; starting without it",
+                path.display()
+            ));
+            Ok(())
+        } else {
+            Err(err(
+                key,
+                format!("{} does not exist on this machine", path.display()),
+            ))
+        }
+    };
+    if profile.devices.gpu {
+        device("devices.gpu", Path::new("/dev/dri"), false, &mut d)?;
+        // NVIDIA's proprietary driver exposes its own nodes beside /dev/dri.
+        let mut nvidia: Vec<PathBuf> = std::fs::read_dir("/dev")
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("nvidia"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        nvidia.sort();
+        for p in nvidia {
+            device("devices.gpu", &p, true, &mut d)?;
+        }
+    }
+    if profile.devices.sound {
+        device("devices.sound", Path::new("/dev/snd"), false, &mut d)?;
+    }
+    for extra in &profile.devices.extra {
+        let text = extra.to_string_lossy();
+        let (path, optional) = match text.strip_suffix('?') {
+            Some(p) => (PathBuf::from(p), true),
+            None => (extra.clone(), false),
+        };
+        device("devices.extra", &path, optional, &mut d)?;
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    fn profile() -> Profile {
+        Profile::builtin_default()
+    }
+
+    #[test]
+    fn wayland_and_pulse_from_the_session() {
+        let rt = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let _w = UnixListener::bind(rt.path().join("wayland-1")).unwrap();
+        std::fs::create_dir(rt.path().join("pulse")).unwrap();
+        let _p = UnixListener::bind(rt.path().join("pulse/native")).unwrap();
+        std::fs::create_dir_all(home.path().join(".config/pulse")).unwrap();
+        std::fs::write(home.path().join(".config/pulse/cookie"), b"c").unwrap();
+        let session: SessionEnv = [
+            ("XDG_RUNTIME_DIR", rt.path().to_str().unwrap()),
+            ("WAYLAND_DISPLAY", "wayland-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut p = profile();
+        p.gui.wayland = true;
+        p.audio.pulseaudio = true;
+        let d = resolve(&p, 1000, &session, home.path()).unwrap();
+        assert_eq!(d.runtime_dir.as_deref(), Some("/run/user/1000"));
+        assert!(d.env.contains(&"WAYLAND_DISPLAY=wayland-0".to_string()));
+        assert!(d
+            .env
+            .contains(&"XDG_RUNTIME_DIR=/run/user/1000".to_string()));
+        assert!(d
+            .env
+            .contains(&"PULSE_SERVER=unix:/run/user/1000/pulse/native".to_string()));
+        let dests: Vec<&str> = d.binds.iter().map(|b| b.destination.as_str()).collect();
+        assert_eq!(
+            dests,
+            [
+                "/run/user/1000/wayland-0",
+                "/run/user/1000/pulse/native",
+                "/run/user/1000/pulse/cookie"
+            ]
+        );
+        assert_eq!(d.binds[0].source, rt.path().join("wayland-1"));
+    }
+
+    #[test]
+    fn missing_things_are_named() {
+        let rt = tempfile::tempdir().unwrap();
+        let session: SessionEnv = [(
+            "XDG_RUNTIME_DIR".to_string(),
+            rt.path().display().to_string(),
+        )]
+        .into();
+        let mut p = profile();
+        p.gui.wayland = true;
+        let e = resolve(&p, 0, &session, Path::new("/")).unwrap_err();
+        assert_eq!(e.key, "gui.wayland");
+        assert!(e.message.contains("WAYLAND_DISPLAY is not set"), "{e}");
+        let mut s2 = session.clone();
+        s2.insert("WAYLAND_DISPLAY".into(), "wayland-9".into());
+        let e = resolve(&p, 0, &s2, Path::new("/")).unwrap_err();
+        assert!(e.message.contains("wayland-9"), "{e}");
+        let mut p = profile();
+        p.gui.x11 = true;
+        let mut s3 = session.clone();
+        s3.insert("DISPLAY".into(), "remote:0".into());
+        assert!(resolve(&p, 0, &s3, Path::new("/"))
+            .unwrap_err()
+            .message
+            .contains("only local displays"));
+        let mut p = profile();
+        p.devices.extra = vec!["/dev/sandboxd-absent".into()];
+        assert_eq!(
+            resolve(&p, 0, &session, Path::new("/")).unwrap_err().key,
+            "devices.extra"
+        );
+        p.devices.extra = vec!["/dev/sandboxd-absent?".into(), "/dev/null".into()];
+        let d = resolve(&p, 0, &session, Path::new("/")).unwrap();
+        assert_eq!(d.warnings.len(), 1);
+        assert_eq!(d.binds.len(), 1);
+        assert!(d.binds[0].device);
+        assert!(d.runtime_dir.is_none());
+    }
+}

@@ -1,0 +1,172 @@
+//! End to end: the desktop session reaches a sandbox. A real Wayland compositor (weston,
+//! headless) and a real PulseAudio server run as the test user, started *after* the
+//! daemon, and their sockets are found through the user manager's environment.
+//! Needs root, like tests/e2e.rs.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A server run as the test user in its session, killed (with everything of its name)
+/// when dropped.
+struct Server {
+    child: Child,
+    name: &'static str,
+}
+
+impl Server {
+    fn start(name: &'static str, args: &[&str]) -> Self {
+        let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
+            .args(["run", USER, name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, name }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-u", USER, "-x", self.name])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host_profile(s: &Session, name: &str, extra: &str) {
+    s.write_profile(
+        name,
+        &format!("[rootfs]\nhost = true\n\n[network]\nmode = \"none\"\n\n{extra}"),
+    );
+}
+
+/// With weston started after the daemon and WAYLAND_DISPLAY imported into the user
+/// manager, wayland-info inside lists the compositor's globals; without gui.wayland it
+/// cannot connect.
+#[test]
+fn wayland_reaches_the_sandbox() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let display = "wayland-e2e";
+    let socket = s.runtime_dir.join(display);
+    let _weston = Server::start(
+        "weston",
+        &[
+            "--backend=headless-backend.so",
+            &format!("--socket={display}"),
+            "--idle-time=0",
+        ],
+    );
+    s.wait_for("the weston socket", Duration::from_secs(20), || {
+        socket.exists().then_some(())
+    });
+    s.user_ok(&[
+        "env",
+        &format!("WAYLAND_DISPLAY={display}"),
+        "systemctl",
+        "--user",
+        "import-environment",
+        "WAYLAND_DISPLAY",
+    ]);
+
+    host_profile(s, "e2e-wl", "[gui]\nwayland = true\n");
+    host_profile(s, "e2e-nowl", "");
+    s.ctl_ok(&["start", "e2e-wl"]);
+    s.ctl_ok(&["start", "e2e-nowl"]);
+    let info = s.ctl(&["exec", "e2e-wl", "--", "wayland-info"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    assert!(
+        stdout(&info).contains("'wl_compositor'"),
+        "{}",
+        stdout(&info)
+    );
+    let env = s.ctl_ok(&["exec", "e2e-wl", "--", "sh", "-c", "echo $WAYLAND_DISPLAY $XDG_RUNTIME_DIR $XDG_SESSION_TYPE; stat -c '%a %u' $XDG_RUNTIME_DIR"]);
+    assert_eq!(env, "wayland-0 /run/user/0 wayland\n700 0\n");
+    let none = s.ctl(&["exec", "e2e-nowl", "--", "sh", "-c", "WAYLAND_DISPLAY=wayland-0 XDG_RUNTIME_DIR=/run/user/0 wayland-info; WAYLAND_DISPLAY=/run/user/1001/wayland-e2e wayland-info"]);
+    assert_ne!(none.status.code(), Some(0));
+    assert!(!stdout(&none).contains("wl_compositor"));
+
+    s.ctl_ok(&["stop", "e2e-wl"]);
+    s.ctl_ok(&["stop", "e2e-nowl"]);
+    s.user_ok(&[
+        "systemctl",
+        "--user",
+        "unset-environment",
+        "WAYLAND_DISPLAY",
+    ]);
+    // Asking for Wayland with no compositor is a start error naming the socket.
+    drop(_weston);
+    s.wait_for("weston to go", Duration::from_secs(10), || {
+        (!socket.exists()).then_some(())
+    });
+    s.user_ok(&[
+        "env",
+        &format!("WAYLAND_DISPLAY={display}"),
+        "systemctl",
+        "--user",
+        "import-environment",
+        "WAYLAND_DISPLAY",
+    ]);
+    let out = s.ctl(&["start", "e2e-wl"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("gui.wayland") && stderr(&out).contains(display),
+        "{}",
+        stderr(&out)
+    );
+    s.user_ok(&[
+        "systemctl",
+        "--user",
+        "unset-environment",
+        "WAYLAND_DISPLAY",
+    ]);
+    s.remove_profile("e2e-wl");
+    s.remove_profile("e2e-nowl");
+}
+
+/// With a PulseAudio server on the host, `pactl info` inside reports it.
+#[test]
+fn pulseaudio_reaches_the_sandbox() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let socket = s.runtime_dir.join("pulse/native");
+    let _pulse = Server::start(
+        "pulseaudio",
+        &[
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "-n",
+            "--load=module-native-protocol-unix",
+            "--load=module-null-sink",
+        ],
+    );
+    s.wait_for("the PulseAudio socket", Duration::from_secs(20), || {
+        socket.exists().then_some(())
+    });
+    host_profile(s, "e2e-pa", "[audio]\npulseaudio = true\n");
+    s.ctl_ok(&["start", "e2e-pa"]);
+    let info = s.ctl(&["exec", "e2e-pa", "--", "pactl", "info"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    assert!(
+        stdout(&info).contains("Server String: unix:/run/user/0/pulse/native"),
+        "{}",
+        stdout(&info)
+    );
+    assert!(
+        stdout(&info).contains("Server Name: pulseaudio"),
+        "{}",
+        stdout(&info)
+    );
+    s.ctl_ok(&["stop", "e2e-pa"]);
+    s.remove_profile("e2e-pa");
+}
