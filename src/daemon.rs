@@ -12,8 +12,8 @@ use crate::config::{ConfigError, DaemonConfig};
 use crate::environ::ManagerEnvironment;
 use crate::paths::{NoRuntimeDir, RuntimePaths};
 use crate::profile::ProfileStore;
-use crate::runtime::Runc;
-use crate::spec::HostContext;
+use crate::runtime::{IntermediateUserns, Runc};
+use crate::spec::{HostContext, SUBORDINATE_SPAN};
 use crate::supervisor::Supervisor;
 
 #[derive(Debug, Error)]
@@ -154,7 +154,28 @@ fn notify(state: &[sd_notify::NotifyState]) {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
-    let runc = Runc::new(settings.runc, settings.paths.runc_root());
+    let mut runc = Runc::new(settings.runc, settings.paths.runc_root());
+    let mut host = settings.host;
+    // Kept alive for the daemon's lifetime; runc runs inside it.
+    let _userns = match (host.subuid, host.subgid) {
+        (Some(u), Some(g)) => {
+            match IntermediateUserns::create(host.uid, host.gid, u, g, SUBORDINATE_SPAN) {
+                Ok(ns) => {
+                    runc.wrapper = ns.wrapper();
+                    host.intermediate = true;
+                    Some(ns)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "no intermediate user namespace, so no keep-id: {}",
+                        crate::error_chain(&e)
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = zbus::connection::Builder::session()
         .map_err(StartupError::Bus)?
@@ -165,7 +186,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let sup = Supervisor::new(
         runc,
         settings.store,
-        settings.host,
+        host,
         settings.paths.bundles(),
         tx,
         session,

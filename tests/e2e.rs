@@ -248,17 +248,21 @@ fn default_profile_uses_the_hosts_usr_read_only() {
     let status = s.status("default").unwrap();
     assert_eq!(status["state"], "running");
     assert_eq!(status["profile"], "", "the built-in profile has no file");
-    let env = s.runc_exec("default", &["/usr/bin/env"]);
+    let env = s.ctl(&["exec", "default", "--", "/usr/bin/env"]);
     assert!(env.status.success(), "{}", stderr(&env));
     assert!(
         stdout(&env).contains("container=sandboxd"),
         "{}",
         stdout(&env)
     );
-    let write = s.runc_exec(
+    let write = s.ctl(&[
+        "exec",
         "default",
-        &["/bin/sh", "-c", "echo x > /usr/sandboxd-write-test"],
-    );
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo x > /usr/sandboxd-write-test",
+    ]);
     assert!(!write.status.success());
     assert!(
         stderr(&write).contains("Read-only file system"),
@@ -266,10 +270,14 @@ fn default_profile_uses_the_hosts_usr_read_only() {
         stderr(&write)
     );
     assert!(!std::path::Path::new("/usr/sandboxd-write-test").exists());
-    let tmp = s.runc_exec(
+    let tmp = s.ctl(&[
+        "exec",
         "default",
-        &["/bin/sh", "-c", "echo x > /tmp/t && cat /tmp/t"],
-    );
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo x > /tmp/t && cat /tmp/t",
+    ]);
     assert_eq!(stdout(&tmp).trim(), "x", "private /tmp is writable");
     s.ctl_ok(&["stop", "default"]);
 }

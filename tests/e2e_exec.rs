@@ -197,3 +197,74 @@ fn shell_in_a_real_terminal() {
     s.ctl_ok(&["stop", "e2e-shell"]);
     s.remove_profile("e2e-shell");
 }
+
+/// "keep-id": with `process.user = "user"`, uid 1000 inside is the test user on the host.
+/// Files it creates in a bound folder are the test user's; the test user's files are
+/// writable by it; root inside (a subordinate id) can still write the root file system.
+#[test]
+fn keep_id_maps_the_profile_user_to_you() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let share = s.home.join("e2e-share");
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("from-host"), "host\n").unwrap();
+    nix::unistd::chown(&share, Some(s.uid.into()), Some(s.uid.into())).unwrap();
+    nix::unistd::chown(
+        &share.join("from-host"),
+        Some(s.uid.into()),
+        Some(s.uid.into()),
+    )
+    .unwrap();
+    let extra = "[[mount]]\nsource = \"~/e2e-share\"\ndestination = \"/home/user/share\"\n";
+    s.busybox_profile("e2e-keepid", "exec sleep 1000", extra);
+    let text = std::fs::read_to_string(s.profiles().join("e2e-keepid.toml")).unwrap();
+    s.write_profile(
+        "e2e-keepid",
+        &text.replace("[process]\n", "[process]\nuser = \"user\"\n"),
+    );
+    s.ctl_ok(&["start", "e2e-keepid"]);
+    let ctl = s.bin().join("sandboxctl");
+    let ctl = ctl.display();
+    let out = sh(s, &format!("{ctl} exec e2e-keepid -- sh -c 'id -u; touch /home/user/share/from-inside && echo more >> /home/user/share/from-host && stat -c %u /home/user/share/from-host' </dev/null"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "1000\n1000\n",
+        "inside, the host user's file belongs to user"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(share.join("from-inside")).unwrap().uid(),
+        s.uid,
+        "a file made by user inside must be the test user's"
+    );
+    assert_eq!(
+        std::fs::read_to_string(share.join("from-host")).unwrap(),
+        "host\nmore\n"
+    );
+    // Root inside is not you: a subordinate id, which can still change the root file system.
+    let out = sh(s, &format!("{ctl} exec e2e-keepid --user root -- sh -c 'id -u; touch /etc/root-was-here' </dev/null"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "0\n");
+    let owner = std::fs::metadata(s.busybox_root().join("etc/root-was-here"))
+        .unwrap()
+        .uid();
+    assert_ne!(owner, s.uid, "root inside must not be the test user");
+    assert_ne!(owner, 0, "root inside must not be host root");
+    let sub = std::fs::read_to_string("/etc/subuid").unwrap();
+    let start: u32 = sub
+        .lines()
+        .find(|l| l.starts_with(&format!("{USER}:")))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(owner, start, "container root is the first subordinate id");
+    s.ctl_ok(&["stop", "e2e-keepid"]);
+    s.remove_profile("e2e-keepid");
+    let _ = std::fs::remove_dir_all(&share);
+}

@@ -5,6 +5,7 @@ mod console;
 mod exit;
 mod output;
 mod runc;
+mod userns;
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -17,6 +18,7 @@ pub use console::ConsoleSocket;
 pub use exit::{wait_exit, ExitWaitError};
 pub use output::Output;
 pub use runc::{Runc, RUNC_TIMEOUT};
+pub use userns::{IntermediateUserns, UsernsError};
 
 /// runc's view of one container (`runc state` / `runc list`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

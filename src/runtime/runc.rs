@@ -128,15 +128,25 @@ fn runc_message(stderr: &[u8], stdout: &[u8]) -> String {
     }
 }
 
-/// runc's own error from its JSON `--log` file: the last error-level message.
+/// runc's own error from its JSON `--log` file: the last error-level message, preceded
+/// by the first fatal one (runc's init stages log the root cause as "fatal" and the
+/// parent only reports that the child went away).
 fn log_message(log_file: &Path) -> String {
-    let log = std::fs::read(log_file).unwrap_or_default();
-    let errors: Vec<u8> = log
-        .split(|b| *b == b'\n')
-        .filter(|l| l.windows(15).any(|w| w == b"\"level\":\"error\""))
-        .flat_map(|l| l.iter().copied().chain([b'\n']))
-        .collect();
-    runc_message(if errors.is_empty() { &log } else { &errors }, &[])
+    let log = String::from_utf8_lossy(&std::fs::read(log_file).unwrap_or_default()).into_owned();
+    let msg_of = |level: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("level").and_then(|x| x.as_str()) == Some(level))
+            .filter_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
+            .collect()
+    };
+    let last_error = msg_of("error")
+        .pop()
+        .unwrap_or_else(|| runc_message(log.as_bytes(), &[]));
+    match msg_of("fatal").into_iter().next() {
+        Some(fatal) => format!("{last_error} ({fatal})"),
+        None => last_error,
+    }
 }
 
 /// Temporary files of one exec, removed when dropped.

@@ -45,9 +45,98 @@ pub fn container_map(host_id: u32, subordinate: Option<(u32, u32)>) -> Vec<IdRan
     map
 }
 
+/// Maps for runc running inside the daemon's intermediate user namespace, where id 0 is
+/// the calling user and ids `1..=span` are the subordinate ids. Container root is you.
+pub fn intermediate_root_map(span: u32) -> Vec<IdRange> {
+    vec![
+        IdRange {
+            inside: 0,
+            host: 0,
+            size: 1,
+        },
+        IdRange {
+            inside: 1,
+            host: 1,
+            size: span,
+        },
+    ]
+}
+
+/// "keep-id" inside the intermediate namespace: container id `n` is you (intermediate 0),
+/// container root and the ids below `n` are subordinate ids, the ids above `n` map onto
+/// themselves. `None` when `n` is outside the subordinate span.
+pub fn keep_id_map(n: u32, span: u32) -> Option<Vec<IdRange>> {
+    if n == 0 || n > span {
+        return None;
+    }
+    let mut map = vec![
+        IdRange {
+            inside: 0,
+            host: 1,
+            size: n,
+        },
+        IdRange {
+            inside: n,
+            host: 0,
+            size: 1,
+        },
+    ];
+    if span > n {
+        map.push(IdRange {
+            inside: n + 1,
+            host: n + 1,
+            size: span - n,
+        });
+    }
+    Some(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_id_maps_cover_every_id_once() {
+        let map = keep_id_map(1000, 65536).unwrap();
+        assert_eq!(
+            map[0],
+            IdRange {
+                inside: 0,
+                host: 1,
+                size: 1000
+            }
+        );
+        assert_eq!(
+            map[1],
+            IdRange {
+                inside: 1000,
+                host: 0,
+                size: 1
+            }
+        );
+        assert_eq!(
+            map[2],
+            IdRange {
+                inside: 1001,
+                host: 1001,
+                size: 64536
+            }
+        );
+        // Every intermediate id 0..=65536 is used exactly once.
+        let mut hosts: Vec<u32> = map.iter().flat_map(|r| r.host..r.host + r.size).collect();
+        hosts.sort();
+        assert_eq!(hosts, (0..=65536).collect::<Vec<_>>());
+        assert_eq!(keep_id_map(0, 65536), None);
+        assert_eq!(keep_id_map(70000, 65536), None);
+        assert_eq!(
+            intermediate_root_map(65536)[1],
+            IdRange {
+                inside: 1,
+                host: 1,
+                size: 65536
+            }
+        );
+    }
 
     #[test]
     fn finds_by_name_or_id() {

@@ -21,7 +21,9 @@ use thiserror::Error;
 
 pub use bundle::{Bundle, BundleError, HOST_ROOT_DIRS};
 pub use desktop::{resolve as resolve_desktop, Bind, Desktop, DesktopError, SessionEnv};
-pub use idmap::{container_map, subordinate_range, IdRange, SUBORDINATE_SPAN};
+pub use idmap::{
+    container_map, intermediate_root_map, keep_id_map, subordinate_range, IdRange, SUBORDINATE_SPAN,
+};
 pub use passwd::{resolve, Account};
 
 use crate::profile::{Profile, RootfsSource};
@@ -104,6 +106,8 @@ const READONLY_PATHS: &[&str] = &[
 pub enum SpecError {
     #[error("process.user: {0}")]
     User(String),
+    #[error("process.user: uid {uid} inside is mapped to you (\"keep-id\"), which needs {needs}")]
+    KeepId { uid: u32, needs: String },
     #[error(transparent)]
     Desktop(#[from] DesktopError),
     #[error("building the OCI spec")]
@@ -129,6 +133,9 @@ pub struct HostContext {
     pub etc: PathBuf,
     /// The user's home, where session cookies live.
     pub home: PathBuf,
+    /// runc runs inside the daemon's intermediate user namespace (0 → you, 1.. → your
+    /// subordinate ids), which is what makes "keep-id" possible.
+    pub intermediate: bool,
 }
 
 impl HostContext {
@@ -151,6 +158,7 @@ impl HostContext {
             home: std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "/".into()),
+            intermediate: false,
         }
     }
 }
@@ -277,6 +285,41 @@ fn host_root_mounts(ctx: &HostContext) -> Result<Vec<Mount>, SpecError> {
 
 /// Builds the spec for `profile`. `root` is the directory runc uses as the root: the
 /// profile's tree, or the bundle's empty `rootfs/` for `rootfs.host`.
+/// The container's uid and gid maps. Root inside is always you; a non-root `process.user`
+/// is you too ("keep-id"), which needs runc in the intermediate namespace.
+fn id_maps_for(
+    ctx: &HostContext,
+    account: &Account,
+) -> Result<(Vec<IdRange>, Vec<IdRange>), SpecError> {
+    if !ctx.intermediate {
+        if account.uid != 0 {
+            return Err(SpecError::KeepId {
+                uid: account.uid,
+                needs: "subordinate ids for your user in /etc/subuid and /etc/subgid".into(),
+            });
+        }
+        return Ok((
+            container_map(ctx.uid, ctx.subuid),
+            container_map(ctx.gid, ctx.subgid),
+        ));
+    }
+    let span = |r: Option<(u32, u32)>| r.map_or(0, |(_, count)| count.min(SUBORDINATE_SPAN));
+    let (uspan, gspan) = (span(ctx.subuid), span(ctx.subgid));
+    let map = |id: u32, span: u32, what: &str| -> Result<Vec<IdRange>, SpecError> {
+        if id == 0 {
+            return Ok(intermediate_root_map(span));
+        }
+        keep_id_map(id, span).ok_or_else(|| SpecError::KeepId {
+            uid: account.uid,
+            needs: format!("{what} {id} to be within your {span} subordinate ids"),
+        })
+    };
+    Ok((
+        map(account.uid, uspan, "uid")?,
+        map(account.gid, gspan, "gid")?,
+    ))
+}
+
 /// `session` is the user session's current environment, for the desktop options.
 pub fn build(
     profile: &Profile,
@@ -392,6 +435,7 @@ pub fn build(
         &["bind", "ro", "nosuid", "nodev"],
     )?);
 
+    let (uid_map, gid_map) = id_maps_for(ctx, &account)?;
     let namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
@@ -407,8 +451,8 @@ pub fn build(
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .uid_mappings(id_maps(&container_map(ctx.uid, ctx.subuid))?)
-        .gid_mappings(id_maps(&container_map(ctx.gid, ctx.subgid))?)
+        .uid_mappings(id_maps(&uid_map)?)
+        .gid_mappings(id_maps(&gid_map)?)
         .masked_paths(
             MASKED_PATHS
                 .iter()
@@ -453,6 +497,7 @@ mod tests {
             init: "/opt/sandbox-init".into(),
             etc: "/etc".into(),
             home: "/".into(),
+            intermediate: false,
         }
     }
 

@@ -152,11 +152,12 @@ impl Harness {
         let host = HostContext {
             uid: 1000,
             gid: 1000,
-            subuid: None,
-            subgid: None,
+            subuid: Some((100000, 65536)),
+            subgid: Some((100000, 65536)),
             init: "/init".into(),
             etc: dir.path().join("rootfs/etc"),
             home: dir.path().into(),
+            intermediate: true,
         };
         let fake = Fake::default();
         let (tx, events) = mpsc::unbounded_channel();

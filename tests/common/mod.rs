@@ -308,15 +308,6 @@ impl Session {
             let _ = self.ctl(&["stop", s["name"].as_str().unwrap()]);
         }
     }
-
-    /// Runs a command inside a running sandbox with runc itself (the daemon's own exec
-    /// API is a later feature); returns the output.
-    pub fn runc_exec(&self, name: &str, argv: &[&str]) -> Output {
-        let root_dir = self.runc_root();
-        let mut all = vec!["runc", "--root", root_dir.to_str().unwrap(), "exec", name];
-        all.extend_from_slice(argv);
-        self.user(&all)
-    }
 }
 
 /// Processes of `uid` (count), from /proc.
