@@ -3,6 +3,7 @@
 //! reachable.
 
 pub mod proxy;
+mod rootfs;
 mod session;
 mod terminal;
 
@@ -75,10 +76,33 @@ pub enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Root file systems under $XDG_DATA_HOME/sandboxd/rootfs.
+    Rootfs {
+        #[command(subcommand)]
+        action: RootfsCmd,
+    },
     /// Validate a profile file or a profile by name, without the daemon.
     Check { profile: String },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+pub enum RootfsCmd {
+    /// Unpack a tar archive (e.g. `docker export`, optionally compressed) or a directory,
+    /// keeping its owners as the sandbox will see them.
+    Import {
+        name: String,
+        source: PathBuf,
+        /// Unpack for profiles whose process.user is USER (a name in the archive's
+        /// /etc/passwd, or a uid): that user will be you ("keep-id")
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List imported root file systems.
+    List,
+    /// Remove a root file system (its files may belong to your subordinate ids).
+    Remove { name: String },
 }
 
 /// A failed command: what to print and which exit status to use.
@@ -176,6 +200,29 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Cmd::Check { profile } => check(&profile).map(|_| 0),
+        Cmd::Rootfs { action } => {
+            let fail = |message: String| Failure {
+                code: EXIT_FAILURE,
+                message,
+            };
+            match action {
+                RootfsCmd::Import { name, source, user } => {
+                    let dest = rootfs::import(&name, &source, user.as_deref()).map_err(fail)?;
+                    println!("imported {name} into {}", dest.display());
+                    println!("use it with:  [rootfs]  path = \"{}\"", dest.display());
+                }
+                RootfsCmd::List => {
+                    for (name, how, path) in rootfs::list() {
+                        println!("{name:<24} {how:<28} {}", path.display());
+                    }
+                }
+                RootfsCmd::Remove { name } => {
+                    rootfs::remove(&name).map_err(fail)?;
+                    println!("removed {name}");
+                }
+            }
+            Ok(0)
+        }
         Cmd::Shell {
             name,
             user,
@@ -311,7 +358,11 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                 }
             }
         }
-        Cmd::Check { .. } | Cmd::Completions { .. } | Cmd::Shell { .. } | Cmd::Exec { .. } => {
+        Cmd::Check { .. }
+        | Cmd::Completions { .. }
+        | Cmd::Shell { .. }
+        | Cmd::Exec { .. }
+        | Cmd::Rootfs { .. } => {
             unreachable!("handled in run()")
         }
     }

@@ -8,6 +8,7 @@
 mod bundle;
 mod desktop;
 mod idmap;
+mod imported;
 mod passwd;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use desktop::{resolve as resolve_desktop, Bind, Desktop, DesktopError, Sessi
 pub use idmap::{
     container_map, intermediate_root_map, keep_id_map, subordinate_range, IdRange, SUBORDINATE_SPAN,
 };
+pub use imported::RootfsRecord;
 pub use passwd::{resolve, Account};
 
 use crate::profile::{Profile, RootfsSource};
@@ -110,6 +112,13 @@ pub enum SpecError {
     KeepId { uid: u32, needs: String },
     #[error(transparent)]
     Desktop(#[from] DesktopError),
+    #[error("rootfs.path: {} was imported with {recorded}, but this profile runs {wanted}; import it again with `sandboxctl rootfs import NAME SOURCE{hint}`", path.display())]
+    RootfsIds {
+        path: PathBuf,
+        recorded: String,
+        wanted: String,
+        hint: String,
+    },
     #[error("building the OCI spec")]
     Build(#[source] oci_spec::OciSpecError),
 }
@@ -285,6 +294,21 @@ fn host_root_mounts(ctx: &HostContext) -> Result<Vec<Mount>, SpecError> {
 
 /// Builds the spec for `profile`. `root` is the directory runc uses as the root: the
 /// profile's tree, or the bundle's empty `rootfs/` for `rootfs.host`.
+/// `home` when the root file system has it, else `/`: a process must not fail to start
+/// because its account's home was never created. Host roots get a private tmpfs `/root`
+/// and `/home` whose subfolders do not exist yet.
+pub fn home_or_root(profile: &Profile, home: &str) -> String {
+    let exists = match &profile.rootfs.source {
+        RootfsSource::Path(p) => p.join(home.trim_start_matches('/')).is_dir(),
+        RootfsSource::Host => home == "/root",
+    };
+    if exists {
+        home.to_string()
+    } else {
+        "/".into()
+    }
+}
+
 /// The container's uid and gid maps. Root inside is always you; a non-root `process.user`
 /// is you too ("keep-id"), which needs runc in the intermediate namespace.
 fn id_maps_for(
@@ -379,13 +403,13 @@ pub fn build(
         )
         .args(args)
         .env(env)
-        .cwd(profile.process.cwd.clone().unwrap_or_else(|| {
-            if account.uid == 0 {
-                "/".into()
-            } else {
-                account.home.clone()
-            }
-        }))
+        .cwd(
+            profile
+                .process
+                .cwd
+                .clone()
+                .unwrap_or_else(|| home_or_root(profile, &account.home)),
+        )
         .capabilities(capabilities)
         .rlimits(rlimits)
         .no_new_privileges(true)
@@ -436,6 +460,23 @@ pub fn build(
     )?);
 
     let (uid_map, gid_map) = id_maps_for(ctx, &account)?;
+    if let RootfsSource::Path(path) = &profile.rootfs.source {
+        if let Some(record) = RootfsRecord::of(path) {
+            let want = (account.uid != 0).then_some(account.uid);
+            if record.keep_id != want {
+                let (wanted, hint) = match want {
+                    None => ("as root".to_string(), String::new()),
+                    Some(uid) => (format!("as uid {uid}"), format!(" --user {uid}")),
+                };
+                return Err(SpecError::RootfsIds {
+                    path: path.clone(),
+                    recorded: record.describe(),
+                    wanted,
+                    hint,
+                });
+            }
+        }
+    }
     let namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,

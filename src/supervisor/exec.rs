@@ -80,7 +80,9 @@ impl<R: Runtime> Supervisor<R> {
             argv,
             uid: account.uid,
             gid: account.gid,
-            cwd: opts.cwd.or(Some(account.home.clone())),
+            cwd: opts
+                .cwd
+                .or_else(|| Some(spec::home_or_root(&profile, &account.home))),
             env,
         };
         let started = self
