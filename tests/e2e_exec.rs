@@ -268,3 +268,70 @@ fn keep_id_maps_the_profile_user_to_you() {
     s.remove_profile("e2e-keepid");
     let _ = std::fs::remove_dir_all(&share);
 }
+
+/// `sandboxctl desktop-entry` writes a launcher that passes desktop-file-validate and whose
+/// Exec line starts the sandbox and runs the command inside it.
+#[test]
+fn desktop_entry_launches_in_the_sandbox() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let share = s.home.join("e2e-desk");
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir(&share).unwrap();
+    nix::unistd::chown(&share, Some(s.uid.into()), Some(s.uid.into())).unwrap();
+    s.write_profile(
+        "e2e-desk",
+        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[[mount]]\nsource = \"~/e2e-desk\"\ndestination = \"/mnt/desk\"\n",
+    );
+    let script = "echo \"launched $SANDBOX_NAME 100%\" > /mnt/desk/out";
+    s.ctl_ok(&[
+        "desktop-entry",
+        "e2e-desk",
+        "--title",
+        "Desk \"test\"",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let entry = s
+        .home
+        .join(".local/share/applications/sandboxd-e2e-desk-sh.desktop");
+    let out = s.user(&["desktop-file-validate", entry.to_str().unwrap()]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .expect("an Exec line");
+    // Undo the string-value escaping and the %-doubling; what is left is the quoted
+    // argument syntax of the spec, which sh reads the same way.
+    let exec = exec.replace("\\\\", "\\").replace("%%", "%");
+    assert!(
+        s.status("e2e-desk").is_none(),
+        "the sandbox must not run yet"
+    );
+    let run = s.user(&["sh", "-c", &format!("{exec} </dev/null")]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        std::fs::read_to_string(share.join("out")).unwrap(),
+        "launched e2e-desk 100%\n"
+    );
+    assert_eq!(s.status("e2e-desk").unwrap()["state"], "running");
+    // Launching again while it runs works too.
+    std::fs::remove_file(share.join("out")).unwrap();
+    assert!(s
+        .user(&["sh", "-c", &format!("{exec} </dev/null")])
+        .status
+        .success());
+    assert!(share.join("out").exists());
+    s.ctl_ok(&["stop", "e2e-desk"]);
+    s.remove_profile("e2e-desk");
+    let _ = std::fs::remove_file(entry);
+    let _ = std::fs::remove_dir_all(&share);
+}

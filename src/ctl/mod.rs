@@ -2,6 +2,7 @@
 //! scripts. Exit status: 0 ok, 1 failure reported by the daemon, 2 usage, 3 daemon not
 //! reachable.
 
+mod desktop_entry;
 pub mod proxy;
 mod rootfs;
 mod session;
@@ -73,7 +74,22 @@ pub enum Cmd {
         /// User inside [default: the profile's process.user, else root]
         #[arg(long)]
         user: Option<String>,
+        /// Start the sandbox first unless it runs
+        #[arg(long)]
+        start: bool,
         #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Write a desktop entry (app menu launcher) that runs COMMAND in the sandbox.
+    DesktopEntry {
+        name: String,
+        /// The launcher's title [default: "PROGRAM (NAME)"]
+        #[arg(long)]
+        title: Option<String>,
+        /// Icon name or path
+        #[arg(long)]
+        icon: Option<String>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
     /// Root file systems under $XDG_DATA_HOME/sandboxd/rootfs.
@@ -235,12 +251,36 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .map_err(from_session)?;
             Ok(inner_status(status))
         }
+        Cmd::DesktopEntry {
+            name,
+            title,
+            icon,
+            command,
+        } => {
+            let file = desktop_entry::write(&name, &command, title.as_deref(), icon.as_deref())
+                .map_err(|message| Failure {
+                    code: EXIT_FAILURE,
+                    message,
+                })?;
+            println!("wrote {}", file.display());
+            Ok(0)
+        }
         Cmd::Exec {
             name,
             user,
+            start,
             command,
         } => {
             let (_conn, manager) = connect().await?;
+            if start {
+                match manager.start_sandbox(&name).await {
+                    Err(zbus::Error::MethodError(e, _, _))
+                        if e.as_str().ends_with(".AlreadyRunning") => {}
+                    other => {
+                        other.map_err(from_bus)?;
+                    }
+                }
+            }
             let status = if terminal::is_tty(0) && terminal::is_tty(1) {
                 session::shell(&manager, &name, user.as_deref().unwrap_or(""), &command).await
             } else {
@@ -362,7 +402,8 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
         | Cmd::Completions { .. }
         | Cmd::Shell { .. }
         | Cmd::Exec { .. }
-        | Cmd::Rootfs { .. } => {
+        | Cmd::Rootfs { .. }
+        | Cmd::DesktopEntry { .. } => {
             unreachable!("handled in run()")
         }
     }
