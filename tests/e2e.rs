@@ -588,6 +588,31 @@ fn unit_file_verifies() {
     );
 }
 
+/// The installed XDG autostart entry is valid and, run as a login would run it, brings the
+/// daemon up (which then starts the `autostart = true` profiles, shown above).
+#[test]
+fn autostart_entry_starts_the_daemon() {
+    let _g = lock();
+    let s = session();
+    let entry = s.home.join(".config/autostart/sandboxd.desktop");
+    let out = s.user(&["desktop-file-validate", entry.to_str().unwrap()]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let _ = s.systemctl(&["stop", "sandboxd.service"]);
+    assert_eq!(s.unit_property("ActiveState"), "inactive");
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .expect("an Exec line");
+    s.user_ok(&["sh", "-c", exec]);
+    assert_eq!(s.unit_property("ActiveState"), "active");
+}
+
 /// Stopping the service stops every sandbox cleanly.
 #[test]
 fn stopping_the_service_stops_every_sandbox() {
