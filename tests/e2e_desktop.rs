@@ -150,9 +150,13 @@ fn pulseaudio_reaches_the_sandbox() {
             "--load=module-null-sink",
         ],
     );
-    s.wait_for("the PulseAudio socket", Duration::from_secs(20), || {
-        socket.exists().then_some(())
-    });
+    // The client needs the server's cookie too, which a fresh server writes as it starts.
+    let cookie = s.home.join(".config/pulse/cookie");
+    s.wait_for(
+        "the PulseAudio socket and cookie",
+        Duration::from_secs(20),
+        || (socket.exists() && cookie.exists()).then_some(()),
+    );
     host_profile(s, "e2e-pa", "[audio]\npulseaudio = true\n");
     s.ctl_ok(&["start", "e2e-pa"]);
     let info = s.ctl(&["exec", "e2e-pa", "--", "pactl", "info"]);

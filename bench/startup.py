@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Start-up and scale benchmark for sandboxd, run as the user whose daemon it measures.
+
+1. Start-up latency, side by side and interleaved: from the StartSandbox call to the
+   sandbox's main command running (it writes a file into a bound folder), against plain
+   rootless `runc run --detach` of the same config.json (same root, mounts and namespaces;
+   id maps made direct, as a user without sandboxd would write them).
+2. Scale: 50 sandboxes running at once: daemon RSS, daemon CPU ticks over 10 s idle, and
+   `sandboxctl list` latency.
+
+Prints a Markdown table. Every loop is bounded."""
+
+import json, os, shutil, statistics, subprocess, sys, tempfile, time
+
+ROUNDS = int(os.environ.get("ROUNDS", "15"))
+SCALE = int(os.environ.get("SCALE", "50"))
+HOME = os.environ["HOME"]
+RT = os.environ["XDG_RUNTIME_DIR"]
+PROFILES = os.path.join(HOME, ".config/sandboxd/profiles")
+ROOT = os.path.join(HOME, ".local/share/sandboxd/rootfs/bench-busybox")
+OUT = os.path.join(HOME, "bench-out")
+
+
+def run(*args, check=True):
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+def make_root():
+    if os.path.isdir(ROOT):
+        return
+    os.makedirs(os.path.join(ROOT, "bin"))
+    shutil.copy("/bin/busybox", os.path.join(ROOT, "bin/busybox"))
+    for applet in ["sh", "sleep", "touch"]:
+        os.symlink("busybox", os.path.join(ROOT, "bin", applet))
+    for d in ["etc", "mnt/out", "tmp"]:
+        os.makedirs(os.path.join(ROOT, d), exist_ok=True)
+    with open(os.path.join(ROOT, "etc/passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+
+
+def profile(name, command):
+    with open(os.path.join(PROFILES, name + ".toml"), "w") as f:
+        f.write(f'[rootfs]\npath = "{ROOT}"\nreadonly = true\n'
+                f'[process]\ncommand = {json.dumps(command)}\n'
+                f'[[mount]]\nsource = "{OUT}"\ndestination = "/mnt/out"\n'
+                f'[network]\nmode = "none"\n[restart]\nstop_timeout = "5s"\n')
+
+
+def wait_file(path, limit=10.0):
+    t0 = time.monotonic()
+    while not os.path.exists(path):
+        if time.monotonic() - t0 > limit:
+            raise SystemExit(f"{path} never appeared")
+        time.sleep(0.0005)
+    return time.monotonic()
+
+
+def sandboxd_once(name):
+    marker = os.path.join(OUT, "ready")
+    if os.path.exists(marker):
+        os.remove(marker)
+    t0 = time.monotonic()
+    run("busctl", "--user", "call", "org.sandboxd.Sandboxd1", "/org/sandboxd/Sandboxd1",
+        "org.sandboxd.Sandboxd1.Manager", "StartSandbox", "s", name)
+    t1 = wait_file(marker)
+    run("sandboxctl", "stop", name)
+    return t1 - t0
+
+
+def direct_config(src, dst_dir):
+    """The sandboxd bundle's config.json with direct rootless id maps."""
+    with open(src) as f:
+        cfg = json.load(f)
+    uid, gid = os.getuid(), os.getgid()
+    def rng(file, name, me):
+        for line in open(file):
+            owner, start, count = line.strip().split(":")
+            if owner in (name, str(me)):
+                return int(start), min(int(count), 65536)
+        raise SystemExit(f"no range in {file}")
+    name = os.environ.get("USER", "")
+    su, sg = rng("/etc/subuid", name, uid), rng("/etc/subgid", name, gid)
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}, {"containerID": 1, "hostID": su[0], "size": su[1]}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}, {"containerID": 1, "hostID": sg[0], "size": sg[1]}]
+    os.makedirs(dst_dir, exist_ok=True)
+    with open(os.path.join(dst_dir, "config.json"), "w") as f:
+        json.dump(cfg, f)
+
+
+def runc_once(bundle, state):
+    marker = os.path.join(OUT, "ready")
+    if os.path.exists(marker):
+        os.remove(marker)
+    t0 = time.monotonic()
+    subprocess.run(["runc", "--root", state, "run", "--detach", "--bundle", bundle, "bench-runc"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t1 = wait_file(marker)
+    run("runc", "--root", state, "kill", "bench-runc", "KILL", check=False)
+    for _ in range(200):
+        if run("runc", "--root", state, "delete", "--force", "bench-runc", check=False).returncode == 0:
+            break
+        time.sleep(0.01)
+    return t1 - t0
+
+
+def daemon_pid():
+    return int(run("systemctl", "--user", "show", "-p", "MainPID", "--value", "sandboxd").stdout)
+
+
+def ticks(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+
+def ms(x):
+    return f"{x * 1000:.1f} ms"
+
+
+def main():
+    os.makedirs(PROFILES, exist_ok=True)
+    os.makedirs(OUT, exist_ok=True)
+    make_root()
+    cmd = ["/bin/sh", "-c", "touch /mnt/out/ready; exec sleep 100000"]
+    profile("bench-start", cmd)
+    run("sandboxctl", "start", "bench-start")
+    bundle_cfg = os.path.join(RT, "sandboxd/bundles/bench-start/config.json")
+    tmp = tempfile.mkdtemp(prefix="sandboxd-bench-")
+    direct_config(bundle_cfg, os.path.join(tmp, "bundle"))
+    run("sandboxctl", "stop", "bench-start")
+    state = os.path.join(tmp, "runc")
+
+    sandboxd_t, runc_t = [], []
+    for _ in range(ROUNDS):
+        sandboxd_t.append(sandboxd_once("bench-start"))
+        runc_t.append(runc_once(os.path.join(tmp, "bundle"), state))
+    shutil.rmtree(tmp, ignore_errors=True)
+    s_med, r_med = statistics.median(sandboxd_t), statistics.median(runc_t)
+
+    names = [f"bench-scale-{i}" for i in range(SCALE)]
+    for n in names:
+        profile(n, ["/bin/sleep", "100000"])
+    pid = daemon_pid()
+    rss_before = rss_kib(pid)
+    t0 = time.monotonic()
+    for n in names:
+        run("sandboxctl", "start", n)
+    start_all = time.monotonic() - t0
+    time.sleep(2)
+    c0 = ticks(pid)
+    time.sleep(10)
+    idle_ticks = ticks(pid) - c0
+    rss = rss_kib(pid)
+    lat = []
+    for _ in range(20):
+        t = time.monotonic()
+        run("sandboxctl", "list", "--json")
+        lat.append(time.monotonic() - t)
+    listed = len(json.loads(run("sandboxctl", "list", "--json").stdout))
+    for n in names:
+        run("sandboxctl", "stop", n, check=False)
+        os.remove(os.path.join(PROFILES, n + ".toml"))
+    os.remove(os.path.join(PROFILES, "bench-start.toml"))
+
+    hz = os.sysconf("SC_CLK_TCK")
+    print(f"| measure | sandboxd | baseline | ratio |")
+    print(f"|---|---|---|---|")
+    print(f"| start → command running (median of {ROUNDS}) | {ms(s_med)} | plain `runc run`: {ms(r_med)} | {s_med / r_med:.2f}× |")
+    print(f"| start → command running (min) | {ms(min(sandboxd_t))} | {ms(min(runc_t))} | {min(sandboxd_t) / min(runc_t):.2f}× |")
+    print(f"| {SCALE} sandboxes started one after another | {start_all:.1f} s | | |")
+    print(f"| daemon RSS with {listed} sandboxes running | {rss / 1024:.1f} MiB | with none: {rss_before / 1024:.1f} MiB | |")
+    print(f"| daemon CPU while idle for 10 s | {idle_ticks} ticks ({idle_ticks * 1000 / hz:.0f} ms) | | |")
+    print(f"| `sandboxctl list` with {listed} sandboxes (median of 20) | {ms(statistics.median(lat))} | | |")
+
+
+if __name__ == "__main__":
+    main()

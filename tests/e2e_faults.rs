@@ -1,0 +1,166 @@
+//! End to end: faults. After each, the daemon serves, `list` tells the truth and nothing
+//! leaks. Needs root, like tests/e2e.rs.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn leader_of(s: &Session, name: &str) -> u32 {
+    s.list()
+        .iter()
+        .find(|x| x["name"] == name)
+        .and_then(|x| x["leader"].as_u64())
+        .unwrap_or(0) as u32
+}
+
+fn assert_clean(s: &Session, name: &str) {
+    assert!(
+        !s.runc_root().join(name).exists(),
+        "runc state of {name} left"
+    );
+    assert!(!s.bundles().join(name).exists(), "bundle of {name} left");
+}
+
+/// SIGKILL of a sandbox's pid 1: shown failed with status 137, cleaned up, restartable.
+#[test]
+fn kill_9_of_pid_1() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-k9", "exec sleep 1000", "");
+    s.ctl_ok(&["start", "e2e-k9"]);
+    let pid = leader_of(s, "e2e-k9");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = s.wait_for("e2e-k9 to fail", Duration::from_secs(10), || {
+        s.status("e2e-k9").filter(|v| v["state"] == "failed")
+    });
+    assert_eq!(status["exit_status"], 137);
+    assert_eq!(status["leader"], 0);
+    assert_clean(s, "e2e-k9");
+    s.ctl_ok(&["start", "e2e-k9"]);
+    assert_eq!(s.status("e2e-k9").unwrap()["state"], "running");
+    s.ctl_ok(&["stop", "e2e-k9"]);
+    s.remove_profile("e2e-k9");
+}
+
+/// A profile deleted while its sandbox runs: the sandbox keeps running and stops cleanly;
+/// a profile edited while it runs takes effect at the next start.
+#[test]
+fn profile_deleted_or_edited_while_running() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile(
+        "e2e-edit",
+        "exec sleep 1000",
+        "[process.env]\nMARK = \"one\"\n",
+    );
+    s.ctl_ok(&["start", "e2e-edit"]);
+    s.busybox_profile(
+        "e2e-edit",
+        "exec sleep 1000",
+        "[process.env]\nMARK = \"two\"\n",
+    );
+    assert_eq!(
+        s.ctl_ok(&["exec", "e2e-edit", "--", "sh", "-c", "echo $MARK"]),
+        "one\n"
+    );
+    s.ctl_ok(&["restart", "e2e-edit"]);
+    assert_eq!(
+        s.ctl_ok(&["exec", "e2e-edit", "--", "sh", "-c", "echo $MARK"]),
+        "two\n"
+    );
+    s.remove_profile("e2e-edit");
+    assert_eq!(s.status("e2e-edit").unwrap()["state"], "running");
+    s.ctl_ok(&["stop", "e2e-edit"]);
+    assert_clean(s, "e2e-edit");
+    let out = s.ctl(&["start", "e2e-edit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("NoSuchProfile"), "{}", stderr(&out));
+}
+
+/// The root file system removed under a stopped sandbox: a clear start error naming it.
+#[test]
+fn rootfs_removed_under_a_stopped_sandbox() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let tree = s.home.join("e2e-gone-root");
+    let _ = std::fs::remove_dir_all(&tree);
+    root(
+        Command::new("cp")
+            .arg("-a")
+            .arg(s.busybox_root())
+            .arg(&tree),
+    );
+    s.write_profile("e2e-gone", "[rootfs]\npath = \"~/e2e-gone-root\"\n[process]\ncommand = [\"sleep\", \"1000\"]\n[network]\nmode = \"none\"\n");
+    s.ctl_ok(&["start", "e2e-gone"]);
+    s.ctl_ok(&["stop", "e2e-gone"]);
+    std::fs::remove_dir_all(&tree).unwrap();
+    let out = s.ctl(&["start", "e2e-gone"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("InvalidProfile")
+            && err.contains("rootfs.path")
+            && err.contains("e2e-gone-root"),
+        "{err}"
+    );
+    assert_eq!(s.unit_property("ActiveState"), "active");
+    assert!(s.list().is_empty());
+    s.remove_profile("e2e-gone");
+}
+
+/// Stopping the service while sandboxes are starting: every one ends, nothing is left.
+#[test]
+fn service_stop_while_sandboxes_start() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let names = ["e2e-race-a", "e2e-race-b", "e2e-race-c"];
+    for n in names {
+        s.busybox_profile(n, "exec sleep 1000", "");
+    }
+    let ctl = s.bin().join("sandboxctl");
+    let starts: Vec<_> = names
+        .iter()
+        .map(|n| {
+            Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
+                .args(["run", USER, ctl.to_str().unwrap(), "start", n])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    s.stop_daemon();
+    for mut c in starts {
+        let _ = c.wait();
+    }
+    for n in names {
+        assert_clean(s, n);
+        s.remove_profile(n);
+    }
+    let left: Vec<u32> = processes_of(s.uid)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("sandbox-init") || c.starts_with("sleep\u{0}1000"))
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "sandbox processes survived the service stop: {left:?}"
+    );
+    s.start_daemon();
+    assert!(s.list().is_empty());
+}
