@@ -56,7 +56,16 @@ pub fn deserialize_located<T: serde::de::DeserializeOwned>(src: &str) -> Result<
             p => p,
         };
         let span = e.inner().span().or_else(|| locate(src, &key));
-        located(src, span, key, e.inner().message().to_string())
+        located(
+            src,
+            span,
+            key,
+            match e.inner().message() {
+                // Some syntax errors come without a message of their own.
+                "" => "invalid TOML syntax here".to_string(),
+                m => m.to_string(),
+            },
+        )
     })
 }
 
@@ -223,6 +232,14 @@ mod tests {
         assert!(key.contains("rootfs") || key == "(document)", "{key}");
         let (line, _, _, _) = err("[rootfs\n");
         assert_eq!(line, 1);
+    }
+
+    #[test]
+    fn syntax_error_without_a_parser_message_still_says_something() {
+        // Found by tests/fuzz_profile.rs: the parser gives an empty message here.
+        let (line, _, key, msg) = err("[rootfs]\nhost = true\nst-=");
+        assert_eq!((line, key.as_str()), (3, "(document)"));
+        assert_eq!(msg, "invalid TOML syntax here");
     }
 
     #[test]
