@@ -65,7 +65,7 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 }
 
 /// True when the ELF file has no PT_INTERP program header (no dynamic loader needed).
-fn is_static_elf(path: &Path) -> bool {
+pub fn is_static_elf(path: &Path) -> bool {
     let Ok(data) = std::fs::read(path) else {
         return false;
     };

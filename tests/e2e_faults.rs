@@ -164,3 +164,56 @@ fn service_stop_while_sandboxes_start() {
     s.start_daemon();
     assert!(s.list().is_empty());
 }
+
+/// Puts a file back as it was when dropped.
+struct Restore(std::path::PathBuf, Vec<u8>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        std::fs::write(&self.0, &self.1).unwrap();
+    }
+}
+
+/// `sandboxctl doctor` finds nothing missing on this machine; with the test user's
+/// subordinate ids removed it names them and the command that adds them.
+#[test]
+fn doctor_names_what_is_missing() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let out = s.ctl(&["doctor"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("FAIL"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ok    subordinate uids"),
+        "{}",
+        stdout(&out)
+    );
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let before = std::fs::read(file).unwrap();
+        let _restore = Restore(file.into(), before.clone());
+        let kept: String = String::from_utf8(before)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{USER}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(file, kept).unwrap();
+        let out = s.ctl(&["doctor"]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        let what = if file.ends_with("uid") {
+            "FAIL  subordinate uids"
+        } else {
+            "FAIL  subordinate gids"
+        };
+        assert!(text.contains(what), "{text}");
+        assert!(
+            text.contains(&format!(
+                "fix: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {USER}"
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(s.ctl(&["doctor"]).status.code(), Some(0));
+}

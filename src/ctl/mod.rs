@@ -3,6 +3,7 @@
 //! reachable.
 
 mod desktop_entry;
+mod doctor;
 pub mod proxy;
 mod rootfs;
 mod session;
@@ -92,6 +93,8 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
+    /// Check this machine and session for what sandboxd needs, and say what to fix.
+    Doctor,
     /// Root file systems under $XDG_DATA_HOME/sandboxd/rootfs.
     Rootfs {
         #[command(subcommand)]
@@ -251,6 +254,14 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .map_err(from_session)?;
             Ok(inner_status(status))
         }
+        Cmd::Doctor => {
+            let findings = doctor::run().await;
+            Ok(if doctor::report(&findings) {
+                0
+            } else {
+                EXIT_FAILURE
+            })
+        }
         Cmd::DesktopEntry {
             name,
             title,
@@ -403,7 +414,8 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
         | Cmd::Shell { .. }
         | Cmd::Exec { .. }
         | Cmd::Rootfs { .. }
-        | Cmd::DesktopEntry { .. } => {
+        | Cmd::DesktopEntry { .. }
+        | Cmd::Doctor => {
             unreachable!("handled in run()")
         }
     }

@@ -1,0 +1,376 @@
+//! `sandboxctl doctor`: checks what sandboxd needs from this machine and this session,
+//! and says exactly what to fix. Exit status 1 when anything required is missing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::spec::{subordinate_range, SUBORDINATE_SPAN};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    /// Works, but something is missing that some profiles need.
+    Warn,
+    /// sandboxd cannot work.
+    Fail,
+}
+
+pub struct Finding {
+    pub level: Level,
+    pub what: String,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn finding(level: Level, what: &str, detail: impl Into<String>, fix: Option<String>) -> Finding {
+    Finding {
+        level,
+        what: what.into(),
+        detail: detail.into(),
+        fix,
+    }
+}
+
+fn read_number(path: &str) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn user_namespaces() -> Finding {
+    let what = "user namespaces";
+    if read_number("/proc/sys/user/max_user_namespaces") == Some(0) {
+        return finding(
+            Level::Fail,
+            what,
+            "disabled (user.max_user_namespaces = 0)",
+            Some("sudo sysctl -w user.max_user_namespaces=15000".into()),
+        );
+    }
+    if read_number("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        return finding(
+            Level::Fail,
+            what,
+            "unprivileged ones are disabled",
+            Some("sudo sysctl -w kernel.unprivileged_userns_clone=1".into()),
+        );
+    }
+    if read_number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
+        return finding(
+            Level::Fail,
+            what,
+            "AppArmor restricts unprivileged user namespaces",
+            Some("allow runc in an AppArmor profile (see /etc/apparmor.d/), or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0".into()),
+        );
+    }
+    match Command::new("unshare")
+        .args(["--user", "true"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            finding(Level::Ok, what, "an unprivileged one can be made", None)
+        }
+        Ok(o) => finding(
+            Level::Fail,
+            what,
+            format!(
+                "cannot make one: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            None,
+        ),
+        Err(e) => finding(
+            Level::Warn,
+            what,
+            format!("could not test with unshare(1): {e}"),
+            Some("sudo apt-get install util-linux".into()),
+        ),
+    }
+}
+
+fn subordinate_ids(user: &str, uid: u32) -> Vec<Finding> {
+    let fix =
+        format!("sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}");
+    [("/etc/subuid", "subordinate uids"), ("/etc/subgid", "subordinate gids")]
+        .into_iter()
+        .map(|(file, what)| match subordinate_range(Path::new(file), user, uid) {
+            None => finding(Level::Fail, what, format!("none for {user} in {file}: sandboxes cannot map a user to you or run package managers"), Some(fix.clone())),
+            Some((start, count)) if count < SUBORDINATE_SPAN => {
+                finding(Level::Warn, what, format!("{start}-{} is fewer than {SUBORDINATE_SPAN}", start + count - 1), Some(fix.clone()))
+            }
+            Some((start, count)) => finding(Level::Ok, what, format!("{start}-{} in {file}", start + count - 1), None),
+        })
+        .collect()
+}
+
+fn id_mappers() -> Vec<Finding> {
+    ["newuidmap", "newgidmap"]
+        .into_iter()
+        .map(|tool| match find_program(tool) {
+            None => finding(
+                Level::Fail,
+                tool,
+                "not installed",
+                Some("sudo apt-get install uidmap".into()),
+            ),
+            Some(p) => {
+                let setuid = std::fs::metadata(&p)
+                    .map(|m| m.permissions().mode() & 0o4000 != 0)
+                    .unwrap_or(false);
+                let caps = Command::new("getcap")
+                    .arg(&p)
+                    .output()
+                    .map(|o| !o.stdout.is_empty())
+                    .unwrap_or(false);
+                if setuid || caps {
+                    finding(Level::Ok, tool, p.display().to_string(), None)
+                } else {
+                    finding(
+                        Level::Fail,
+                        tool,
+                        format!(
+                            "{} is neither setuid nor has file capabilities",
+                            p.display()
+                        ),
+                        Some("sudo apt-get install --reinstall uidmap".into()),
+                    )
+                }
+            }
+        })
+        .collect()
+}
+
+fn runc() -> Finding {
+    let Some(p) = find_program("runc") else {
+        return finding(
+            Level::Fail,
+            "runc",
+            "not installed",
+            Some("sudo apt-get install runc".into()),
+        );
+    };
+    let out = Command::new(&p).arg("--version").output();
+    let version = out
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let number = version.split_whitespace().nth(2).unwrap_or("");
+    let mut parts = number
+        .split(['.', '+', '-', '~'])
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (1, 1) {
+        finding(
+            Level::Ok,
+            "runc",
+            format!("{} ({version})", p.display()),
+            None,
+        )
+    } else {
+        finding(
+            Level::Fail,
+            "runc",
+            format!("{version:?} is older than 1.1"),
+            Some("install runc 1.1 or newer".into()),
+        )
+    }
+}
+
+fn init_binary() -> Finding {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("sandbox-init")));
+    let found = beside
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib/sandboxd/sandbox-init")])
+        .find(|p| p.is_file());
+    match found {
+        None => finding(
+            Level::Fail,
+            "sandbox-init",
+            "not found next to sandboxctl or in /usr/lib/sandboxd",
+            Some("make install".into()),
+        ),
+        Some(p) if crate::daemon::is_static_elf(&p) => finding(
+            Level::Ok,
+            "sandbox-init",
+            format!("{} (static)", p.display()),
+            None,
+        ),
+        Some(p) => finding(
+            Level::Fail,
+            "sandbox-init",
+            format!("{} is dynamically linked", p.display()),
+            Some("make install (it builds a static one)".into()),
+        ),
+    }
+}
+
+async fn session(env: &crate::spec::SessionEnv) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match std::env::var("XDG_RUNTIME_DIR") {
+        Ok(d) if Path::new(&d).is_dir() => out.push(finding(Level::Ok, "XDG_RUNTIME_DIR", d, None)),
+        _ => out.push(finding(
+            Level::Fail,
+            "XDG_RUNTIME_DIR",
+            "not set: not in a user session",
+            Some("log in normally, or export XDG_RUNTIME_DIR=/run/user/$(id -u)".into()),
+        )),
+    }
+    match zbus::Connection::session().await {
+        Err(e) => out.push(finding(
+            Level::Fail,
+            "session bus",
+            e.to_string(),
+            Some("sudo apt-get install dbus-user-session, then log in again".into()),
+        )),
+        Ok(conn) => {
+            out.push(finding(Level::Ok, "session bus", "connected", None));
+            let dbus = zbus::fdo::DBusProxy::new(&conn).await;
+            let activatable = match &dbus {
+                Ok(p) => p
+                    .list_activatable_names()
+                    .await
+                    .map(|n| n.iter().any(|x| x.as_str() == crate::bus::BUS_NAME))
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            let owned = match &dbus {
+                Ok(p) => p
+                    .name_has_owner(crate::bus::BUS_NAME.try_into().expect("valid bus name"))
+                    .await
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            out.push(match (owned, activatable) {
+                (true, _) => finding(Level::Ok, "sandboxd", "running", None),
+                (false, true) => finding(
+                    Level::Ok,
+                    "sandboxd",
+                    "not running; starts on first use (D-Bus activation)",
+                    None,
+                ),
+                (false, false) => finding(
+                    Level::Fail,
+                    "sandboxd",
+                    "neither running nor activatable",
+                    Some("make install && systemctl --user daemon-reload".into()),
+                ),
+            });
+        }
+    }
+    let socket = |var: &str, default: &str| -> Option<PathBuf> {
+        let v = env.get(var).cloned().unwrap_or_else(|| default.to_string());
+        if v.is_empty() {
+            return None;
+        }
+        let v = v.strip_prefix("unix:").unwrap_or(&v).to_string();
+        Some(if v.starts_with('/') {
+            PathBuf::from(v)
+        } else {
+            PathBuf::from(env.get("XDG_RUNTIME_DIR").cloned().unwrap_or_default()).join(v)
+        })
+    };
+    for (what, var, default, key) in [
+        ("Wayland", "WAYLAND_DISPLAY", "", "gui.wayland"),
+        (
+            "PulseAudio",
+            "PULSE_SERVER",
+            "pulse/native",
+            "audio.pulseaudio",
+        ),
+    ] {
+        out.push(match socket(var, default) {
+            // A socket left by a server that died still exists: connect to be sure.
+            Some(p) if std::os::unix::net::UnixStream::connect(&p).is_ok() => {
+                finding(Level::Ok, what, p.display().to_string(), None)
+            }
+            _ => finding(
+                Level::Warn,
+                what,
+                format!("no socket in the session: profiles with {key} = true will not start"),
+                Some(
+                    "start it, or run `systemctl --user import-environment` after it started"
+                        .into(),
+                ),
+            ),
+        });
+    }
+    out
+}
+
+fn cgroups(uid: u32) -> Finding {
+    let what = "cgroup delegation";
+    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/unified"
+    };
+    let service =
+        format!("{base}/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers");
+    match std::fs::read_to_string(&service) {
+        Ok(c) if c.contains("memory") && c.contains("pids") => finding(Level::Ok, what, format!("memory and pids delegated ({c})", c = c.trim()), None),
+        _ => finding(
+            Level::Warn,
+            what,
+            "no memory/pids controllers delegated to your user manager: limits.memory and limits.pids are not available",
+            Some("boot with the unified cgroup hierarchy (systemd.unified_cgroup_hierarchy=1); systemd delegates them to user@.service".into()),
+        ),
+    }
+}
+
+/// Runs every check.
+pub async fn run() -> Vec<Finding> {
+    let uid = nix::unistd::getuid().as_raw();
+    let user = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    let env = {
+        use crate::environ::SessionSource;
+        match zbus::Connection::session().await {
+            Ok(conn) => crate::environ::ManagerEnvironment { conn }.current().await,
+            Err(_) => std::env::vars().collect(),
+        }
+    };
+    let mut out = vec![user_namespaces()];
+    out.extend(subordinate_ids(&user, uid));
+    out.extend(id_mappers());
+    out.push(runc());
+    out.push(init_binary());
+    out.extend(session(&env).await);
+    out.push(cgroups(uid));
+    out
+}
+
+/// Prints the findings; returns true when nothing failed.
+pub fn report(findings: &[Finding]) -> bool {
+    for f in findings {
+        let tag = match f.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        println!("{tag}  {:<18} {}", f.what, f.detail);
+        if let (Some(fix), false) = (&f.fix, f.level == Level::Ok) {
+            println!("      {:<18} fix: {fix}", "");
+        }
+    }
+    !findings.iter().any(|f| f.level == Level::Fail)
+}
