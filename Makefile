@@ -8,6 +8,7 @@ DOCDIR     ?= $(PREFIX)/share/doc/sandboxd
 UNITDIR    ?= $(HOME)/.config/systemd/user
 DBUSDIR    ?= $(PREFIX)/share/dbus-1/services
 AUTOSTARTDIR ?= $(HOME)/.config/autostart
+MANDIR     ?= $(PREFIX)/share/man
 TRIPLE     := x86_64-unknown-linux-gnu
 # Built by `make build`; overridable so tests can install what cargo test built.
 SANDBOXD   ?= target/release/sandboxd
@@ -38,16 +39,20 @@ install: build install-files
 	@echo "installed; start with: systemctl --user enable --now sandboxd"
 
 install-files:
-	install -d $(BINDIR) $(UNITDIR) $(DBUSDIR) $(AUTOSTARTDIR) $(DOCDIR)
+	install -d $(BINDIR) $(UNITDIR) $(DBUSDIR) $(AUTOSTARTDIR) $(DOCDIR) $(MANDIR)/man1 $(MANDIR)/man5 $(MANDIR)/man8
 	install -m 0755 $(SANDBOXD) $(SANDBOXCTL) $(BINDIR)/
 	install -m 0755 $(INIT) $(BINDIR)/sandbox-init
 	sed -e 's|@bindir@|$(BINDIR)|g' -e 's|@docdir@|$(DOCDIR)|g' dist/systemd/sandboxd.service > $(UNITDIR)/sandboxd.service
 	sed -e 's|@bindir@|$(BINDIR)|g' dist/dbus/org.sandboxd.Sandboxd1.service > $(DBUSDIR)/org.sandboxd.Sandboxd1.service
 	install -m 0644 dist/autostart/sandboxd.desktop $(AUTOSTARTDIR)/sandboxd.desktop
-	install -m 0644 README.md $(DOCDIR)/README.md
+	install -m 0644 README.md SECURITY.md $(DOCDIR)/
+	install -m 0644 man/sandboxctl.1 $(MANDIR)/man1/
+	install -m 0644 man/sandboxd.profile.5 $(MANDIR)/man5/
+	install -m 0644 man/sandboxd.8 $(MANDIR)/man8/
 
 uninstall:
 	-systemctl --user disable --now sandboxd.service
 	rm -f $(BINDIR)/sandboxd $(BINDIR)/sandboxctl $(BINDIR)/sandbox-init
 	rm -f $(UNITDIR)/sandboxd.service $(DBUSDIR)/org.sandboxd.Sandboxd1.service $(AUTOSTARTDIR)/sandboxd.desktop
 	rm -rf $(DOCDIR)
+	rm -f $(MANDIR)/man1/sandboxctl.1 $(MANDIR)/man5/sandboxd.profile.5 $(MANDIR)/man8/sandboxd.8
