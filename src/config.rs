@@ -38,14 +38,7 @@ pub enum ConfigError {
 impl DaemonConfig {
     /// The default location for the current user.
     pub fn default_path() -> PathBuf {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/".into());
-        std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .unwrap_or_else(|| home.join(".config"))
-            .join("sandboxd/sandboxd.toml")
+        crate::paths::config_home().join("sandboxd/sandboxd.toml")
     }
 
     /// Reads `path`; a missing file is the empty configuration.

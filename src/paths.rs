@@ -1,9 +1,33 @@
-//! The daemon's places on disk (DESIGN §4): runc state and bundles under
-//! `$XDG_RUNTIME_DIR/sandboxd/`.
+//! Places on disk (DESIGN §4): the XDG base directories, and the daemon's runc state and
+//! bundles under `$XDG_RUNTIME_DIR/sandboxd/`.
 
 use std::path::PathBuf;
 
 use thiserror::Error;
+
+/// The user's home (`$HOME`, else `/`).
+pub fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/".into())
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config` (the base directory spec ignores relative values).
+pub fn config_home() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config")
+}
+
+/// `$XDG_DATA_HOME`, else `~/.local/share`.
+pub fn data_home() -> PathBuf {
+    xdg("XDG_DATA_HOME", ".local/share")
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home().join(fallback))
+}
 
 #[derive(Debug, Error)]
 #[error("XDG_RUNTIME_DIR is not set to an absolute path: sandboxd runs in a user session (systemctl --user, or export XDG_RUNTIME_DIR=/run/user/$(id -u))")]

@@ -289,7 +289,8 @@ fn adopts_running_sandboxes_after_sigkill() {
     let _g = lock();
     let s = session();
     s.ready();
-    s.busybox_profile("e2e-adopt-a", "exec sleep 1000", "");
+    // It writes all the time: its output must outlive the daemon that read it.
+    s.busybox_profile("e2e-adopt-a", "while :; do echo tick; sleep 0.1; done", "");
     s.busybox_profile("e2e-adopt-b", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-adopt-a"]);
     s.ctl_ok(&["start", "e2e-adopt-b"]);
@@ -319,6 +320,13 @@ fn adopts_running_sandboxes_after_sigkill() {
         assert_eq!(row["state"], "running");
         assert_eq!(row["leader"], pid);
     }
+    // The writer keeps writing through the daemon's crash and restart.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        alive(a),
+        "the writing sandbox died (SIGPIPE?) after the daemon restarted"
+    );
+    assert_eq!(s.status("e2e-adopt-a").unwrap()["state"], "running");
     s.ctl_ok(&["stop", "e2e-adopt-a"]);
     s.ctl_ok(&["stop", "e2e-adopt-b"]);
     assert!(!alive(a) && !alive(b));

@@ -139,14 +139,23 @@ fn pulseaudio_reaches_the_sandbox() {
     let _g = lock();
     let s = session();
     s.ready();
-    let socket = s.runtime_dir.join("pulse/native");
+    // Debian's pulseaudio package enables a socket-activated server in every user manager;
+    // keep it out of the way and run our own on a socket of its own, announced to the
+    // session through the user manager's environment, as a desktop would.
+    let _ = s.systemctl(&["stop", "pulseaudio.socket", "pulseaudio.service"]);
+    let socket = s.runtime_dir.join("e2e-pulse");
+    let _ = std::fs::remove_file(&socket);
     let _pulse = Server::start(
         "pulseaudio",
         &[
             "--daemonize=no",
             "--exit-idle-time=-1",
+            "--use-pid-file=no",
             "-n",
-            "--load=module-native-protocol-unix",
+            &format!(
+                "--load=module-native-protocol-unix socket={}",
+                socket.display()
+            ),
             "--load=module-null-sink",
         ],
     );
@@ -157,9 +166,19 @@ fn pulseaudio_reaches_the_sandbox() {
         Duration::from_secs(20),
         || (socket.exists() && cookie.exists()).then_some(()),
     );
+    let server = format!("PULSE_SERVER=unix:{}", socket.display());
+    s.user_ok(&[
+        "env",
+        &server,
+        "systemctl",
+        "--user",
+        "import-environment",
+        "PULSE_SERVER",
+    ]);
     host_profile(s, "e2e-pa", "[audio]\npulseaudio = true\n");
     s.ctl_ok(&["start", "e2e-pa"]);
     let info = s.ctl(&["exec", "e2e-pa", "--", "pactl", "info"]);
+    s.user_ok(&["systemctl", "--user", "unset-environment", "PULSE_SERVER"]);
     assert!(info.status.success(), "{}", stderr(&info));
     assert!(
         stdout(&info).contains("Server String: unix:/run/user/0/pulse/native"),

@@ -18,6 +18,8 @@ fn main() -> std::process::ExitCode {
     sandboxd::logging::init("sandboxd");
     // Before any thread exists: orphaned container inits must come to this process.
     sandboxd::daemon::become_subreaper();
+    // Output pipes of sandboxes an earlier daemon ran, kept by systemd across its crash.
+    sandboxd::runtime::recover_stored_output();
     let config = args
         .config
         .unwrap_or_else(sandboxd::config::DaemonConfig::default_path);

@@ -66,14 +66,7 @@ pub fn render(
 }
 
 pub fn applications_dir() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/".into());
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| home.join(".local/share"))
-        .join("applications")
+    crate::paths::data_home().join("applications")
 }
 
 /// Writes `sandboxd-SANDBOX-PROGRAM.desktop` into the applications folder; returns its path.

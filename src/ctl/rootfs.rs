@@ -18,14 +18,7 @@ use crate::runtime::IntermediateUserns;
 use crate::spec::{resolve, HostContext, RootfsRecord, SUBORDINATE_SPAN};
 
 pub fn rootfs_dir() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/".into());
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| home.join(".local/share"))
-        .join("sandboxd/rootfs")
+    crate::paths::data_home().join("sandboxd/rootfs")
 }
 
 fn intermediate() -> Result<IntermediateUserns, String> {

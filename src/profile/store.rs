@@ -23,19 +23,12 @@ pub struct ProfileStore {
 impl ProfileStore {
     /// The XDG search path of DESIGN §4 for the current user.
     pub fn from_env() -> Self {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/".into());
-        let config = std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .unwrap_or_else(|| home.join(".config"));
         Self {
             dirs: vec![
-                config.join("sandboxd/profiles"),
+                crate::paths::config_home().join("sandboxd/profiles"),
                 PathBuf::from("/etc/sandboxd/profiles"),
             ],
-            home,
+            home: crate::paths::home(),
         }
     }
 

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 pub use console::ConsoleSocket;
 pub use exit::{wait_exit, ExitWaitError};
-pub use output::Output;
+pub use output::{recover_stored_output, Output};
 pub use runc::{Runc, RUNC_TIMEOUT};
 pub use userns::{IntermediateUserns, UsernsError};
 

@@ -164,9 +164,7 @@ impl HostContext {
             subgid: subordinate_range(Path::new("/etc/subgid"), &name, uid),
             init,
             etc: PathBuf::from("/etc"),
-            home: std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/".into()),
+            home: crate::paths::home(),
             intermediate: false,
         }
     }

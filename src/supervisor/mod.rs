@@ -387,6 +387,7 @@ impl<R: Runtime> Supervisor<R> {
         if let Err(e) = Bundle::at(self.inner.bundles.join(name)).remove() {
             errors.push(crate::error_chain(&e));
         }
+        Output::forget(name);
         errors
     }
 
@@ -536,7 +537,8 @@ impl<R: Runtime> Supervisor<R> {
     }
 
     fn adopt(&self, name: &str, pid: u32, record: RunRecord) {
-        tracing::info!(SANDBOX = name, pid, "adopting running sandbox");
+        let streams = Output::reattach(name);
+        tracing::info!(SANDBOX = name, pid, streams, "adopting running sandbox");
         let run_id = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(false);
         let info = SandboxInfo {
