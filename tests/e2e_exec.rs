@@ -335,3 +335,76 @@ fn desktop_entry_launches_in_the_sandbox() {
     let _ = std::fs::remove_file(entry);
     let _ = std::fs::remove_dir_all(&share);
 }
+
+/// A process run from a real terminal cannot inject input into it: `sandboxctl exec` gives
+/// it a pty of the sandbox's own, so TIOCSTI on every terminal it holds reaches only that
+/// pty, and the host shell never runs the injected command.
+#[test]
+fn tiocsti_cannot_reach_the_host_terminal() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.write_profile(
+        "e2e-tty",
+        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n",
+    );
+    s.ctl_ok(&["start", "e2e-tty"]);
+    let tmux = Tmux { s };
+    tmux.cmd(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "sh",
+    ]);
+    tmux.cmd(&["set-option", "-g", "status", "off"]);
+    let script = "import fcntl, os, termios\n\
+        done = []\n\
+        for fd in range(64):\n    \
+            try:\n        \
+                if os.isatty(fd):\n            \
+                    for c in b'echo INJ\"\"ECTED-HOST\\n':\n                \
+                        fcntl.ioctl(fd, termios.TIOCSTI, bytes([c]))\n            \
+                    done.append((fd, os.ttyname(fd)))\n    \
+            except OSError as e:\n        \
+                done.append((fd, 'refused ' + str(e.errno)))\n\
+        print('T''TYS', done)\n";
+    std::fs::write(s.home.join("e2e-tiocsti.py"), script).unwrap();
+    // Stdin from a file: the process gets pipes, no terminal at all.
+    tmux.send("sandboxctl exec e2e-tty -- python3 /dev/stdin < ~/e2e-tiocsti.py; echo A\"\"FTER1");
+    let screen = tmux.wait("AFTER1");
+    assert!(
+        screen.lines().any(|l| l == "TTYS []"),
+        "a terminal reached the sandbox:\n{screen}"
+    );
+    // Stdin and stdout on the terminal: the process gets a pty allocated inside.
+    tmux.send(
+        "clear; sandboxctl exec e2e-tty -- python3 -c \"$(cat ~/e2e-tiocsti.py)\"; echo A\"\"FTER2",
+    );
+    let screen = tmux.wait("AFTER2");
+    std::thread::sleep(Duration::from_millis(500));
+    let screen = format!("{screen}\n{}", tmux.screen());
+    let ttys = screen
+        .lines()
+        .find(|l| l.starts_with("TTYS"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(
+        ttys.contains("/dev/pts/0") || ttys.contains("refused"),
+        "{ttys}"
+    );
+    // Whatever the kernel allowed on that pty, the host shell never ran the injected command.
+    assert!(
+        !screen.contains("INJECTED-HOST"),
+        "input was injected into the host terminal:\n{screen}"
+    );
+    drop(tmux);
+    let _ = std::fs::remove_file(s.home.join("e2e-tiocsti.py"));
+    s.ctl_ok(&["stop", "e2e-tty"]);
+    s.remove_profile("e2e-tty");
+}
