@@ -425,6 +425,26 @@ fn bad_profiles_are_refused_with_located_errors() {
             stderr(&out)
         );
     }
+    // Oversized argument (100 KiB, near the limit of one command-line argument).
+    let big = format!("string:{}", "y".repeat(100_000));
+    let out = s.user(&[
+        "dbus-send",
+        "--session",
+        "--print-reply",
+        "--dest=org.sandboxd.Sandboxd1",
+        "/org/sandboxd/Sandboxd1",
+        "org.sandboxd.Sandboxd1.Manager.StartSandbox",
+        &big,
+    ]);
+    assert!(
+        stderr(&out).contains("org.sandboxd.Sandboxd1.Error.InvalidProfile"),
+        "{}",
+        &stderr(&out)[..stderr(&out).len().min(300)]
+    );
+    assert!(
+        stderr(&out).len() < 1000,
+        "the error echoes the whole argument back"
+    );
     let huge = "x".repeat(10_000);
     let out = s.ctl(&["start", &huge]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

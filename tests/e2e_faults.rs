@@ -217,3 +217,58 @@ fn doctor_names_what_is_missing() {
     }
     assert_eq!(s.ctl(&["doctor"]).status.code(), Some(0));
 }
+
+/// `$XDG_RUNTIME_DIR/sandboxd` nearly full: a start fails with a clear error and leaves
+/// nothing half-made; the daemon keeps serving and starts sandboxes again once there is room.
+#[test]
+fn runtime_dir_nearly_full() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-full", "exec sleep 1000", "");
+    let state = s.runtime_dir.join("sandboxd");
+    // A small file system for the daemon's state, mounted while the daemon is stopped so
+    // that its (and runc's) view includes it from the start.
+    s.stop_daemon();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    root(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700"])
+            .arg("tmpfs")
+            .arg(&state),
+    );
+    let _unmount = Unmount(state.clone());
+    nix::unistd::chown(&state, Some(s.uid.into()), Some(s.uid.into())).unwrap();
+    s.start_daemon();
+    // Fill it, leaving less than a bundle needs.
+    let filler = state.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=1000"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    let out = s.ctl(&["start", "e2e-full"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("No space left on device") && stderr(&out).contains("RuntimeFailed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.status("e2e-full").unwrap()["state"], "failed");
+    assert_clean(s, "e2e-full");
+    assert_eq!(s.unit_property("ActiveState"), "active");
+    // Room again: it starts.
+    std::fs::remove_file(&filler).unwrap();
+    s.ctl_ok(&["start", "e2e-full"]);
+    assert_eq!(s.status("e2e-full").unwrap()["state"], "running");
+    s.ctl_ok(&["stop", "e2e-full"]);
+    s.stop_daemon();
+    drop(_unmount);
+    s.start_daemon();
+    s.remove_profile("e2e-full");
+}
