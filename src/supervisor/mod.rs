@@ -252,7 +252,7 @@ impl<R: Runtime> Supervisor<R> {
         };
         let run_id = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(false);
-        self.update(name, None, |e| {
+        let tracked = self.update(name, None, |e| {
             e.info.state = State::Running;
             e.info.leader = pid;
             e.info.since = since;
@@ -264,6 +264,17 @@ impl<R: Runtime> Supervisor<R> {
                 stop_requested: false,
             });
         });
+        if !tracked {
+            // A stop ran (and forgot the sandbox) while it was starting: undo, so no
+            // container lives on that nobody supervises. `runc delete --force` kills it.
+            for err in self.teardown(name).await {
+                tracing::warn!(SANDBOX = name, "undoing a start: {err}");
+            }
+            return Err(Error::RuntimeFailed {
+                name: name.into(),
+                message: "stopped while it was starting".into(),
+            });
+        }
         tracing::info!(SANDBOX = name, pid, restarts, "sandbox running");
         tokio::spawn(self.clone().monitor(name.to_string(), run_id, pid, tx));
         Ok(())

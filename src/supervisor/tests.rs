@@ -427,3 +427,38 @@ async fn exec_resolves_the_user_and_reports_the_exit() {
     }
     panic!("no ProcessExited for {id}");
 }
+
+#[tokio::test]
+async fn a_stop_during_start_leaves_no_container() {
+    let h = Harness::new();
+    h.profile("racy", "");
+    // An ended sandbox keeps its entry (and operation lock).
+    h.fake.lock().exit_on_start = Some(3);
+    h.sup.start("racy").await.unwrap();
+    h.wait_state("racy", State::Failed).await;
+    h.fake.lock().exit_on_start = None;
+    // Hold the operation lock, queue a stop, then a start behind it: the stop runs first
+    // and forgets the sandbox while the start is already under way.
+    let op = h.sup.table().get("racy").unwrap().op.clone();
+    let guard = op.lock().await;
+    let sup = h.sup.clone();
+    let stop = tokio::spawn(async move { sup.stop("racy").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let sup = h.sup.clone();
+    let start = tokio::spawn(async move { sup.start("racy").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(h.sup.get("racy").unwrap().state, State::Starting);
+    drop(guard);
+    stop.await.unwrap().unwrap();
+    let started = start.await.unwrap();
+    assert!(
+        matches!(started, Err(Error::RuntimeFailed { .. })),
+        "{started:?}"
+    );
+    assert!(
+        h.fake.lock().containers.is_empty(),
+        "a container nobody supervises was left"
+    );
+    assert!(!h.dir.path().join("bundles/racy").exists());
+    assert!(h.sup.list().is_empty());
+}
