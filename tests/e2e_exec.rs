@@ -55,6 +55,15 @@ fn exec_streams_stdio_and_exit_status() {
         .trim(),
         "1000"
     );
+    // Extra environment reaches the process (the Exec `env` option); malformed is refused.
+    let out = sh(s, &format!("{ctl} exec e2e-exec --env FOO=bar --env 'SP=a b' -- sh -c 'echo \"$FOO|$SP\"' </dev/null"));
+    assert_eq!(stdout(&out), "bar|a b\n", "{}", stderr(&out));
+    let out = sh(
+        s,
+        &format!("{ctl} exec e2e-exec --env NOEQUALS -- true </dev/null"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("InvalidArgs"), "{}", stderr(&out));
     // Errors: unknown user, stopped sandbox, a command that does not exist.
     let out = sh(
         s,

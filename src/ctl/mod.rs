@@ -78,6 +78,9 @@ pub enum Cmd {
         /// Start the sandbox first unless it runs
         #[arg(long)]
         start: bool,
+        /// Add NAME=VALUE to the command's environment (repeatable)
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -249,7 +252,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let (_conn, manager) = connect().await?;
             let user = user.as_deref().unwrap_or("");
-            let status = session::shell(&manager, &name, user, &command)
+            let status = session::shell(&manager, &name, user, &command, &[])
                 .await
                 .map_err(from_session)?;
             Ok(inner_status(status))
@@ -280,6 +283,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             name,
             user,
             start,
+            env,
             command,
         } => {
             let (_conn, manager) = connect().await?;
@@ -293,9 +297,16 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             }
             let status = if terminal::is_tty(0) && terminal::is_tty(1) {
-                session::shell(&manager, &name, user.as_deref().unwrap_or(""), &command).await
+                session::shell(
+                    &manager,
+                    &name,
+                    user.as_deref().unwrap_or(""),
+                    &command,
+                    &env,
+                )
+                .await
             } else {
-                session::exec(&manager, &name, user.as_deref(), &command).await
+                session::exec(&manager, &name, user.as_deref(), &env, &command).await
             };
             Ok(inner_status(status.map_err(from_session)?))
         }

@@ -76,10 +76,12 @@ pub async fn shell(
     name: &str,
     user: &str,
     argv: &[String],
+    extra_env: &[String],
 ) -> Result<i32, SessionError> {
     let mut exits = manager.receive_process_exited().await?;
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
-    let env = [format!("TERM={term}")];
+    let mut env = vec![format!("TERM={term}")];
+    env.extend(extra_env.iter().cloned());
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let env: Vec<&str> = env.iter().map(String::as_str).collect();
     let (master, id) = manager.open_shell(name, user, &argv, &env).await?;
@@ -112,6 +114,7 @@ pub async fn exec(
     manager: &ManagerProxy<'_>,
     name: &str,
     user: Option<&str>,
+    env: &[String],
     argv: &[String],
 ) -> Result<i32, SessionError> {
     let mut exits = manager.receive_process_exited().await?;
@@ -136,6 +139,10 @@ pub async fn exec(
     let mut options: HashMap<&str, Value<'_>> = HashMap::new();
     if let Some(u) = user {
         options.insert("user", Value::from(u));
+    }
+    if !env.is_empty() {
+        let env: Vec<&str> = env.iter().map(String::as_str).collect();
+        options.insert("env", Value::from(env));
     }
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let id = manager
