@@ -679,3 +679,111 @@ fn autostart_profiles_start_with_the_daemon() {
     s.ctl_ok(&["stop", "e2e-auto"]);
     s.remove_profile("e2e-auto");
 }
+
+/// The rest of the D-Bus contract through busctl: ListProfiles, GetSandbox, RestartSandbox,
+/// KillSandbox, ReloadProfiles, and the sandbox object's properties and methods.
+#[test]
+fn bus_contract_through_busctl() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-bus", "exec sleep 1000", "");
+    s.write_profile("e2e-bus-bad", "[rootfs]\nnope = 1\n");
+    let profiles = stdout(&busctl_call(s, "ListProfiles", &[]));
+    assert!(profiles.starts_with("a(sss) "), "{profiles}");
+    assert!(profiles.contains("\"default\" \"\" \"\""), "{profiles}");
+    assert!(profiles.contains("\"e2e-bus\""), "{profiles}");
+    assert!(
+        profiles.contains("e2e-bus-bad.toml:2:1: rootfs.nope"),
+        "{profiles}"
+    );
+    assert!(busctl_call(s, "ReloadProfiles", &[]).status.success());
+
+    let path = "/org/sandboxd/Sandboxd1/sandbox/e2e_2dbus";
+    assert!(stderr(&busctl_call(s, "GetSandbox", &["s", "e2e-bus"])).contains("no sandbox named"));
+    busctl_call(s, "StartSandbox", &["s", "e2e-bus"]);
+    assert_eq!(
+        stdout(&busctl_call(s, "GetSandbox", &["s", "e2e-bus"])).trim(),
+        format!("o \"{path}\"")
+    );
+    let prop = |name: &str| {
+        s.user_ok(&[
+            "busctl",
+            "--user",
+            "get-property",
+            MANAGER[0],
+            path,
+            "org.sandboxd.Sandboxd1.Sandbox",
+            name,
+        ])
+        .trim()
+        .to_string()
+    };
+    let first = leader_of(s, "e2e-bus");
+    assert_eq!(prop("Name"), "s \"e2e-bus\"");
+    assert_eq!(prop("State"), "s \"running\"");
+    assert_eq!(prop("Leader"), format!("u {first}"));
+    assert!(prop("Profile").ends_with("e2e-bus.toml\""));
+    assert_eq!(prop("ConnectionsActive"), "u 0");
+
+    // RestartSandbox gives a new pid 1.
+    assert!(busctl_call(s, "RestartSandbox", &["s", "e2e-bus"])
+        .status
+        .success());
+    let second = leader_of(s, "e2e-bus");
+    assert!(second != 0 && second != first && !alive(first));
+
+    // The object's own Restart and Kill.
+    s.user_ok(&[
+        "busctl",
+        "--user",
+        "call",
+        MANAGER[0],
+        path,
+        "org.sandboxd.Sandboxd1.Sandbox",
+        "Restart",
+    ]);
+    let third = leader_of(s, "e2e-bus");
+    assert!(third != second && !alive(second));
+    let bad = busctl_call(s, "KillSandbox", &["si", "e2e-bus", "0"]);
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("signal 0"),
+        "{}",
+        stderr(&bad)
+    );
+    s.user_ok(&[
+        "busctl",
+        "--user",
+        "call",
+        MANAGER[0],
+        path,
+        "org.sandboxd.Sandboxd1.Sandbox",
+        "Kill",
+        "i",
+        "9",
+    ]);
+    let failed = s.wait_for("the killed sandbox to end", Duration::from_secs(10), || {
+        s.status("e2e-bus").filter(|v| v["state"] == "failed")
+    });
+    assert_eq!(failed["exit_status"], 137);
+    assert!(!alive(third));
+    let again = busctl_call(s, "KillSandbox", &["si", "e2e-bus", "15"]);
+    assert!(
+        stderr(&again).contains("is not running"),
+        "{}",
+        stderr(&again)
+    );
+    // The object's Stop dismisses the ended sandbox.
+    s.user_ok(&[
+        "busctl",
+        "--user",
+        "call",
+        MANAGER[0],
+        path,
+        "org.sandboxd.Sandboxd1.Sandbox",
+        "Stop",
+    ]);
+    assert!(s.status("e2e-bus").is_none());
+    s.remove_profile("e2e-bus");
+    s.remove_profile("e2e-bus-bad");
+}
