@@ -38,6 +38,8 @@ pub enum StartupError {
     Bus(#[source] zbus::Error),
     #[error("cannot own the bus name {BUS_NAME}: is another sandboxd running?")]
     BusName(#[source] zbus::Error),
+    #[error("the intermediate user namespace (holder pid {0}) went away; exiting so that systemd restarts the daemon, which adopts the running sandboxes")]
+    UsernsLost(u32),
 }
 
 /// Everything checked and resolved before the async core starts.
@@ -156,12 +158,22 @@ fn notify(state: &[sd_notify::NotifyState]) {
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let mut runc = Runc::new(settings.runc, settings.paths.runc_root());
     let mut host = settings.host;
-    // Kept alive for the daemon's lifetime; runc runs inside it.
-    let _userns = match (host.subuid, host.subgid) {
+    // runc runs inside it. It outlives a crash (recorded for the next daemon, which must
+    // enter the sandboxes created in it) and ends with an orderly exit.
+    let userns = match (host.subuid, host.subgid) {
         (Some(u), Some(g)) => {
-            match IntermediateUserns::create(host.uid, host.gid, u, g, SUBORDINATE_SPAN) {
+            let record = settings.paths.base.join("userns.pid");
+            match IntermediateUserns::open_or_create(
+                &record,
+                host.uid,
+                host.gid,
+                u,
+                g,
+                SUBORDINATE_SPAN,
+            ) {
                 Ok(ns) => {
                     runc.wrapper = ns.wrapper();
+                    runc.userns = ns.inode();
                     host.intermediate = true;
                     Some(ns)
                 }
@@ -225,9 +237,25 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
             path: "signal".into(),
             source,
         })?;
+    // runc cannot run without the intermediate namespace: if its holder dies, exit and let
+    // systemd restart us (sandboxes keep running and are adopted); never stop them for it.
+    let holder = userns.as_ref().map(|ns| ns.pid());
+    let holder_gone = async move {
+        match holder {
+            Some(pid) => {
+                let _ = crate::runtime::wait_exit(pid).await;
+                pid
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        pid = holder_gone => {
+            notify(&[sd_notify::NotifyState::Status("intermediate user namespace lost; restarting")]);
+            return Err(StartupError::UsernsLost(pid));
+        }
     }
     tracing::info!("stopping every sandbox");
     notify(&[
@@ -235,6 +263,9 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         sd_notify::NotifyState::Status("stopping sandboxes"),
     ]);
     sup.stop_all().await;
+    if let Some(ns) = userns {
+        ns.shutdown();
+    }
     let _ = conn.release_name(BUS_NAME).await;
     Ok(())
 }

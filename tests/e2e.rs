@@ -327,6 +327,11 @@ fn adopts_running_sandboxes_after_sigkill() {
         "the writing sandbox died (SIGPIPE?) after the daemon restarted"
     );
     assert_eq!(s.status("e2e-adopt-a").unwrap()["state"], "running");
+    // The new daemon reuses the earlier one's user namespace, so it can still enter them.
+    assert_eq!(
+        s.ctl_ok(&["exec", "e2e-adopt-b", "--", "echo", "inside"]),
+        "inside\n"
+    );
     s.ctl_ok(&["stop", "e2e-adopt-a"]);
     s.ctl_ok(&["stop", "e2e-adopt-b"]);
     assert!(!alive(a) && !alive(b));
@@ -651,6 +656,17 @@ fn stopping_the_service_stops_every_sandbox() {
     s.ctl_ok(&["start", "e2e-svc"]);
     let pid = leader_of(s, "e2e-svc");
     s.stop_daemon();
+    // The process holding the daemon's user namespace goes with an orderly stop.
+    let holders: Vec<u32> = processes_of(s.uid)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\0infinity\0")
+        })
+        .collect();
+    assert!(
+        holders.is_empty(),
+        "namespace holder left after the service stopped: {holders:?}"
+    );
     assert!(!alive(pid), "sandbox survived the service stop");
     assert!(!s.runc_root().join("e2e-svc").exists());
     assert!(!s.bundles().join("e2e-svc").exists());

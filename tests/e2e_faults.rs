@@ -272,3 +272,66 @@ fn runtime_dir_nearly_full() {
     s.start_daemon();
     s.remove_profile("e2e-full");
 }
+
+/// SIGKILL of the process that holds the daemon's intermediate user namespace: the daemon
+/// exits, systemd restarts it, and the running sandbox is adopted, untouched; exec into it
+/// is refused with a clear message until it is restarted.
+#[test]
+fn kill_9_of_the_namespace_holder() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-holder", "while :; do echo tick; sleep 0.1; done", "");
+    s.ctl_ok(&["start", "e2e-holder"]);
+    let leader = leader_of(s, "e2e-holder");
+    let daemon = s.daemon_pid();
+    let holder = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .unwrap_or("");
+            stat.contains("(sleep)") && ppid == daemon.to_string()
+        })
+        .expect("the daemon's namespace holder");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    s.wait_for("a new daemon", Duration::from_secs(30), || {
+        let pid = s.daemon_pid();
+        (pid != 0 && pid != daemon && s.unit_property("ActiveState") == "active").then_some(())
+    });
+    assert!(alive(leader), "the sandbox died with the namespace holder");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        leader_of(s, "e2e-holder"),
+        leader,
+        "not adopted: {:?}",
+        s.list()
+    );
+    // Nothing can join a namespace whose holder is gone: exec says so and what to do...
+    let out = s.ctl(&["exec", "e2e-holder", "--", "echo", "ok"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("restart the sandbox"),
+        "{}",
+        stderr(&out)
+    );
+    // ...and after a restart the sandbox lives in the new daemon's namespace.
+    s.ctl_ok(&["restart", "e2e-holder"]);
+    assert_eq!(
+        s.ctl_ok(&["exec", "e2e-holder", "--", "echo", "ok"]),
+        "ok\n"
+    );
+    assert!(!alive(leader));
+    s.ctl_ok(&["stop", "e2e-holder"]);
+    assert_clean(s, "e2e-holder");
+    s.remove_profile("e2e-holder");
+}

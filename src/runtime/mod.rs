@@ -18,7 +18,7 @@ pub use console::ConsoleSocket;
 pub use exit::{wait_exit, ExitWaitError};
 pub use output::{recover_stored_output, Output};
 pub use runc::{Runc, RUNC_TIMEOUT};
-pub use userns::{IntermediateUserns, UsernsError};
+pub use userns::{parent_userns_inode, IntermediateUserns, UsernsError};
 
 /// runc's view of one container (`runc state` / `runc list`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -26,6 +26,8 @@ pub struct Runc {
     pub root: PathBuf,
     /// Programs and arguments run in front of runc (empty: none).
     pub wrapper: Vec<String>,
+    /// The user namespace the wrapper runs runc in (its nsfs inode), when there is one.
+    pub userns: Option<u64>,
 }
 
 impl Runc {
@@ -34,6 +36,7 @@ impl Runc {
             program,
             root,
             wrapper: Vec::new(),
+            userns: None,
         }
     }
 
@@ -287,6 +290,19 @@ impl Runtime for Runc {
         stdio: ExecStdio,
     ) -> Result<Started, RuntimeError> {
         let files = ExecFiles::new(&self.root);
+        // Only runc inside the namespace a container was created from may enter it. One
+        // created under an earlier daemon whose namespace is gone cannot be entered.
+        if let Some(ours) = self.userns {
+            if let Some(state) = self.state(id).await? {
+                if super::parent_userns_inode(state.pid).is_ok_and(|parent| parent != ours) {
+                    return Err(RuntimeError::Failed {
+                        op: "exec",
+                        id: id.to_string(),
+                        message: "it runs in a user namespace of an earlier daemon that is gone, so no process can join it; restart the sandbox".into(),
+                    });
+                }
+            }
+        }
         let (pid_s, log_s, console_s) = (
             files.pid.to_string_lossy(),
             files.log.to_string_lossy(),
