@@ -211,6 +211,25 @@ fn interrupted_import_leaves_no_partial_root() {
         !rootfs_path(s, "e2e-big").exists(),
         "a partial root appeared"
     );
+    // The killed import's user namespace went with it (only the daemon's own remains).
+    let daemon = s.daemon_pid().to_string();
+    let orphans: Vec<u32> = processes_of(s.uid)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\0infinity\0")
+        })
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                != Some(daemon.as_str())
+        })
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "the killed import left its namespace holder: {orphans:?}"
+    );
     assert!(!s.ctl_ok(&["rootfs", "list"]).contains("e2e-big"));
     // The next import cleans the remains of the killed one and succeeds.
     s.ctl_ok(&["rootfs", "import", "e2e-big", tar.to_str().unwrap()]);

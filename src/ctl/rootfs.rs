@@ -24,7 +24,7 @@ pub fn rootfs_dir() -> PathBuf {
 fn intermediate() -> Result<IntermediateUserns, String> {
     let host = HostContext::current(PathBuf::new());
     match (host.subuid, host.subgid) {
-        (Some(u), Some(g)) => IntermediateUserns::create(host.uid, host.gid, u, g, SUBORDINATE_SPAN).map_err(|e| crate::error_chain(&e)),
+        (Some(u), Some(g)) => IntermediateUserns::create(host.uid, host.gid, u, g, SUBORDINATE_SPAN, true).map_err(|e| crate::error_chain(&e)),
         _ => Err("your user has no subordinate ids in /etc/subuid and /etc/subgid; without them an archive's owners cannot be kept (sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER)".into()),
     }
 }

@@ -70,13 +70,14 @@ fn wanted_map(id: u32, (start, count): (u32, u32), span: u32) -> Vec<Vec<u64>> {
 impl IntermediateUserns {
     /// Creates a namespace with `0 → uid/gid` and `1..=span → the subordinate ranges`
     /// (mapped with the setuid newuidmap/newgidmap, which check /etc/subuid themselves). It
-    /// ends when the value is dropped.
+    /// ends when the value is dropped, and with `die_with_parent` also when this process dies.
     pub fn create(
         uid: u32,
         gid: u32,
         subuid: (u32, u32),
         subgid: (u32, u32),
         span: u32,
+        die_with_parent: bool,
     ) -> Result<Self, UsernsError> {
         let mut cmd = Command::new("sleep");
         cmd.arg("infinity")
@@ -87,8 +88,12 @@ impl IntermediateUserns {
         // plain system call.
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 use nix::sched::CloneFlags;
+                // A transient namespace must not outlive a client killed midway.
+                if die_with_parent {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                }
                 nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
                     .map_err(std::io::Error::from)
             });
@@ -154,7 +159,7 @@ impl IntermediateUserns {
                 });
             }
         }
-        let mut ns = Self::create(uid, gid, subuid, subgid, span)?;
+        let mut ns = Self::create(uid, gid, subuid, subgid, span, false)?;
         let started = start_time(ns.pid).unwrap_or(0);
         let tmp = record.with_extension("tmp");
         std::fs::write(&tmp, format!("{} {started}\n", ns.pid))
