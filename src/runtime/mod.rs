@@ -101,7 +101,8 @@ pub struct Started {
 /// What the supervisor asks of a container runtime. Every call is bounded in time.
 pub trait Runtime: Send + Sync + 'static {
     /// `runc create`: sets the container up, stopped before its process runs; returns the
-    /// host pid of its init. The container's stdout and stderr go to `output`.
+    /// host pid of its init. The container's stdout and stderr go to `output`. A leftover
+    /// container of the same id is removed first.
     fn create(
         &self,
         id: &str,

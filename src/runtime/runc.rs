@@ -185,6 +185,11 @@ impl Drop for ExecFiles {
 
 impl Runtime for Runc {
     async fn create(&self, id: &str, bundle: &Path, output: Output) -> Result<u32, RuntimeError> {
+        // A container of this name can only be a leftover (runc keeps its state in
+        // ROOT/ID): clear it first. Checking the folder spares a runc call on every start.
+        if self.root.join(id).exists() {
+            self.delete(id).await?;
+        }
         let pid_file = bundle.join("init.pid");
         let log_file = bundle.join("runc.log");
         let (pid_s, log_s, bundle_s) = (

@@ -285,12 +285,6 @@ impl<R: Runtime> Supervisor<R> {
             name: name.into(),
             message: crate::error_chain(e),
         };
-        // A container of this name can only be a leftover: clear it before creating.
-        self.inner
-            .runtime
-            .delete(name)
-            .await
-            .map_err(|e| failed(&e))?;
         let output = Output::for_sandbox(name).map_err(|e| failed(&e))?;
         let pid = self
             .inner
