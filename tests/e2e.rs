@@ -22,14 +22,6 @@ fn busctl_call(s: &Session, member: &str, sig_args: &[&str]) -> std::process::Ou
     s.user(&args)
 }
 
-fn leader_of(s: &Session, name: &str) -> u32 {
-    s.list()
-        .iter()
-        .find(|x| x["name"] == name)
-        .and_then(|x| x["leader"].as_u64())
-        .unwrap_or(0) as u32
-}
-
 /// The unit reaches active (running) only after READY=1, which the daemon sends once it
 /// owns its bus name; a busctl StartSandbox then starts a busybox sandbox whose pid 1 is in
 /// its own namespaces with uid 0 mapped to the test user.
@@ -61,7 +53,7 @@ fn systemd_start_then_busctl_start_sandbox() {
         stdout(&out).trim(),
         "o \"/org/sandboxd/Sandboxd1/sandbox/e2e_2dns\""
     );
-    let pid = leader_of(s, "e2e-ns");
+    let pid = s.leader_of("e2e-ns");
     assert!(pid > 0);
     for ns in ["pid", "mnt", "net", "user", "uts", "ipc"] {
         let inner = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
@@ -294,7 +286,7 @@ fn adopts_running_sandboxes_after_sigkill() {
     s.busybox_profile("e2e-adopt-b", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-adopt-a"]);
     s.ctl_ok(&["start", "e2e-adopt-b"]);
-    let (a, b) = (leader_of(s, "e2e-adopt-a"), leader_of(s, "e2e-adopt-b"));
+    let (a, b) = (s.leader_of("e2e-adopt-a"), s.leader_of("e2e-adopt-b"));
     let old = s.daemon_pid();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(old as i32),
@@ -654,7 +646,7 @@ fn stopping_the_service_stops_every_sandbox() {
     s.ready();
     s.busybox_profile("e2e-svc", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-svc"]);
-    let pid = leader_of(s, "e2e-svc");
+    let pid = s.leader_of("e2e-svc");
     s.stop_daemon();
     // The process holding the daemon's user namespace goes with an orderly stop.
     let holders: Vec<u32> = processes_of(s.uid)
@@ -735,7 +727,7 @@ fn bus_contract_through_busctl() {
         .trim()
         .to_string()
     };
-    let first = leader_of(s, "e2e-bus");
+    let first = s.leader_of("e2e-bus");
     assert_eq!(prop("Name"), "s \"e2e-bus\"");
     assert_eq!(prop("State"), "s \"running\"");
     assert_eq!(prop("Leader"), format!("u {first}"));
@@ -746,7 +738,7 @@ fn bus_contract_through_busctl() {
     assert!(busctl_call(s, "RestartSandbox", &["s", "e2e-bus"])
         .status
         .success());
-    let second = leader_of(s, "e2e-bus");
+    let second = s.leader_of("e2e-bus");
     assert!(second != 0 && second != first && !alive(first));
 
     // The object's own Restart and Kill.
@@ -759,7 +751,7 @@ fn bus_contract_through_busctl() {
         "org.sandboxd.Sandboxd1.Sandbox",
         "Restart",
     ]);
-    let third = leader_of(s, "e2e-bus");
+    let third = s.leader_of("e2e-bus");
     assert!(third != second && !alive(second));
     let bad = busctl_call(s, "KillSandbox", &["si", "e2e-bus", "0"]);
     assert!(

@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn leader_of(s: &Session, name: &str) -> u32 {
-    s.list()
-        .iter()
-        .find(|x| x["name"] == name)
-        .and_then(|x| x["leader"].as_u64())
-        .unwrap_or(0) as u32
-}
-
 fn assert_clean(s: &Session, name: &str) {
     assert!(
         !s.runc_root().join(name).exists(),
@@ -32,7 +24,7 @@ fn kill_9_of_pid_1() {
     s.ready();
     s.busybox_profile("e2e-k9", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-k9"]);
-    let pid = leader_of(s, "e2e-k9");
+    let pid = s.leader_of("e2e-k9");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -283,7 +275,7 @@ fn kill_9_of_the_namespace_holder() {
     s.ready();
     s.busybox_profile("e2e-holder", "while :; do echo tick; sleep 0.1; done", "");
     s.ctl_ok(&["start", "e2e-holder"]);
-    let leader = leader_of(s, "e2e-holder");
+    let leader = s.leader_of("e2e-holder");
     let daemon = s.daemon_pid();
     let holder = std::fs::read_dir("/proc")
         .unwrap()
@@ -311,7 +303,7 @@ fn kill_9_of_the_namespace_holder() {
     assert!(alive(leader), "the sandbox died with the namespace holder");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        leader_of(s, "e2e-holder"),
+        s.leader_of("e2e-holder"),
         leader,
         "not adopted: {:?}",
         s.list()

@@ -76,6 +76,26 @@ impl Runc {
         cmd
     }
 
+    /// Awaits a runc process (or its output) for at most [`RUNC_TIMEOUT`].
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        id: &str,
+        wait: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> Result<T, RuntimeError> {
+        tokio::time::timeout(RUNC_TIMEOUT, wait)
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                op,
+                id: id.to_string(),
+                secs: RUNC_TIMEOUT.as_secs(),
+            })?
+            .map_err(|source| RuntimeError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })
+    }
+
     /// Runs runc to completion with its output captured; a non-zero exit becomes
     /// [`RuntimeError::Failed`] carrying runc's own message.
     async fn run(
@@ -90,17 +110,7 @@ impl Runc {
             program: self.program.display().to_string(),
             source,
         })?;
-        let out = tokio::time::timeout(RUNC_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| RuntimeError::Timeout {
-                op,
-                id: id.to_string(),
-                secs: RUNC_TIMEOUT.as_secs(),
-            })?
-            .map_err(|source| RuntimeError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
+        let out = self.bounded(op, id, child.wait_with_output()).await?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
@@ -217,17 +227,7 @@ impl Runtime for Runc {
             program: self.program.display().to_string(),
             source,
         })?;
-        let status = tokio::time::timeout(RUNC_TIMEOUT, child.wait())
-            .await
-            .map_err(|_| RuntimeError::Timeout {
-                op: "create",
-                id: id.to_string(),
-                secs: RUNC_TIMEOUT.as_secs(),
-            })?
-            .map_err(|source| RuntimeError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
+        let status = self.bounded("create", id, child.wait()).await?;
         if !status.success() {
             return Err(RuntimeError::Failed {
                 op: "create",
@@ -374,10 +374,7 @@ impl Runtime for Runc {
         };
         let pty = match &console {
             None => {
-                let status = tokio::time::timeout(RUNC_TIMEOUT, child.wait())
-                    .await
-                    .map_err(|_| timeout())?
-                    .map_err(spawn_err)?;
+                let status = self.bounded("exec", id, child.wait()).await?;
                 if !status.success() {
                     return Err(failed());
                 }

@@ -267,6 +267,15 @@ impl Session {
         self.unit_property("MainPID").parse().unwrap()
     }
 
+    /// The leader pid of sandbox `name` in `list`, 0 if none.
+    pub fn leader_of(&self, name: &str) -> u32 {
+        self.list()
+            .iter()
+            .find(|x| x["name"] == name)
+            .and_then(|x| x["leader"].as_u64())
+            .unwrap_or(0) as u32
+    }
+
     /// `sandboxctl list --json`, parsed.
     pub fn list(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.ctl_ok(&["list", "--json"])).unwrap()
