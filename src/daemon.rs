@@ -12,6 +12,7 @@ use crate::config::{ConfigError, DaemonConfig};
 use crate::environ::ManagerEnvironment;
 use crate::paths::{NoRuntimeDir, RuntimePaths};
 use crate::profile::ProfileStore;
+use crate::proxy::Proxy;
 use crate::runtime::{IntermediateUserns, Runc};
 use crate::spec::{HostContext, SUBORDINATE_SPAN};
 use crate::supervisor::Supervisor;
@@ -202,6 +203,8 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         settings.paths.bundles(),
         tx,
         session,
+        // A fresh exec of this very binary, whatever its path is now.
+        std::sync::Arc::new(Proxy::new("/proc/self/exe".into())),
     );
     bus::serve(&conn, sup.clone())
         .await

@@ -3,7 +3,8 @@
 //!
 //! The modules follow the data flow: [`profile`] → [`spec`] → [`runtime`], with the
 //! [`supervisor`] in the middle and [`bus`] / [`ctl`] at the edges. [`init`] is the
-//! sandbox's pid 1.
+//! sandbox's pid 1; [`netns`] the helper that sets up a sandbox's network namespace, and
+//! [`proxy`] the daemon's side of its only way out.
 
 pub mod bus;
 pub mod config;
@@ -12,8 +13,10 @@ pub mod daemon;
 pub mod environ;
 pub mod init;
 pub mod logging;
+pub mod netns;
 pub mod paths;
 pub mod profile;
+pub mod proxy;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;

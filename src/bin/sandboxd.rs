@@ -14,6 +14,11 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // Helper mode first: it must join namespaces while this process has a single thread.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(sandboxd::netns::HELPER_ARG) {
+        sandboxd::netns::helper_main(&argv[2..]);
+    }
     let args = Args::parse();
     sandboxd::logging::init("sandboxd");
     // Before any thread exists: orphaned container inits must come to this process.

@@ -101,28 +101,27 @@ impl<R: Runtime> SandboxObject<R> {
         self.info.exit_status
     }
 
-    /// Proxied connections open now. Sandboxes run with `network.mode = "none"` until the
-    /// proxy exists, so nothing is proxied and the count is truly zero.
-    #[zbus(property)]
+    /// Proxied TCP connections open now.
+    #[zbus(property(emits_changed_signal = "false"))]
     fn connections_active(&self) -> u32 {
-        0
+        self.sup.net_stats(&self.info.name).active as u32
     }
 
-    /// Bytes the proxy sent for this sandbox (none without the proxy).
-    #[zbus(property)]
+    /// Bytes the proxy passed from the sandbox to its destinations (TCP and UDP payload).
+    #[zbus(property(emits_changed_signal = "false"))]
     fn bytes_sent(&self) -> u64 {
-        0
+        self.sup.net_stats(&self.info.name).sent
     }
 
-    /// Bytes the proxy received for this sandbox (none without the proxy).
-    #[zbus(property)]
+    /// Bytes the proxy passed from destinations back into the sandbox.
+    #[zbus(property(emits_changed_signal = "false"))]
     fn bytes_received(&self) -> u64 {
-        0
+        self.sup.net_stats(&self.info.name).received
     }
 
-    /// Connections the policy refused (none without the proxy).
-    #[zbus(property)]
+    /// Connections and UDP flows the policy (or a limit) refused.
+    #[zbus(property(emits_changed_signal = "false"))]
     fn connections_denied(&self) -> u64 {
-        0
+        self.sup.net_stats(&self.info.name).denied
     }
 }

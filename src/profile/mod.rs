@@ -98,6 +98,10 @@ pub struct Network {
     pub dns: bool,
     pub upstream: String,
     pub publish: Vec<String>,
+    /// Concurrent proxied TCP connections; more are refused.
+    pub max_connections: u32,
+    /// Concurrent UDP flows; datagrams of further flows are dropped.
+    pub max_udp_flows: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -146,13 +150,14 @@ impl Default for Restart {
 
 impl Profile {
     /// The built-in `default` profile: the host's `/usr` read-only, private `/tmp`, `/home`
-    /// and `/run`, no network, sandbox-init idling until stopped.
+    /// and `/run`, the network through the proxy under the default policy (public
+    /// addresses only), sandbox-init idling until stopped.
     pub fn builtin_default() -> Self {
         Self {
             name: DEFAULT_PROFILE.into(),
             file: None,
             description:
-                "Built-in: the host's /usr read-only, private /tmp, /home and /run, no network"
+                "Built-in: the host's /usr read-only, private /tmp, /home and /run, public network through the proxy"
                     .into(),
             hostname: "sandbox".into(),
             autostart: false,
@@ -163,14 +168,16 @@ impl Profile {
             process: Process::default(),
             mounts: Vec::new(),
             network: Network {
-                mode: NetworkMode::None,
-                allow: Vec::new(),
+                mode: NetworkMode::Proxy,
+                allow: vec!["0.0.0.0/0".into(), "::/0".into()],
                 deny: Vec::new(),
                 allow_host: AllowHost::None,
                 allow_lan: false,
                 dns: false,
                 upstream: "direct".into(),
                 publish: Vec::new(),
+                max_connections: model::default_max_connections(),
+                max_udp_flows: model::default_max_udp_flows(),
             },
             gui: Gui::default(),
             audio: Audio::default(),
@@ -183,15 +190,26 @@ impl Profile {
     /// The profile keys this build parses but cannot honour yet. Starting such a profile is
     /// refused with this list rather than running a sandbox that silently lacks them.
     pub fn unsupported_features(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.network.mode == NetworkMode::Proxy {
-            out.push("network.mode = \"proxy\" (use mode = \"none\" for now)");
-        }
+        let n = &self.network;
+        let proxied = n.mode == NetworkMode::Proxy;
+        let is_name = |e: &String| crate::proxy::Policy::is_name_entry(e);
         let flags = [
+            (
+                proxied && (n.allow.iter().any(is_name) || n.deny.iter().any(is_name)),
+                "host names in network.allow / network.deny (use addresses or CIDRs)",
+            ),
+            (
+                proxied && n.upstream != "direct",
+                "network.upstream other than \"direct\"",
+            ),
+            (!n.publish.is_empty(), "network.publish"),
             (self.limits.memory.is_some(), "limits.memory"),
             (self.limits.pids.is_some(), "limits.pids"),
         ];
-        out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, key)| *key));
-        out
+        flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, key)| *key)
+            .collect()
     }
 }

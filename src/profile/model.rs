@@ -115,6 +115,10 @@ pub struct RawNetwork {
     pub upstream: String,
     #[serde(default)]
     pub publish: Vec<String>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_max_udp_flows")]
+    pub max_udp_flows: u32,
 }
 
 impl Default for RawNetwork {
@@ -128,8 +132,20 @@ impl Default for RawNetwork {
             dns: true,
             upstream: default_upstream(),
             publish: Vec::new(),
+            max_connections: default_max_connections(),
+            max_udp_flows: default_max_udp_flows(),
         }
     }
+}
+
+/// Concurrent proxied TCP connections per sandbox.
+pub fn default_max_connections() -> u32 {
+    4096
+}
+
+/// Concurrent UDP flows per sandbox.
+pub fn default_max_udp_flows() -> u32 {
+    1024
 }
 
 fn default_allow() -> Vec<String> {

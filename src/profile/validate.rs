@@ -286,6 +286,14 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         }
         RawAllowHost::Ports(p) => AllowHost::Ports(p),
     };
+    for (value, key) in [
+        (n.max_connections, "network.max_connections"),
+        (n.max_udp_flows, "network.max_udp_flows"),
+    ] {
+        if value == 0 || value > 1_000_000 {
+            return Err(invalid(key, "must be 1-1000000"));
+        }
+    }
     let network = Network {
         mode: n.mode,
         allow: n.allow,
@@ -295,6 +303,8 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         dns: n.dns,
         upstream: n.upstream,
         publish: n.publish,
+        max_connections: n.max_connections,
+        max_udp_flows: n.max_udp_flows,
     };
 
     let mut extra = Vec::new();

@@ -24,7 +24,10 @@ pub use record::RunRecord;
 pub use state::{exit_code, now_us, SandboxInfo, State};
 
 use crate::environ::SessionSource;
-use crate::profile::{validate_name, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource};
+use crate::profile::{
+    validate_name, NetworkMode, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource,
+};
+use crate::proxy::{Networking, Stats};
 use crate::runtime::{Output, Runtime};
 use crate::spec::{self, Bundle, HostContext};
 
@@ -71,6 +74,7 @@ struct Inner<R> {
     table: Mutex<BTreeMap<String, Entry>>,
     events: mpsc::UnboundedSender<Event>,
     session: Box<dyn SessionSource>,
+    net: Arc<dyn Networking>,
     next_run: AtomicU64,
     next_process: std::sync::atomic::AtomicU32,
 }
@@ -98,6 +102,7 @@ impl<R: Runtime> Supervisor<R> {
         bundles: PathBuf,
         events: mpsc::UnboundedSender<Event>,
         session: Box<dyn SessionSource>,
+        net: Arc<dyn Networking>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -108,6 +113,7 @@ impl<R: Runtime> Supervisor<R> {
                 table: Mutex::new(BTreeMap::new()),
                 events,
                 session,
+                net,
                 next_run: AtomicU64::new(1),
                 next_process: std::sync::atomic::AtomicU32::new(1),
             }),
@@ -116,6 +122,11 @@ impl<R: Runtime> Supervisor<R> {
 
     pub fn store(&self) -> &ProfileStore {
         &self.inner.store
+    }
+
+    /// The proxy's counters for sandbox `name`.
+    pub fn net_stats(&self, name: &str) -> Stats {
+        self.inner.net.stats(name)
     }
 
     fn table(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -239,12 +250,13 @@ impl<R: Runtime> Supervisor<R> {
                 .map_err(|e| failed(crate::error_chain(&e)))
         })();
         let created = match prepared {
-            Ok(()) => self.create_and_start(name, &bundle).await,
+            Ok(()) => self.create_and_start(profile, &bundle).await,
             Err(e) => Err(e),
         };
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {
+                self.inner.net.detach(name);
                 let _ = self.inner.runtime.delete(name).await;
                 let _ = bundle.remove();
                 return Err(e);
@@ -280,7 +292,10 @@ impl<R: Runtime> Supervisor<R> {
         Ok(())
     }
 
-    async fn create_and_start(&self, name: &str, bundle: &Bundle) -> Result<u32, Error> {
+    /// `runc create`, the network (between create and start, so the sandbox's first
+    /// instruction already runs with it), `runc start`.
+    async fn create_and_start(&self, profile: &Profile, bundle: &Bundle) -> Result<u32, Error> {
+        let name = profile.name.as_str();
         let failed = |e: &dyn std::error::Error| Error::RuntimeFailed {
             name: name.into(),
             message: crate::error_chain(e),
@@ -292,6 +307,16 @@ impl<R: Runtime> Supervisor<R> {
             .create(name, &bundle.dir, output)
             .await
             .map_err(|e| failed(&e))?;
+        if profile.network.mode == NetworkMode::Proxy {
+            self.inner
+                .net
+                .attach(name, pid, &profile.network)
+                .await
+                .map_err(|message| Error::RuntimeFailed {
+                    name: name.into(),
+                    message: format!("network: {message}"),
+                })?;
+        }
         self.inner
             .runtime
             .start(name)
@@ -385,6 +410,7 @@ impl<R: Runtime> Supervisor<R> {
 
     /// Removes runc's state and the bundle; returns every failure.
     async fn teardown(&self, name: &str) -> Vec<String> {
+        self.inner.net.detach(name);
         let mut errors = Vec::new();
         if let Err(e) = self.inner.runtime.delete(name).await {
             errors.push(crate::error_chain(&e));
@@ -574,6 +600,19 @@ impl<R: Runtime> Supervisor<R> {
         );
         self.emit(Event::New(name.into()));
         self.emit(Event::Changed(info));
+        // The earlier daemon's helper ended with it: give the sandbox a new one, under
+        // the profile's current policy. Until then (or if that fails) it has no network.
+        if let Ok(profile) = self.inner.store.load(name) {
+            if profile.network.mode == NetworkMode::Proxy {
+                let sup = self.clone();
+                let name = name.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = sup.inner.net.attach(&name, pid, &profile.network).await {
+                        tracing::warn!(SANDBOX = name.as_str(), "no network after adoption: {e}");
+                    }
+                });
+            }
+        }
         tokio::spawn(self.clone().monitor(name.into(), run_id, pid, tx));
     }
 

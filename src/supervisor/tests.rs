@@ -132,9 +132,39 @@ impl Runtime for Fake {
     }
 }
 
+/// Records what the supervisor asks of the network side, in order.
+#[derive(Default)]
+struct NetLog {
+    calls: Mutex<Vec<String>>,
+}
+
+impl Networking for NetLog {
+    fn attach<'a>(
+        &'a self,
+        name: &'a str,
+        pid: u32,
+        _network: &'a crate::profile::Network,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("attach {name} {pid}"));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn detach(&self, name: &str) {
+        self.calls.lock().unwrap().push(format!("detach {name}"));
+    }
+
+    fn stats(&self, _name: &str) -> Stats {
+        Stats::default()
+    }
+}
+
 struct Harness {
     sup: Supervisor<Fake>,
     fake: Fake,
+    net: Arc<NetLog>,
     events: mpsc::UnboundedReceiver<Event>,
     dir: tempfile::TempDir,
 }
@@ -160,6 +190,7 @@ impl Harness {
             intermediate: true,
         };
         let fake = Fake::default();
+        let net = Arc::new(NetLog::default());
         let (tx, events) = mpsc::unbounded_channel();
         let sup = Supervisor::new(
             fake.clone(),
@@ -168,10 +199,12 @@ impl Harness {
             dir.path().join("bundles"),
             tx,
             Box::new(crate::spec::SessionEnv::new()),
+            net.clone(),
         );
         Self {
             sup,
             fake,
+            net,
             events,
             dir,
         }
@@ -351,6 +384,7 @@ async fn reconcile_adopts_running_and_clears_the_dead() {
         h.dir.path().join("bundles"),
         tx,
         Box::new(crate::spec::SessionEnv::new()),
+        h.net.clone(),
     );
     again.reconcile().await;
     let list = again.list();
@@ -461,4 +495,34 @@ async fn a_stop_during_start_leaves_no_container() {
     );
     assert!(!h.dir.path().join("bundles/racy").exists());
     assert!(h.sup.list().is_empty());
+}
+
+#[tokio::test]
+async fn proxied_sandboxes_get_their_network_before_start_and_lose_it_at_stop() {
+    let h = Harness::new();
+    h.profile("plain", "");
+    std::fs::write(
+        h.dir.path().join("profiles/proxied.toml"),
+        std::fs::read_to_string(h.dir.path().join("profiles/plain.toml"))
+            .unwrap()
+            .replace("mode = \"none\"", "mode = \"proxy\""),
+    )
+    .unwrap();
+    h.sup.start("plain").await.unwrap();
+    assert!(h
+        .net
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|c| !c.starts_with("attach")));
+    let info = h.sup.start("proxied").await.unwrap();
+    h.sup.stop("proxied").await.unwrap();
+    let calls = h.net.calls.lock().unwrap().clone();
+    let attach = format!("attach proxied {}", info.leader);
+    let at = calls.iter().position(|c| *c == attach).expect("attached");
+    assert!(
+        calls[at..].contains(&"detach proxied".to_string()),
+        "{calls:?}"
+    );
 }

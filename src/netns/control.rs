@@ -1,0 +1,290 @@
+//! The helper's control socket (SOCK_SEQPACKET): short text messages, fds passed with
+//! SCM_RIGHTS. The helper speaks it blocking ([`Control`]); the daemon async ([`Client`]).
+//!
+//! ```text
+//! helper → daemon   "ready" + [tcp4, tcp6, udp4, udp6]   |  "error MESSAGE"
+//! daemon → helper   "udp LOCAL PEER"
+//! helper → daemon   "ok" + [fd]                          |  "error MESSAGE"
+//! ```
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Mutex;
+
+const MAX_MESSAGE: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot start the netns helper")]
+    Spawn(#[source] io::Error),
+    #[error("netns helper: {0}")]
+    Helper(String),
+    #[error("the netns helper went away")]
+    Gone,
+    #[error("the netns helper did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("netns helper control socket")]
+    Io(#[source] io::Error),
+}
+
+pub enum Request {
+    UdpReply { local: SocketAddr, peer: SocketAddr },
+}
+
+impl Request {
+    fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split(' ');
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("udp"), Some(l), Some(p), None) => Some(Self::UdpReply {
+                local: l.parse().ok()?,
+                peer: p.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn send(fd: RawFd, text: &str, fds: &[RawFd]) -> nix::Result<usize> {
+    let iov = [IoSlice::new(text.as_bytes())];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+}
+
+/// One message: its text (empty at end of stream) and the fds that came with it.
+fn recv(fd: RawFd, flags: MsgFlags) -> nix::Result<(String, Vec<OwnedFd>)> {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut space),
+        flags | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these fds in this process for us.
+            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+        }
+    }
+    let n = msg.bytes;
+    Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), fds))
+}
+
+/// The helper's (blocking) end.
+pub struct Control {
+    fd: OwnedFd,
+}
+
+impl Control {
+    pub fn new(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    pub fn send_error(&self, message: &str) -> nix::Result<usize> {
+        let mut text = format!("error {message}");
+        text.truncate(MAX_MESSAGE);
+        send(self.fd.as_raw_fd(), &text, &[])
+    }
+
+    pub fn send_ready(&self, fds: [OwnedFd; 4]) -> nix::Result<usize> {
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        send(self.fd.as_raw_fd(), "ready", &raw)
+    }
+
+    /// Answers requests until the daemon closes its end.
+    pub fn serve(&self, mut handle: impl FnMut(Request) -> io::Result<OwnedFd>) {
+        loop {
+            let text = match recv(self.fd.as_raw_fd(), MsgFlags::empty()) {
+                Ok((t, _)) if t.is_empty() => return,
+                Ok((t, _)) => t,
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return,
+            };
+            let sent = match Request::parse(&text) {
+                Some(req) => match handle(req) {
+                    Ok(fd) => send(self.fd.as_raw_fd(), "ok", &[fd.as_raw_fd()]),
+                    Err(e) => self.send_error(&e.to_string()),
+                },
+                None => self.send_error("unknown request"),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The listeners a helper made, in its `ready` message's order.
+pub struct Ready {
+    pub tcp4: OwnedFd,
+    pub tcp6: OwnedFd,
+    pub udp4: OwnedFd,
+    pub udp6: OwnedFd,
+}
+
+/// The daemon's (async) end; one request at a time.
+pub struct Client {
+    fd: AsyncFd<OwnedFd>,
+    lock: Mutex<()>,
+}
+
+impl Client {
+    async fn recv(&self) -> Result<(String, Vec<OwnedFd>), ControlError> {
+        loop {
+            let mut guard = self.fd.readable().await.map_err(ControlError::Io)?;
+            match guard
+                .try_io(|fd| recv(fd.as_raw_fd(), MsgFlags::MSG_DONTWAIT).map_err(io::Error::from))
+            {
+                Ok(Ok((text, _))) if text.is_empty() => return Err(ControlError::Gone),
+                Ok(Ok(m)) => return Ok(m),
+                Ok(Err(e)) => return Err(ControlError::Io(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn answer(
+        text: String,
+        mut fds: Vec<OwnedFd>,
+        want: usize,
+    ) -> Result<Vec<OwnedFd>, ControlError> {
+        if let Some(msg) = text.strip_prefix("error ") {
+            return Err(ControlError::Helper(msg.into()));
+        }
+        if fds.len() != want {
+            return Err(ControlError::Helper(format!(
+                "unexpected answer {text:?} with {} fds",
+                fds.len()
+            )));
+        }
+        fds.truncate(want);
+        Ok(fds)
+    }
+
+    /// Waits for the helper's first message: its listeners, or why it failed.
+    pub async fn ready(&self, within: Duration) -> Result<Ready, ControlError> {
+        let (text, fds) = tokio::time::timeout(within, self.recv())
+            .await
+            .map_err(|_| ControlError::Timeout(within))??;
+        let mut fds = Self::answer(text, fds, 4)?.into_iter();
+        let mut next = || fds.next().ok_or(ControlError::Gone);
+        Ok(Ready {
+            tcp4: next()?,
+            tcp6: next()?,
+            udp4: next()?,
+            udp6: next()?,
+        })
+    }
+
+    /// A UDP socket inside the sandbox bound to `local` and connected to `peer`.
+    pub async fn udp_reply(
+        &self,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Result<OwnedFd, ControlError> {
+        let _one = self.lock.lock().await;
+        let text = format!("udp {local} {peer}");
+        loop {
+            let mut guard = self.fd.writable().await.map_err(ControlError::Io)?;
+            match guard.try_io(|fd| send(fd.as_raw_fd(), &text, &[]).map_err(io::Error::from)) {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    return Err(ControlError::Gone)
+                }
+                Ok(Err(e)) => return Err(ControlError::Io(e)),
+                Err(_would_block) => continue,
+            }
+        }
+        let within = Duration::from_secs(5);
+        let (text, fds) = tokio::time::timeout(within, self.recv())
+            .await
+            .map_err(|_| ControlError::Timeout(within))??;
+        let mut fds = Self::answer(text, fds, 1)?;
+        fds.pop().ok_or(ControlError::Gone)
+    }
+}
+
+/// A running helper: the process and its control socket.
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub client: Client,
+}
+
+/// Starts `exe netns-helper PID` with its end of a fresh control socket as fd 3.
+pub fn spawn(exe: &Path, pid: u32) -> Result<Spawned, ControlError> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(|e| ControlError::Spawn(e.into()))?;
+    let theirs_raw = theirs.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(super::HELPER_ARG)
+        .arg(pid.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The helper blocks on this socket: make it blocking again, then fd 3.
+            let flags = libc::fcntl(theirs_raw, libc::F_GETFL);
+            libc::fcntl(theirs_raw, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            if theirs_raw == super::CONTROL_FD {
+                libc::fcntl(theirs_raw, libc::F_SETFD, 0);
+            } else if libc::dup2(theirs_raw, super::CONTROL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(ControlError::Spawn)?;
+    drop(theirs);
+    // SAFETY: an OwnedFd always reports the same, open fd; it lives inside the AsyncFd.
+    let fd = unsafe { AsyncFd::register(ours) }.map_err(|e| ControlError::Io(e.into()))?;
+    Ok(Spawned {
+        child,
+        client: Client {
+            fd,
+            lock: Mutex::new(()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_strictly() {
+        assert!(matches!(
+            Request::parse("udp 203.0.113.5:7 10.89.0.2:4000"),
+            Some(Request::UdpReply { .. })
+        ));
+        assert!(Request::parse("udp [2001:db8::1]:7 [fd5a:5bd0::2]:4000").is_some());
+        for bad in [
+            "",
+            "udp",
+            "udp 1.2.3.4:5",
+            "udp a b",
+            "udp 1.2.3.4:5 1.2.3.4:6 x",
+            "tcp 1.2.3.4:5 1.2.3.4:6",
+        ] {
+            assert!(Request::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The address policy (DESIGN §5): which destinations a sandbox's connections may reach.
+//!
+//! In order: `deny` entries win; the host itself (its loopback, the unspecified address,
+//! and every address it has right now) is reachable only through `allow_host`, never
+//! through a CIDR that happens to contain it; private and special-purpose ranges need
+//! `allow_lan` or an `allow` entry lying inside that range (so the default `0.0.0.0/0`
+//! does not open them); everything else needs an `allow` entry.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::profile::{AllowHost, Network};
+
+/// A CIDR with an optional port range, as written in `allow` / `deny`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    net: Cidr,
+    ports: Option<(u16, u16)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    const fn v4(a: [u8; 4], len: u8) -> Self {
+        Self {
+            addr: IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            len,
+        }
+    }
+
+    const fn v6(a: [u16; 8], len: u8) -> Self {
+        Self {
+            addr: IpAddr::V6(Ipv6Addr::new(
+                a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
+            )),
+            len,
+        }
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.len as u32).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// True when every address of `self` lies in `outer`.
+    fn within(&self, outer: &Cidr) -> bool {
+        self.len >= outer.len && outer.contains(self.addr)
+    }
+}
+
+/// Private and special-purpose ranges (IANA special registries), apart from the host's
+/// own loopback and unspecified ranges, which count as the host.
+const SPECIAL: &[Cidr] = &[
+    Cidr::v4([10, 0, 0, 0], 8),
+    Cidr::v4([100, 64, 0, 0], 10),
+    Cidr::v4([169, 254, 0, 0], 16),
+    Cidr::v4([172, 16, 0, 0], 12),
+    Cidr::v4([192, 0, 0, 0], 24),
+    Cidr::v4([192, 0, 2, 0], 24),
+    Cidr::v4([192, 88, 99, 0], 24),
+    Cidr::v4([192, 168, 0, 0], 16),
+    Cidr::v4([198, 18, 0, 0], 15),
+    Cidr::v4([198, 51, 100, 0], 24),
+    Cidr::v4([203, 0, 113, 0], 24),
+    Cidr::v4([224, 0, 0, 0], 4),
+    Cidr::v4([240, 0, 0, 0], 4),
+    Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),
+    Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+    Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
+    Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),
+    Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+    Cidr::v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),
+    Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+    Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+    Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
+    Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+];
+
+/// Ranges that reach the host itself whatever its interfaces are.
+const HOST: &[Cidr] = &[
+    Cidr::v4([0, 0, 0, 0], 8),
+    Cidr::v4([127, 0, 0, 0], 8),
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
+];
+
+impl Entry {
+    /// Parses a validated `allow`/`deny` entry; `None` for host names (not addresses).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (host, port) = split_port(raw);
+        let ports = match port {
+            None => None,
+            Some(p) => {
+                let mut it = p.splitn(2, '-').map(|x| x.parse::<u16>());
+                match (it.next(), it.next()) {
+                    (Some(Ok(a)), None) => Some((a, a)),
+                    (Some(Ok(a)), Some(Ok(b))) => Some((a, b)),
+                    _ => return None,
+                }
+            }
+        };
+        let host = host.trim_matches(['[', ']']);
+        let (addr, len) = match host.split_once('/') {
+            Some((a, l)) => (a.trim_matches(['[', ']']).parse().ok()?, l.parse().ok()?),
+            None => {
+                let a: IpAddr = host.parse().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        Some(Self {
+            net: Cidr { addr, len },
+            ports,
+        })
+    }
+
+    fn matches(&self, dst: SocketAddr) -> bool {
+        self.net.contains(dst.ip())
+            && self
+                .ports
+                .is_none_or(|(a, b)| (a..=b).contains(&dst.port()))
+    }
+}
+
+fn split_port(raw: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = raw.strip_prefix('[') {
+        if let Some((inner, tail)) = rest.split_once(']') {
+            return (inner, tail.strip_prefix(':'));
+        }
+    }
+    match raw.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (raw, None),
+    }
+}
+
+/// Why a destination was refused; shown in logs and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    Denied,
+    Host,
+    Special,
+    NotAllowed,
+}
+
+impl Denial {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Denial::Denied => "matches network.deny",
+            Denial::Host => "the host itself (network.allow_host)",
+            Denial::Special => "a private or special range (network.allow_lan)",
+            Denial::NotAllowed => "not in network.allow",
+        }
+    }
+}
+
+/// One sandbox's compiled address policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    allow: Vec<Entry>,
+    deny: Vec<Entry>,
+    allow_host: AllowHost,
+    allow_lan: bool,
+}
+
+/// IPv4-mapped IPv6 destinations are judged (and dialed) as the IPv4 address they are.
+pub fn canonical(dst: SocketAddr) -> SocketAddr {
+    match dst {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => dst,
+        },
+        v4 => v4,
+    }
+}
+
+impl Policy {
+    /// True for an `allow`/`deny` entry that names hosts rather than addresses.
+    pub fn is_name_entry(raw: &str) -> bool {
+        Entry::parse(raw).is_none()
+    }
+
+    /// Compiles the address entries of `network` (name entries are not addresses and are
+    /// left to the name policy).
+    pub fn new(network: &Network) -> Self {
+        let parse = |l: &[String]| l.iter().filter_map(|e| Entry::parse(e)).collect();
+        Self {
+            allow: parse(&network.allow),
+            deny: parse(&network.deny),
+            allow_host: network.allow_host.clone(),
+            allow_lan: network.allow_lan,
+        }
+    }
+
+    /// Decides for `dst`; `host` lists the host's own addresses at this moment.
+    pub fn decide(&self, dst: SocketAddr, host: &[IpAddr]) -> Result<(), Denial> {
+        let dst = canonical(dst);
+        let ip = dst.ip();
+        if self.deny.iter().any(|e| e.matches(dst)) {
+            return Err(Denial::Denied);
+        }
+        if HOST.iter().any(|c| c.contains(ip)) || host.contains(&ip) {
+            return match &self.allow_host {
+                AllowHost::All => Ok(()),
+                AllowHost::Ports(p) if p.contains(&dst.port()) => Ok(()),
+                _ => Err(Denial::Host),
+            };
+        }
+        if let Some(range) = SPECIAL.iter().find(|c| c.contains(ip)) {
+            let explicit = self
+                .allow
+                .iter()
+                .any(|e| e.matches(dst) && e.net.within(range));
+            return if self.allow_lan || explicit {
+                Ok(())
+            } else {
+                Err(Denial::Special)
+            };
+        }
+        if self.allow.iter().any(|e| e.matches(dst)) {
+            Ok(())
+        } else {
+            Err(Denial::NotAllowed)
+        }
+    }
+}
+
+/// The host's own addresses now, in the daemon's (the host's) network namespace.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            if let Some(v4) = s.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str], deny: &[&str], host: AllowHost, lan: bool) -> Policy {
+        Policy::new(&Network {
+            mode: crate::profile::NetworkMode::Proxy,
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+            allow_host: host,
+            allow_lan: lan,
+            dns: false,
+            upstream: "direct".into(),
+            publish: Vec::new(),
+            max_connections: 16,
+            max_udp_flows: 16,
+        })
+    }
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_open_public_addresses_only() {
+        let p = policy(&["0.0.0.0/0", "::/0"], &[], AllowHost::None, false);
+        assert_eq!(p.decide(at("1.1.1.1:443"), &[]), Ok(()));
+        assert_eq!(p.decide(at("[2606:4700::1111]:443"), &[]), Ok(()));
+        for special in [
+            "10.1.2.3:80",
+            "172.20.0.1:80",
+            "192.168.1.1:80",
+            "100.64.0.1:80",
+            "169.254.169.254:80",
+            "224.0.0.1:5353",
+            "255.255.255.255:67",
+            "203.0.113.9:80",
+            "[fd00::1]:80",
+            "[fe80::1]:80",
+            "[ff02::1]:80",
+            "[2001:db8::1]:80",
+            "[::ffff:192.168.1.1]:80",
+        ] {
+            assert_eq!(
+                p.decide(at(special), &[]),
+                Err(Denial::Special),
+                "{special}"
+            );
+        }
+        for host in [
+            "127.0.0.1:22",
+            "0.0.0.0:22",
+            "[::1]:22",
+            "[::]:22",
+            "[::ffff:127.0.0.1]:22",
+        ] {
+            assert_eq!(p.decide(at(host), &[]), Err(Denial::Host), "{host}");
+        }
+    }
+
+    #[test]
+    fn host_addresses_need_allow_host_even_inside_an_allowed_cidr() {
+        let me: IpAddr = "203.0.113.1".parse().unwrap();
+        let p = policy(&["203.0.113.0/24"], &[], AllowHost::None, false);
+        assert_eq!(p.decide(at("203.0.113.2:80"), &[me]), Ok(()));
+        assert_eq!(p.decide(at("203.0.113.1:80"), &[me]), Err(Denial::Host));
+        let ports = policy(&[], &[], AllowHost::Ports(vec![5432]), false);
+        assert_eq!(ports.decide(at("203.0.113.1:5432"), &[me]), Ok(()));
+        assert_eq!(ports.decide(at("127.0.0.1:5432"), &[me]), Ok(()));
+        assert_eq!(ports.decide(at("203.0.113.1:22"), &[me]), Err(Denial::Host));
+        let all = policy(&[], &[], AllowHost::All, false);
+        assert_eq!(all.decide(at("127.0.0.1:1"), &[me]), Ok(()));
+    }
+
+    #[test]
+    fn lan_deny_and_ports() {
+        let lan = policy(&["0.0.0.0/0"], &[], AllowHost::None, true);
+        assert_eq!(lan.decide(at("192.168.1.1:80"), &[]), Ok(()));
+        assert_eq!(lan.decide(at("127.0.0.1:80"), &[]), Err(Denial::Host));
+        let p = policy(
+            &["0.0.0.0/0", "10.0.0.0/8:5432", "[fd00::/8]:80-90"],
+            &["1.1.1.1", "8.8.8.8:53"],
+            AllowHost::None,
+            false,
+        );
+        assert_eq!(p.decide(at("10.9.9.9:5432"), &[]), Ok(()));
+        assert_eq!(p.decide(at("10.9.9.9:5433"), &[]), Err(Denial::Special));
+        assert_eq!(p.decide(at("[fd00::5]:85"), &[]), Ok(()));
+        assert_eq!(p.decide(at("[fd00::5]:91"), &[]), Err(Denial::Special));
+        assert_eq!(p.decide(at("1.1.1.1:443"), &[]), Err(Denial::Denied));
+        assert_eq!(p.decide(at("8.8.8.8:53"), &[]), Err(Denial::Denied));
+        assert_eq!(p.decide(at("8.8.8.8:443"), &[]), Ok(()));
+        let none = policy(&[], &[], AllowHost::None, false);
+        assert_eq!(none.decide(at("1.1.1.1:443"), &[]), Err(Denial::NotAllowed));
+    }
+
+    #[test]
+    fn entries_parse_like_the_profile_validator_accepts_them() {
+        assert!(Entry::parse("example.com").is_none());
+        assert!(Entry::parse("*.example.com:443").is_none());
+        let e = Entry::parse("[2001:db8::/32]:443").unwrap();
+        assert!(e.matches(at("[2001:db8::1]:443")));
+        assert!(!e.matches(at("[2001:db8::1]:444")));
+        assert!(Entry::parse("2001:db8::/32")
+            .unwrap()
+            .matches(at("[2001:db8::1]:1")));
+        assert!(Entry::parse("1.2.3.4:1-1024")
+            .unwrap()
+            .matches(at("1.2.3.4:1024")));
+    }
+
+    #[test]
+    fn host_addresses_are_found() {
+        assert!(host_addresses().iter().any(|a| a.is_loopback()));
+    }
+}

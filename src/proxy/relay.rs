@@ -1,0 +1,128 @@
+//! Moving bytes between two TCP sockets: `splice` through a pipe (the data never enters
+//! user space), each direction on its own, with its own backpressure: a direction waits
+//! only for its own reader, so a stalled peer never slows another connection. End of
+//! stream becomes `shutdown(SHUT_WR)` on the other side (half-close passes through).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Bytes moved per splice call; also the pipe's capacity (the kernel default).
+const CHUNK: usize = 64 * 1024;
+
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Self> {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        Ok(Self { r, w })
+    }
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain splice(2) between two fds this process owns; null offsets (sockets and
+    // pipes have none).
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Copies `from` to `to` until end of stream, then shuts `to` down for writing. The pipe
+/// is made at the first byte, so idle connections cost no pipe.
+async fn pump(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> io::Result<()> {
+    let mut pipe: Option<Pipe> = None;
+    loop {
+        from.readable().await?;
+        if pipe.is_none() {
+            pipe = Some(Pipe::new()?);
+        }
+        let Some(p) = pipe.as_ref() else {
+            continue;
+        };
+        let n = match from.try_io(Interest::READABLE, || {
+            splice(from.as_raw_fd(), p.w.as_raw_fd(), CHUNK)
+        }) {
+            Ok(0) => {
+                return nix::sys::socket::shutdown(
+                    to.as_raw_fd(),
+                    nix::sys::socket::Shutdown::Write,
+                )
+                .or_else(|e| {
+                    if e == nix::Error::ENOTCONN {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(io::Error::from);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let mut left = n;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(p.r.as_raw_fd(), to.as_raw_fd(), left)
+            }) {
+                Ok(m) => {
+                    left -= m;
+                    count.fetch_add(m as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Relays `inside` ⇄ `outside` until both directions ended; an error in one direction
+/// (a reset) ends both.
+pub async fn relay(
+    inside: &TcpStream,
+    outside: &TcpStream,
+    sent: &AtomicU64,
+    received: &AtomicU64,
+) -> io::Result<()> {
+    let kill = || {
+        for s in [inside, outside] {
+            let _ = nix::sys::socket::shutdown(s.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+    };
+    let up = async {
+        let r = pump(inside, outside, sent).await;
+        if r.is_err() {
+            kill();
+        }
+        r
+    };
+    let down = async {
+        let r = pump(outside, inside, received).await;
+        if r.is_err() {
+            kill();
+        }
+        r
+    };
+    let (a, b) = tokio::join!(up, down);
+    a.and(b)
+}
