@@ -123,6 +123,7 @@ impl Settings {
                 })?;
         }
         let host = HostContext::current(init);
+        raise_nofile();
         if host.subuid.is_none() || host.subgid.is_none() {
             tracing::warn!(
                 "no subordinate ids for uid {} in /etc/subuid and /etc/subgid: sandboxes get a single id \
@@ -141,6 +142,17 @@ impl Settings {
             host,
             store,
         })
+    }
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit: every proxied connection
+/// holds two sockets (and two pipes while data moves). Sandboxes keep the session's limits.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 

@@ -78,10 +78,27 @@ fn check_reports_file_line_and_key() {
 fn check_notes_features_not_provided_yet() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("net.toml");
-    std::fs::write(&f, "[rootfs]\nhost = true\n").unwrap();
+    std::fs::write(
+        &f,
+        "[rootfs]\nhost = true\n[network]\nallow = [\"example.com\", \"1.2.3.0/24\"]\n",
+    )
+    .unwrap();
     let out = ctl(&["check", f.to_str().unwrap()], "unix:path=/nonexistent");
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("network.mode = \"proxy\""));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("host names in network.allow"), "{text}");
+    // Addresses alone are fully supported.
+    std::fs::write(
+        &f,
+        "[rootfs]\nhost = true\n[network]\nallow = [\"1.2.3.0/24\"]\n",
+    )
+    .unwrap();
+    let out = ctl(&["check", f.to_str().unwrap()], "unix:path=/nonexistent");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("note:"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

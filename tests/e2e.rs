@@ -137,11 +137,17 @@ fn stop_kills_a_sandbox_that_ignores_sigterm() {
 }
 
 /// A `busctl monitor` of the daemon's bus name, as the test user, printing JSON lines.
-fn monitor() -> Child {
+/// `busctl monitor` of the daemon's messages, written to a file: a pipe nobody reads
+/// until the end would fill up and stall it.
+fn monitor(out: &std::fs::File) -> Child {
     Command::new(env!("CARGO_MANIFEST_DIR").to_string() + "/scripts/user-session")
         .args([
             "run",
             USER,
+            // Line-buffered: busctl dies by SIGTERM, and must not take a full buffer of
+            // messages with it.
+            "stdbuf",
+            "-oL",
             "busctl",
             "--user",
             "monitor",
@@ -149,7 +155,7 @@ fn monitor() -> Child {
             MANAGER[0],
         ])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(out.try_clone().unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
@@ -167,7 +173,8 @@ fn on_failure_restarts_twice_then_fails() {
         "sleep 0.3; exit 3",
         "[restart]\npolicy = \"on-failure\"\nmax = 2\n",
     );
-    let mon = monitor();
+    let log = tempfile::tempfile().unwrap();
+    let mut mon = monitor(&log);
     std::thread::sleep(Duration::from_millis(500));
     s.ctl_ok(&["start", "e2e-crash"]);
     let status = s.wait_for("e2e-crash to fail", Duration::from_secs(30), || {
@@ -183,8 +190,13 @@ fn on_failure_restarts_twice_then_fails() {
     let _ = Command::new("pkill")
         .args(["-u", USER, "-f", "busctl --user monitor"])
         .status();
-    let out = mon.wait_with_output().unwrap();
-    let messages: Vec<serde_json::Value> = stdout(&out)
+    let _ = mon.wait();
+    let mut text = String::new();
+    use std::io::{Read, Seek};
+    let mut log = log;
+    log.seek(std::io::SeekFrom::Start(0)).unwrap();
+    log.read_to_string(&mut text).unwrap();
+    let messages: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();

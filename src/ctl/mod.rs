@@ -390,10 +390,17 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                 sb.restarts().await?,
                 sb.exit_status().await?,
             );
+            let (active, sent, received, denied) = (
+                sb.connections_active().await?,
+                sb.bytes_sent().await?,
+                sb.bytes_received().await?,
+                sb.connections_denied().await?,
+            );
             if json {
                 println!(
                     "{}",
-                    json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit})
+                    json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit,
+                           "connections_active": active, "bytes_sent": sent, "bytes_received": received, "connections_denied": denied})
                 );
             } else {
                 println!("{name}: {state}");
@@ -418,6 +425,7 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                 if exit >= 0 {
                     println!("  exit status: {exit}");
                 }
+                println!("  network:     {active} open, {sent} bytes sent, {received} received, {denied} denied");
             }
         }
         Cmd::Check { .. }

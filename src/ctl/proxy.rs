@@ -71,12 +71,12 @@ pub trait Sandbox {
     fn restarts(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn exit_status(&self) -> zbus::Result<i32>;
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn connections_active(&self) -> zbus::Result<u32>;
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn bytes_sent(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn bytes_received(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn connections_denied(&self) -> zbus::Result<u64>;
 }

@@ -54,6 +54,9 @@ pub struct Shared {
     counters: Counters,
     flows: udp::Flows,
     helper: netns::Client,
+    /// Cancelled when the helper dies (and at detach): every connection and flow ends,
+    /// and new ones are refused at once rather than left to time out.
+    cut: CancellationToken,
 }
 
 impl Shared {
@@ -110,6 +113,7 @@ impl Proxy {
                 return Err(e.into());
             }
         };
+        let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             name: name.into(),
             policy: RwLock::new(Policy::new(network)),
@@ -118,6 +122,7 @@ impl Proxy {
             counters: Counters::default(),
             flows: udp::Flows::default(),
             helper: client,
+            cut: stop.child_token(),
         });
         let listeners = (|| {
             Ok::<_, std::io::Error>((
@@ -135,13 +140,13 @@ impl Proxy {
                 return Err(ProxyError::Listeners(e));
             }
         };
-        let stop = CancellationToken::new();
         tokio::spawn(tcp::serve(t4, shared.clone(), stop.clone()));
         tokio::spawn(tcp::serve(t6, shared.clone(), stop.clone()));
         tokio::spawn(udp::serve(u4, shared.clone(), stop.clone()));
         tokio::spawn(udp::serve(u6, shared.clone(), stop.clone()));
         // The helper lives exactly as long as the proxy of this sandbox.
         let watch = stop.clone();
+        let cut = shared.cut.clone();
         let who = name.to_string();
         tokio::spawn(async move {
             tokio::select! {
@@ -151,7 +156,7 @@ impl Proxy {
                 }
                 status = child.wait() => {
                     tracing::warn!(SANDBOX = who.as_str(), ?status, "netns helper exited: the sandbox has no network now");
-                    watch.cancel();
+                    cut.cancel();
                 }
             }
         });

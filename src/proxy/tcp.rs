@@ -49,11 +49,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
                 continue;
             }
         };
+        if shared.cut.is_cancelled() {
+            shared.counters.denied.fetch_add(1, Ordering::Relaxed);
+            reset(inside);
+            continue;
+        }
         let shared = shared.clone();
-        let stop = stop.clone();
         tokio::spawn(async move {
+            let cut = shared.cut.clone();
             tokio::select! {
-                _ = stop.cancelled() => {}
+                _ = cut.cancelled() => {}
                 _ = connection(inside, peer, &shared) => {}
             }
         });

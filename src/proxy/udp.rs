@@ -107,17 +107,14 @@ pub async fn serve(listener: UdpSocket, shared: Arc<Shared>, stop: CancellationT
                 continue;
             }
         };
-        datagram(&shared, &stop, src, dst, &buf[..n]).await;
+        if shared.cut.is_cancelled() {
+            continue;
+        }
+        datagram(&shared, src, dst, &buf[..n]).await;
     }
 }
 
-async fn datagram(
-    shared: &Arc<Shared>,
-    stop: &CancellationToken,
-    src: SocketAddr,
-    dst: SocketAddr,
-    data: &[u8],
-) {
+async fn datagram(shared: &Arc<Shared>, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
     let name = shared.name.as_str();
     let existing = shared.flows.map().get(&(src, dst)).cloned();
     // UDP sends complete at once (or drop): awaiting them never stalls the listener.
@@ -169,10 +166,10 @@ async fn datagram(
     }
     shared.flows.map().insert((src, dst), out.clone());
     let shared = shared.clone();
-    let stop = stop.clone();
     tokio::spawn(async move {
+        let cut = shared.cut.clone();
         tokio::select! {
-            _ = stop.cancelled() => {}
+            _ = cut.cancelled() => {}
             r = flow(&shared, src, dst, &out) => {
                 if let Err(e) = r {
                     tracing::debug!(SANDBOX = shared.name.as_str(), %dst, "udp flow ended: {e}");

@@ -145,6 +145,9 @@ pub struct HostContext {
     /// runc runs inside the daemon's intermediate user namespace (0 → you, 1.. → your
     /// subordinate ids), which is what makes "keep-id" possible.
     pub intermediate: bool,
+    /// RLIMIT_NOFILE (soft, hard) a sandbox gets unless its profile sets one: the
+    /// session's, from before the daemon raised its own soft limit for the proxy's sockets.
+    pub nofile: (u64, u64),
 }
 
 impl HostContext {
@@ -166,6 +169,8 @@ impl HostContext {
             etc: PathBuf::from("/etc"),
             home: crate::paths::home(),
             intermediate: false,
+            nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .unwrap_or((1024, 4096)),
         }
     }
 }
@@ -381,16 +386,15 @@ pub fn build(
         .effective(caps.clone())
         .permitted(caps)
         .build()?;
-    let mut rlimits = Vec::new();
-    if let Some(n) = profile.limits.nofile {
-        rlimits.push(
-            PosixRlimitBuilder::default()
-                .typ(PosixRlimitType::RlimitNofile)
-                .soft(n)
-                .hard(n)
-                .build()?,
-        );
-    }
+    let (soft, hard) = match profile.limits.nofile {
+        Some(n) => (n, n),
+        None => ctx.nofile,
+    };
+    let rlimits = vec![PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(soft)
+        .hard(hard)
+        .build()?];
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(
@@ -537,6 +541,7 @@ mod tests {
             etc: "/etc".into(),
             home: "/".into(),
             intermediate: false,
+            nofile: (1024, 4096),
         }
     }
 

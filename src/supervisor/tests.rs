@@ -188,6 +188,7 @@ impl Harness {
             etc: dir.path().join("rootfs/etc"),
             home: dir.path().into(),
             intermediate: true,
+            nofile: (1024, 4096),
         };
         let fake = Fake::default();
         let net = Arc::new(NetLog::default());

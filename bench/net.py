@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Network benchmark: the same workloads, side by side in one run, through
+
+  direct       the bench user's process in the host's namespace (the ceiling)
+  sandboxd     a sandbox whose traffic goes through the daemon's transparent proxy
+  pasta        `pasta --config-net -- CMD` (Debian's passt package)
+  slirp4netns  `unshare -Urn` + `slirp4netns --configure`
+
+to a throwaway "internet" namespace (198.51.100.2, made here) running iperf3 and
+netbench servers. Workloads: iperf3 single-stream upload and download, 8-stream upload;
+connection rate and p50/p99 of a 64-byte request/response on a new connection each
+(netbench rr, 4 threads); UDP round-trip p50/p99 (netbench udp); the proxy's CPU time per
+Gbit/s during the single-stream upload; the proxy's memory per 1 000 open connections.
+
+Run by bench/net as root (it needs to create the namespace); prints a Markdown table.
+Every wait is bounded; everything started is stopped at the end."""
+
+import json, os, shutil, subprocess, sys, time
+
+USER = os.environ.get("BENCH_USER", "sandboxd-bench")
+SECS = int(os.environ.get("SECS", "5"))
+NETNS = "sbxbench-inet"
+SERVER = "198.51.100.2"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOME = subprocess.run(["getent", "passwd", USER], capture_output=True, text=True,
+                      check=True).stdout.split(":")[5]
+TOOL = os.path.join(HOME, "bench-net", "netbench")
+SESSION = [os.path.join(REPO, "scripts/user-session"), "run", USER]
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+started = []
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
+
+
+def spawn(*args):
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    started.append(p)
+    return p
+
+
+def internet_up():
+    internet_down()
+    sh("ip", "netns", "add", NETNS)
+    sh("ip", "link", "add", "sbxbench0", "type", "veth", "peer", "name", "sbxbench1",
+       "netns", NETNS)
+    sh("ip", "addr", "add", "198.51.100.1/24", "dev", "sbxbench0")
+    sh("ip", "link", "set", "sbxbench0", "up")
+    inside = ["ip", "netns", "exec", NETNS]
+    sh(*inside, "ip", "link", "set", "lo", "up")
+    sh(*inside, "ip", "addr", "add", SERVER + "/24", "dev", "sbxbench1")
+    sh(*inside, "ip", "link", "set", "sbxbench1", "up")
+    spawn(*inside, "iperf3", "-s", "-p", "5201")
+    srv = spawn(*inside, TOOL, "serve", "7000")
+    assert srv.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+
+
+def internet_down():
+    sh("ip", "link", "del", "sbxbench0", check=False)
+    sh("ip", "netns", "del", NETNS, check=False)
+
+
+def cpu_ticks(pid):
+    if not pid:
+        return 0
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+def rss_kib(pid):
+    return int(open(f"/proc/{pid}/statm").read().split()[1]) * PAGE // 1024 if pid else 0
+
+
+class Direct:
+    name = "direct"
+
+    def run(self, cmd, wait=True):
+        args = ["runuser", "-u", USER, "--"] + cmd
+        return sh(*args).stdout if wait else spawn(*args)
+
+    def proxy_pid(self):
+        return 0
+
+    def close(self):
+        pass
+
+
+class Sandboxd(Direct):
+    name = "sandboxd"
+
+    def __init__(self):
+        prof = os.path.join(HOME, ".config/sandboxd/profiles/bench-net.toml")
+        os.makedirs(os.path.dirname(prof), exist_ok=True)
+        with open(prof, "w") as f:
+            f.write('[rootfs]\nhost = true\n[[mount]]\nsource = "~/bench-net"\n'
+                    f'destination = "{os.path.dirname(TOOL)}"\nreadonly = true\n'
+                    '[network]\nallow = ["198.51.100.0/24"]\nmax_connections = 20000\n'
+                    '[limits]\nnofile = 65536\n')
+        sh("chown", "-R", f"{USER}:", os.path.dirname(prof))
+        sh(*SESSION, "sandboxctl", "stop", "bench-net", check=False)
+        sh(*SESSION, "sandboxctl", "start", "bench-net")
+        self.pid = int(sh(*SESSION, "systemctl", "--user", "show", "-p", "MainPID",
+                          "--value", "sandboxd").stdout)
+
+    def run(self, cmd, wait=True):
+        args = SESSION + ["sandboxctl", "exec", "bench-net", "--"] + cmd
+        return sh(*args).stdout if wait else spawn(*args)
+
+    def proxy_pid(self):
+        return self.pid
+
+    def close(self):
+        sh(*SESSION, "sandboxctl", "stop", "bench-net", check=False)
+
+
+class Pasta(Direct):
+    name = "pasta"
+
+    def run(self, cmd, wait=True):
+        args = ["runuser", "-u", USER, "--", "pasta", "--config-net", "--quiet", "--"] + cmd
+        if wait:
+            p = spawn(*args)
+            out, _ = p.communicate(timeout=120)
+            return out
+        p = spawn(*args)
+        self.last = p
+        return p
+
+    def proxy_pid(self):
+        out = sh("pgrep", "-u", USER, "-n", "passt", check=False).stdout.split()
+        return int(out[0]) if out else 0
+
+    def close(self):
+        sh("pkill", "-u", USER, "passt", check=False)
+
+
+class Slirp(Direct):
+    name = "slirp4netns"
+
+    def run(self, cmd, wait=True):
+        ready = os.path.join(HOME, "bench-net", "slirp-ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        script = f'while [ ! -e {ready} ]; do sleep 0.05; done; exec "$@"'
+        p = spawn("runuser", "-u", USER, "--", "unshare", "-Urn", "--kill-child", "sh", "-c",
+                  script, "sh", *cmd)
+        child = 0
+        for _ in range(200):
+            out = sh("pgrep", "-u", USER, "-n", "-f", "^sh -c while", check=False).stdout.split()
+            if out:
+                child = int(out[0])
+                break
+            time.sleep(0.02)
+        self.slirp = spawn("runuser", "-u", USER, "--", "slirp4netns", "--configure",
+                           "--mtu=65520", "--disable-host-loopback", str(child), "tap0")
+        time.sleep(0.3)
+        open(ready, "w").close()
+        if not wait:
+            return p
+        out, _ = p.communicate(timeout=120)
+        self.slirp.terminate()
+        self.slirp.wait()
+        return out
+
+    def proxy_pid(self):
+        out = sh("pgrep", "-u", USER, "-n", "slirp4netns", check=False).stdout.split()
+        return int(out[0]) if out else 0
+
+    def close(self):
+        sh("pkill", "-u", USER, "slirp4netns", check=False)
+
+
+def iperf(env, *extra):
+    out = env.run(["iperf3", "-c", SERVER, "-p", "5201", "-t", str(SECS), "-J", *extra])
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def measure(env):
+    r = {}
+    r["up1"] = iperf(env)
+    r["down1"] = iperf(env, "-R")
+    r["up8"] = iperf(env, "-P", "8")
+    # CPU of the proxy process per Gbit/s, over one more single-stream upload.
+    p = env.run(["iperf3", "-c", SERVER, "-p", "5201", "-t", str(SECS), "-J"], wait=False)
+    time.sleep(0.5)
+    pid = env.proxy_pid()
+    t0, c0 = time.time(), cpu_ticks(pid)
+    out, _ = p.communicate(timeout=120)
+    c1, t1 = cpu_ticks(pid) if pid and os.path.exists(f"/proc/{pid}") else c0, time.time()
+    gbit = json.loads(out)["end"]["sum_received"]["bytes"] * 8 / 1e9
+    r["cpu_per_gbps"] = ((c1 - c0) / CLK) / (gbit / SECS) / SECS if pid else 0.0
+    rate, p50, p99 = env.run([TOOL, "rr", SERVER, "7000", str(SECS), "4"]).split()
+    r["conn_rate"], r["rr_p50"], r["rr_p99"] = float(rate), int(p50), int(p99)
+    u50, u99 = env.run([TOOL, "udp", SERVER, "7000", "5000"]).split()
+    r["udp_p50"], r["udp_p99"] = int(u50), int(u99)
+    # Memory per 1 000 open connections.
+    if env.name != "direct":
+        h = env.run([TOOL, "hold", SERVER, "7000", "1000", "6"], wait=False)
+        time.sleep(0.3)
+        pid = env.proxy_pid()
+        before = rss_kib(pid)
+        line = h.stdout.readline().split()
+        after = rss_kib(pid)
+        r["mem_per_1000"] = (after - before) if line[:2] == ["open", "1000"] else None
+        h.communicate(timeout=30)
+    return r
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench/net.py runs as root (it creates a network namespace)")
+    internet_up()
+    results = {}
+    envs = [Direct, Sandboxd, Pasta, Slirp]
+    try:
+        for cls in envs:
+            env = cls()
+            try:
+                results[env.name] = measure(env)
+                print(env.name, results[env.name], file=sys.stderr, flush=True)
+            finally:
+                env.close()
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        internet_down()
+    table(results)
+
+
+def table(res):
+    d, s, p, sl = (res.get(k, {}) for k in ("direct", "sandboxd", "pasta", "slirp4netns"))
+    rows = [
+        ("TCP upload, 1 stream (Gbit/s)", "up1", "{:.2f}", True),
+        ("TCP download, 1 stream (Gbit/s)", "down1", "{:.2f}", True),
+        ("TCP upload, 8 streams (Gbit/s)", "up8", "{:.2f}", True),
+        ("new connections per second", "conn_rate", "{:.0f}", True),
+        ("request/response p50 (µs)", "rr_p50", "{}", False),
+        ("request/response p99 (µs)", "rr_p99", "{}", False),
+        ("UDP round trip p50 (µs)", "udp_p50", "{}", False),
+        ("UDP round trip p99 (µs)", "udp_p99", "{}", False),
+        ("proxy CPU per Gbit/s (core-seconds/s)", "cpu_per_gbps", "{:.2f}", False),
+        ("proxy memory per 1 000 open connections (KiB)", "mem_per_1000", "{}", False),
+    ]
+    print("| measure | direct | sandboxd | pasta | slirp4netns | sandboxd / pasta | sandboxd / direct |")
+    print("|---|---|---|---|---|---|---|")
+    for label, key, fmt, _ in rows:
+        def cell(r):
+            v = r.get(key)
+            return "–" if v is None or (key == "cpu_per_gbps" and r is d) else fmt.format(v)
+
+        def ratio(a, b):
+            va, vb = a.get(key), b.get(key)
+            if va is None or not vb or (b is d and key in ("cpu_per_gbps", "mem_per_1000")):
+                return "–"
+            return f"{va / vb:.2f}×"
+
+        print(f"| {label} | {cell(d)} | {cell(s)} | {cell(p)} | {cell(sl)} | "
+              f"{ratio(s, p)} | {ratio(s, d)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+//! The transparent proxy end to end: real sandboxes whose only way out is the daemon, a
+//! test "internet" in a network namespace these tests create (203.0.113.0/24 and
+//! 2001:db8:113::/64, reached from the host over a veth pair), and probes run inside
+//! the sandboxes with the host's python3 (`tests/net/client.py`).
+
+mod common;
+
+use std::net::{IpAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{lock, root, session, Session, USER};
+
+const NETNS: &str = "sbxtest-inet";
+const HOST_V4: &str = "203.0.113.1";
+const INET_V4: &str = "203.0.113.2";
+const INET_V6: &str = "2001:db8:113::2";
+const ALLOW_INET: &str = r#"allow = ["203.0.113.0/24", "2001:db8:113::/64"]"#;
+
+fn scripts() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/net"))
+}
+
+/// The test "internet": a namespace with servers on 203.0.113.2 and 2001:db8:113::2,
+/// linked to the host (203.0.113.1, 2001:db8:113::1). Removed again on drop.
+struct Internet {
+    server: Child,
+}
+
+impl Internet {
+    fn up() -> Self {
+        Self::remove();
+        let ip = |args: &[&str]| root(Command::new("ip").args(args));
+        ip(&["netns", "add", NETNS]);
+        ip(&[
+            "link", "add", "sbxtest0", "type", "veth", "peer", "name", "sbxtest1", "netns", NETNS,
+        ]);
+        ip(&["addr", "add", "203.0.113.1/24", "dev", "sbxtest0"]);
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:113::1/64",
+            "dev",
+            "sbxtest0",
+            "nodad",
+        ]);
+        ip(&["link", "set", "sbxtest0", "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", NETNS, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["link", "set", "lo", "up"]);
+        inside(&["addr", "add", "203.0.113.2/24", "dev", "sbxtest1"]);
+        inside(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:113::2/64",
+            "dev",
+            "sbxtest1",
+            "nodad",
+        ]);
+        inside(&["link", "set", "sbxtest1", "up"]);
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", NETNS, "python3"])
+            .arg(scripts().join("internet.py"))
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the internet's servers did not start");
+        Self { server }
+    }
+
+    fn remove() {
+        let _ = Command::new("ip")
+            .args(["link", "del", "sbxtest0"])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
+    }
+
+    fn expected_sha(n: u64) -> String {
+        let out = root(
+            Command::new("python3")
+                .arg(scripts().join("internet.py"))
+                .args(["expect", &n.to_string()]),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        Self::remove();
+    }
+}
+
+/// Runs probe `args` of client.py inside sandbox `name`; returns its one line of output.
+fn probe(s: &Session, name: &str, args: &[&str]) -> String {
+    let script = std::fs::File::open(scripts().join("client.py")).unwrap();
+    let ctl = s.bin().join("sandboxctl");
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
+        .args(["run", USER])
+        .arg(&ctl)
+        .args(["exec", name, "--", "python3", "-"])
+        .args(args)
+        .stdin(Stdio::from(script))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "probe {args:?} in {name} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn proxied_profile(s: &Session, name: &str, network: &str) {
+    s.write_profile(
+        name,
+        &format!("[rootfs]\nhost = true\n\n[network]\n{network}\n\n[limits]\nnofile = 8192\n"),
+    );
+}
+
+fn counter(s: &Session, name: &str, key: &str) -> u64 {
+    s.status(name).unwrap()[key].as_u64().unwrap()
+}
+
+/// A TCP service on the host (all addresses) that greets and closes; bounded to 60 s.
+struct HostService {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostService {
+    fn start() -> Self {
+        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !flag.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        use std::io::Write;
+                        let _ = c.write_all(b"host\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HostService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A non-loopback address of the host outside the test internet (its LAN address).
+fn other_host_address() -> Option<IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name != "lo" && !a.interface_name.starts_with("sbxtest"))
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())))
+        .next()
+}
+
+#[test]
+fn large_transfers_and_udp_through_the_proxy_v4_and_v6() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(s, "net-bulk", ALLOW_INET);
+    s.ctl_ok(&["start", "net-bulk"]);
+
+    let big: u64 = 256 << 20;
+    let want = format!("{big} {}", Internet::expected_sha(big));
+    assert_eq!(
+        probe(s, "net-bulk", &["download", INET_V4, &big.to_string()]),
+        want
+    );
+    assert_eq!(
+        probe(s, "net-bulk", &["download", INET_V6, &big.to_string()]),
+        want
+    );
+    let up = (64u64 << 20).to_string();
+    assert_eq!(probe(s, "net-bulk", &["upload", INET_V4, &up]), "ok");
+    assert_eq!(probe(s, "net-bulk", &["upload", INET_V6, &up]), "ok");
+    assert_eq!(probe(s, "net-bulk", &["udp", INET_V4, "1000"]), "1000");
+    assert_eq!(probe(s, "net-bulk", &["udp", INET_V6, "1000"]), "1000");
+
+    // Both downloads and uploads were counted (plus the UDP echoes both ways).
+    assert!(counter(s, "net-bulk", "bytes_received") >= 2 * big);
+    assert!(counter(s, "net-bulk", "bytes_sent") >= 2 * (64 << 20));
+    assert_eq!(counter(s, "net-bulk", "connections_denied"), 0);
+    s.ctl_ok(&["stop", "net-bulk"]);
+    s.remove_profile("net-bulk");
+}
+
+#[test]
+fn the_host_and_private_ranges_are_refused_at_once_unless_allowed() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    let host = HostService::start();
+    let port = host.port.to_string();
+    proxied_profile(s, "net-deny", ALLOW_INET);
+    s.ctl_ok(&["start", "net-deny"]);
+
+    // The host's address inside an allowed CIDR, its other address, a private address.
+    let mut targets = vec![
+        HOST_V4.to_string(),
+        "10.1.2.3".into(),
+        "192.168.77.1".into(),
+    ];
+    targets.extend(other_host_address().map(|a| a.to_string()));
+    for t in &targets {
+        let out = probe(s, "net-deny", &["connect", t, &port]);
+        let (outcome, ms) = out.split_once(' ').unwrap();
+        assert_eq!(outcome, "reset", "{t}:{port} must be reset: {out}");
+        assert!(
+            ms.parse::<u64>().unwrap() < 100,
+            "{t}: refused after {ms} ms"
+        );
+    }
+    assert_eq!(
+        counter(s, "net-deny", "connections_denied"),
+        targets.len() as u64
+    );
+    // The test internet itself is allowed and reachable.
+    assert!(probe(s, "net-deny", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
+    s.ctl_ok(&["stop", "net-deny"]);
+
+    proxied_profile(s, "net-host", &format!("{ALLOW_INET}\nallow_host = true"));
+    s.ctl_ok(&["start", "net-host"]);
+    let out = probe(s, "net-host", &["connect", HOST_V4, &port]);
+    assert!(
+        out.starts_with("ok:host "),
+        "allow_host must reach the host: {out}"
+    );
+    s.ctl_ok(&["stop", "net-host"]);
+    s.remove_profile("net-deny");
+    s.remove_profile("net-host");
+}
+
+#[test]
+fn half_close_and_two_thousand_concurrent_connections() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(s, "net-many", ALLOW_INET);
+    s.ctl_ok(&["start", "net-many"]);
+    assert_eq!(
+        probe(s, "net-many", &["halfclose", INET_V4, "3000000"]),
+        "ok"
+    );
+    assert_eq!(probe(s, "net-many", &["halfclose", INET_V6, "1"]), "ok");
+    assert_eq!(
+        probe(s, "net-many", &["concurrent", INET_V4, "2000"]),
+        "2000"
+    );
+    // Every connection was closed again.
+    s.wait_for("connections to close", Duration::from_secs(10), || {
+        (counter(s, "net-many", "connections_active") == 0).then_some(())
+    });
+    s.ctl_ok(&["stop", "net-many"]);
+    s.remove_profile("net-many");
+}
+
+#[test]
+fn a_stalled_reader_does_not_slow_another_transfer() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(s, "net-stall", ALLOW_INET);
+    s.ctl_ok(&["start", "net-stall"]);
+    let out = probe(
+        s,
+        "net-stall",
+        &["stall", INET_V4, &(64u64 << 20).to_string()],
+    );
+    let (unloaded, loaded) = out.split_once(' ').unwrap();
+    let (unloaded, loaded): (f64, f64) = (unloaded.parse().unwrap(), loaded.parse().unwrap());
+    assert!(
+        loaded < 2.0 * unloaded,
+        "a transfer took {loaded:.3} s next to a stalled reader, {unloaded:.3} s alone"
+    );
+    s.ctl_ok(&["stop", "net-stall"]);
+    s.remove_profile("net-stall");
+}
+
+/// The netns helper of sandbox `leader`, found by its command line.
+fn helper_of(leader: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.len() >= 3
+                    && args[1] == b"netns-helper"
+                    && args[2] == leader.to_string().as_bytes()
+            })
+        })
+}
+
+#[test]
+fn killing_a_helper_cuts_only_its_sandbox_off() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(s, "net-a", ALLOW_INET);
+    proxied_profile(s, "net-b", ALLOW_INET);
+    s.ctl_ok(&["start", "net-a"]);
+    s.ctl_ok(&["start", "net-b"]);
+    assert!(probe(s, "net-a", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
+    let helper = helper_of(s.leader_of("net-a")).expect("net-a has a netns helper");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    s.wait_for("the helper to be gone", Duration::from_secs(5), || {
+        (!common::alive(helper)).then_some(())
+    });
+    // Give the daemon a moment to close the sandbox's listeners.
+    s.wait_for("net-a to lose its network", Duration::from_secs(5), || {
+        let out = probe(s, "net-a", &["connect", INET_V4, "8000"]);
+        (!out.starts_with("ok")).then_some(())
+    });
+    let out = probe(s, "net-a", &["connect", INET_V4, "8000"]);
+    assert!(
+        out.starts_with("refused") || out.starts_with("reset"),
+        "{out}"
+    );
+    assert_eq!(probe(s, "net-a", &["udp", INET_V4, "3"]), "0");
+    // The daemon serves, the other sandbox still has its network.
+    assert_eq!(s.status("net-a").unwrap()["state"], "running");
+    assert!(probe(s, "net-b", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
+    let big = (16u64 << 20).to_string();
+    assert!(probe(s, "net-b", &["download", INET_V4, &big]).starts_with(&big));
+    s.ctl_ok(&["stop", "net-a"]);
+    s.ctl_ok(&["stop", "net-b"]);
+    s.remove_profile("net-a");
+    s.remove_profile("net-b");
+}
+
+#[test]
+fn root_inside_cannot_change_the_network_setup() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    proxied_profile(s, "net-root", ALLOW_INET);
+    s.ctl_ok(&["start", "net-root"]);
+    let priv_ = probe(s, "net-root", &["privileged"]);
+    for line in [
+        "ip_transparent: EPERM",
+        "raw_socket: EPERM",
+        "packet_socket: EPERM",
+        "cap_net_admin: no",
+        "cap_net_raw: no",
+    ] {
+        assert!(priv_.lines().any(|l| l == line), "{line:?} not in {priv_}");
+    }
+    let try_ = |args: &[&str]| {
+        let mut all = vec!["exec", "net-root", "--"];
+        all.extend_from_slice(args);
+        s.ctl(&all)
+    };
+    for attempt in [
+        &["/usr/sbin/ip", "link", "set", "sbx0", "down"][..],
+        &["/usr/sbin/ip", "addr", "add", "10.9.9.9/32", "dev", "sbx0"],
+        &["/usr/sbin/ip", "route", "replace", "default", "dev", "sbx1"],
+        &["/usr/sbin/ip", "rule", "del", "fwmark", "0x5bd"],
+        &["/usr/sbin/nft", "delete", "table", "inet", "sandboxd"],
+        &["/usr/sbin/nft", "flush", "ruleset"],
+    ] {
+        let out = try_(attempt);
+        assert!(!out.status.success(), "{attempt:?} succeeded inside");
+        let err = common::stderr(&out);
+        assert!(
+            err.contains("Operation not permitted"),
+            "{attempt:?}: {err}"
+        );
+    }
+    // Everything is as the helper made it.
+    let leader = s.leader_of("net-root").to_string();
+    let rules = root(Command::new("nsenter").args(["-t", &leader, "-n", "nft", "list", "ruleset"]));
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(rules.contains("tproxy to :1"), "{rules}");
+    let route = s.ctl_ok(&["exec", "net-root", "--", "/usr/sbin/ip", "route"]);
+    assert!(route.contains("default dev sbx0"), "{route}");
+    s.ctl_ok(&["stop", "net-root"]);
+    s.remove_profile("net-root");
+}
+
+#[test]
+fn mode_none_has_loopback_only() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    s.write_profile(
+        "net-none",
+        "[rootfs]\nhost = true\n\n[network]\nmode = \"none\"\n",
+    );
+    s.ctl_ok(&["start", "net-none"]);
+    let links = s.ctl_ok(&["exec", "net-none", "--", "/usr/sbin/ip", "-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains(": lo:"), "{links}");
+    assert!(helper_of(s.leader_of("net-none")).is_none());
+    for t in [INET_V4, INET_V6, HOST_V4, "127.0.0.1"] {
+        let out = probe(s, "net-none", &["connect", t, "8000"]);
+        assert!(
+            out.starts_with("unreachable") || out.starts_with("refused"),
+            "{t}: {out}"
+        );
+    }
+    s.ctl_ok(&["stop", "net-none"]);
+    s.remove_profile("net-none");
+}

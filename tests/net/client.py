@@ -1,0 +1,217 @@
+"""Network probes run inside a sandbox (the host's python3, fed on stdin).
+
+Each command prints one line the test parses:
+    download HOST N             "LENGTH SHA256"
+    upload HOST N               "ok" when the server saw what was sent
+    udp HOST COUNT              "OK_COUNT" of echoed datagrams (sizes 1..60000)
+    halfclose HOST N            "ok" when the reply after SHUT_WR is complete
+    connect HOST PORT           "OUTCOME MILLISECONDS" (ok:FIRST_LINE | closed | reset | refused |
+                                unreachable | timeout); sends an HTTP request first
+    concurrent HOST N           "OK_COUNT" of N simultaneous request/responses
+    stall HOST N                "UNLOADED_S LOADED_S": N-byte downloads without and with a
+                                stalled reader on another connection
+    privileged                  one "ACTION: OUTCOME" line per attempt
+"""
+import asyncio
+import errno
+import hashlib
+import os
+import random
+import socket
+import sys
+import time
+
+
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def connect(host, port, timeout=10):
+    s = socket.socket(family(host), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, port))
+    return s
+
+
+def get(host, path):
+    s = connect(host, 8000, 60)
+    s.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+    return s
+
+
+def read_head(s):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise ConnectionError("no header")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def download(host, n):
+    s = get(host, "/bytes/%d" % n)
+    _, body = read_head(s)
+    h = hashlib.sha256(body)
+    total = len(body)
+    buf = bytearray(1 << 20)
+    while True:
+        k = s.recv_into(buf)
+        if not k:
+            break
+        h.update(memoryview(buf)[:k])
+        total += k
+    return total, h.hexdigest()
+
+
+def cmd_download(host, n):
+    total, sha = download(host, int(n))
+    print(total, sha)
+
+
+def cmd_upload(host, n):
+    n = int(n)
+    s = connect(host, 8000, 60)
+    s.sendall(b"POST /sha256 HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % n)
+    h = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    left = n
+    while left:
+        chunk = block[: min(left, len(block))]
+        s.sendall(chunk)
+        h.update(chunk)
+        left -= len(chunk)
+    _, body = read_head(s)
+    while True:
+        more = s.recv(4096)
+        if not more:
+            break
+        body += more
+    print("ok" if body.decode() == h.hexdigest() else "mismatch %s %s" % (body, h.hexdigest()))
+
+
+def cmd_udp(host, count):
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    s.settimeout(2)
+    rng = random.Random(7)
+    ok = 0
+    for i in range(int(count)):
+        n = rng.choice([1, 2, 100, 512, 1400, 1500, 4096, 9000, 32768, 60000])
+        data = rng.randbytes(n)
+        s.sendto(data, (host, 7007))
+        try:
+            got, addr = s.recvfrom(65536)
+        except socket.timeout:
+            continue
+        if got == data and addr[0] == host and addr[1] == 7007:
+            ok += 1
+    print(ok)
+
+
+def cmd_halfclose(host, n):
+    n = int(n)
+    data = os.urandom(n)
+    s = connect(host, 7008)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    want = b"%d %s\n" % (n, hashlib.sha256(data).hexdigest().encode())
+    print("ok" if reply == want else "bad %r" % reply)
+
+
+def cmd_connect(host, port):
+    t = time.monotonic()
+    try:
+        s = connect(host, int(port), 5)
+        s.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
+        data = s.recv(64)
+        outcome = "ok:" + data.decode().splitlines()[0].replace(" ", "_") if data else "closed"
+    except ConnectionResetError:
+        outcome = "reset"
+    except ConnectionRefusedError:
+        outcome = "refused"
+    except socket.timeout:
+        outcome = "timeout"
+    except OSError as e:
+        outcome = "unreachable" if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH) else "error:%d" % e.errno
+    print(outcome, int((time.monotonic() - t) * 1000))
+
+
+def cmd_concurrent(host, n):
+    n = int(n)
+
+    async def one(gate):
+        await gate.wait()
+        r, w = await asyncio.open_connection(host, 8000)
+        w.write(b"GET /hello HTTP/1.0\r\n\r\n")
+        await w.drain()
+        data = await r.read()
+        w.close()
+        return data.endswith(b"hello\n")
+
+    async def main():
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(one(gate)) for _ in range(n)]
+        await asyncio.sleep(0.1)
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return sum(1 for r in results if r is True)
+
+    print(asyncio.run(main()))
+
+
+def cmd_stall(host, n):
+    n = int(n)
+
+    def timed():
+        t = time.monotonic()
+        total, _ = download(host, n)
+        assert total == n, total
+        return time.monotonic() - t
+
+    timed()  # warm up
+    unloaded = min(timed() for _ in range(3))
+    stalled = socket.socket(family(host), socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((host, 8000))
+    stalled.sendall(b"GET /bytes/%d HTTP/1.0\r\n\r\n" % (1 << 34))
+    time.sleep(1)  # its window fills; it is never read
+    loaded = min(timed() for _ in range(3))
+    stalled.close()
+    print("%.4f %.4f" % (unloaded, loaded))
+
+
+def cmd_privileged():
+    def attempt(name, f):
+        try:
+            f()
+            print(name + ": allowed")
+        except PermissionError:
+            print(name + ": EPERM")
+        except OSError as e:
+            print(name + ": " + errno.errorcode.get(e.errno, str(e.errno)))
+
+    IP_TRANSPARENT = 19
+
+    def transparent():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+
+    attempt("ip_transparent", transparent)
+    attempt("raw_socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP))
+    attempt("packet_socket", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+    caps = [l for l in open("/proc/self/status") if l.startswith("CapEff")][0].split()[1]
+    eff = int(caps, 16)
+    print("cap_net_admin: %s" % ("yes" if eff & (1 << 12) else "no"))
+    print("cap_net_raw: %s" % ("yes" if eff & (1 << 13) else "no"))
+
+
+if __name__ == "__main__":
+    globals()["cmd_" + sys.argv[1]](*sys.argv[2:])

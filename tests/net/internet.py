@@ -1,0 +1,114 @@
+"""The test "internet": servers run inside a network namespace the tests create.
+
+    internet.py serve            TCP 8000 (HTTP), TCP 7008 (half-close), UDP 7007 (echo),
+                                 on every address of the namespace, v4 and v6
+    internet.py expect N         sha256 of what GET /bytes/N sends
+
+HTTP: GET /bytes/N sends N bytes of a fixed pattern; POST /sha256 answers the sha256 of
+the request body; GET /hello answers "hello". Port 7008 reads to end of stream, then
+answers "LENGTH SHA256" and closes.
+"""
+import asyncio
+import hashlib
+import socket
+import sys
+
+BLOCK = bytes((i * 7 + 3) & 255 for i in range(1 << 20))
+
+
+def pattern(n):
+    full, rest = divmod(n, len(BLOCK))
+    for _ in range(full):
+        yield BLOCK
+    if rest:
+        yield BLOCK[:rest]
+
+
+async def http(reader, writer):
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line = head.split(b"\r\n")[0].decode()
+        method, path, _ = line.split(" ", 2)
+        headers = {}
+        for h in head.split(b"\r\n")[1:]:
+            if b":" in h:
+                k, v = h.split(b":", 1)
+                headers[k.strip().lower()] = v.strip()
+        if method == "GET" and path.startswith("/bytes/"):
+            n = int(path[len("/bytes/"):])
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+            for chunk in pattern(n):
+                writer.write(chunk)
+                await writer.drain()
+        elif method == "POST" and path == "/sha256":
+            left = int(headers.get(b"content-length", b"0"))
+            h = hashlib.sha256()
+            while left:
+                chunk = await reader.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+            body = h.hexdigest().encode()
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        else:
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
+        await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
+async def halfclose(reader, writer):
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        chunk = await reader.read(1 << 16)
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    writer.write(b"%d %s\n" % (n, h.hexdigest().encode()))
+    await writer.drain()
+    writer.close()
+
+
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
+async def serve():
+    loop = asyncio.get_running_loop()
+    servers = []
+    for host, fam in (("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6)):
+        for port, handler in ((8000, http), (7008, halfclose)):
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((host, port))
+            s.listen(4096)
+            servers.append(await asyncio.start_server(handler, sock=s, limit=1 << 20))
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        if fam == socket.AF_INET6:
+            u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        u.bind((host, 7007))
+        await loop.create_datagram_endpoint(Echo, sock=u)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "expect":
+        h = hashlib.sha256()
+        for chunk in pattern(int(sys.argv[2])):
+            h.update(chunk)
+        print(h.hexdigest())
+    else:
+        asyncio.run(serve())
