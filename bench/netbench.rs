@@ -1,10 +1,12 @@
 //! Load generator and servers for `bench/net` (blocking std sockets, one thread each, so
 //! the tool itself costs the same on every path it measures).
 //!
-//!   netbench serve PORT                 TCP request/response (64 bytes each way, until
-//!                                       the client closes) and UDP echo on PORT, v4 and v6
-//!   netbench rr HOST PORT SECS THREADS  a new connection per request: prints
-//!                                       "CONN_PER_S P50_US P99_US"
+//!   netbench serve PORT                 TCP request/response (64 bytes each way) and UDP
+//!                                       echo on PORT (IPv4); a connection that got a
+//!                                       "Q…" request is closed by the server after it
+//!                                       answers, others stay open for more
+//!   netbench rr HOST PORT SECS THREADS  a new connection per request, closed by the
+//!                                       server: prints "CONN_PER_S P50_US P99_US"
 //!   netbench udp HOST PORT COUNT        sequential 64-byte round trips: "P50_US P99_US"
 //!   netbench hold HOST PORT N SECS      opens N idle connections, prints "open N" and
 //!                                       holds them SECS seconds
@@ -33,7 +35,7 @@ fn percentile(sorted: &[u128], p: f64) -> u128 {
 }
 
 fn serve(port: u16) {
-    for bind in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+    for bind in [format!("0.0.0.0:{port}")] {
         let listener = TcpListener::bind(&bind).expect("bind tcp");
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -42,7 +44,7 @@ fn serve(port: u16) {
                     let _ = c.set_nodelay(true);
                     let mut buf = [0u8; MSG];
                     while c.read_exact(&mut buf).is_ok() {
-                        if c.write_all(&buf).is_err() {
+                        if c.write_all(&buf).is_err() || buf[0] == b'Q' {
                             break;
                         }
                     }
@@ -69,16 +71,21 @@ fn rr(to: SocketAddr, secs: u64, threads: usize) {
         .map(|_| {
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
-                let mut buf = [7u8; MSG];
+                let mut buf = [b'Q'; MSG];
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_secs(5)) else {
                         continue;
                     };
                     let _ = c.set_nodelay(true);
+                    buf[0] = b'Q';
                     if c.write_all(&buf).is_ok() && c.read_exact(&mut buf).is_ok() {
                         lat.push(t.elapsed().as_micros());
                     }
+                    // The server closes first (as HTTP/1.0 does), so no client port is
+                    // left in TIME_WAIT to slow later connects on any path.
+                    let mut rest = [0u8; 1];
+                    let _ = c.read(&mut rest);
                 }
                 lat
             })

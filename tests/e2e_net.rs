@@ -257,6 +257,18 @@ fn the_host_and_private_ranges_are_refused_at_once_unless_allowed() {
     );
     // The test internet itself is allowed and reachable.
     assert!(probe(s, "net-deny", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
+    // An address the host gains while the sandbox runs is the host's from then on, even
+    // inside the allowed CIDR (dialing it would reach the host service).
+    root(Command::new("ip").args(["addr", "add", "203.0.113.77/32", "dev", "sbxtest0"]));
+    let out = probe(s, "net-deny", &["connect", "203.0.113.77", &port]);
+    assert!(
+        out.starts_with("reset "),
+        "a new host address must be refused: {out}"
+    );
+    assert_eq!(
+        counter(s, "net-deny", "connections_denied"),
+        targets.len() as u64 + 1
+    );
     s.ctl_ok(&["stop", "net-deny"]);
 
     proxied_profile(s, "net-host", &format!("{ALLOW_INET}\nallow_host = true"));

@@ -4,6 +4,7 @@
 //! relays, counting bytes and refusals. When the helper dies, the sandbox's listeners are
 //! closed: it loses its network, never gains any.
 
+mod hostaddr;
 mod policy;
 mod relay;
 mod tcp;
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use policy::{host_addresses, Denial, Policy};
+pub use hostaddr::HostAddresses;
+pub use policy::{Denial, Policy};
 
 use crate::netns::{self, ControlError};
 use crate::profile::Network;
@@ -54,6 +56,7 @@ pub struct Shared {
     counters: Counters,
     flows: udp::Flows,
     helper: netns::Client,
+    host: Arc<HostAddresses>,
     /// Cancelled when the helper dies (and at detach): every connection and flow ends,
     /// and new ones are refused at once rather than left to time out.
     cut: CancellationToken,
@@ -76,6 +79,7 @@ struct Attached {
 /// Every proxied sandbox of this daemon.
 pub struct Proxy {
     helper_exe: PathBuf,
+    host: Arc<HostAddresses>,
     sandboxes: Mutex<HashMap<String, Attached>>,
 }
 
@@ -92,6 +96,7 @@ impl Proxy {
     pub fn new(helper_exe: PathBuf) -> Self {
         Self {
             helper_exe,
+            host: Arc::new(HostAddresses::new()),
             sandboxes: Mutex::new(HashMap::new()),
         }
     }
@@ -122,6 +127,7 @@ impl Proxy {
             counters: Counters::default(),
             flows: udp::Flows::default(),
             helper: client,
+            host: self.host.clone(),
             cut: stop.child_token(),
         });
         let listeners = (|| {

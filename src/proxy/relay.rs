@@ -96,8 +96,9 @@ async fn pump(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> io::Result
     }
 }
 
-/// Relays `inside` ⇄ `outside` until both directions ended; an error in one direction
-/// (a reset) ends both.
+/// Relays `inside` ⇄ `outside` until both directions ended. An error in one direction
+/// (a reset) ends both, and both sockets are then closed with a reset too: a reset passes
+/// through, and the daemon's side keeps no TIME_WAIT socket for it.
 pub async fn relay(
     inside: &TcpStream,
     outside: &TcpStream,
@@ -105,7 +106,12 @@ pub async fn relay(
     received: &AtomicU64,
 ) -> io::Result<()> {
     let kill = || {
+        let abort = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
         for s in [inside, outside] {
+            let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &abort);
             let _ = nix::sys::socket::shutdown(s.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::policy::{canonical, host_addresses};
+use super::policy::canonical;
 use super::{relay, Shared};
 
 /// How long a dial to the destination may take before the sandbox's connection is reset.
@@ -85,7 +85,7 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
     }
     let dst = canonical(dst);
     let c = &shared.counters;
-    if let Err(why) = shared.policy().decide(dst, &host_addresses()) {
+    if let Err(why) = shared.policy().decide(dst, &shared.host.current()) {
         c.denied.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(SANDBOX = name, %dst, %peer, reason = why.as_str(), "tcp denied");
         return reset(inside);

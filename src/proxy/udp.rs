@@ -18,7 +18,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::policy::{canonical, host_addresses};
+use super::policy::canonical;
 use super::Shared;
 
 /// Idle time after which a flow that never got an answer ends.
@@ -131,7 +131,7 @@ async fn datagram(shared: &Arc<Shared>, src: SocketAddr, dst: SocketAddr, data: 
         return;
     }
     let target = canonical(dst);
-    if let Err(why) = shared.policy().decide(target, &host_addresses()) {
+    if let Err(why) = shared.policy().decide(target, &shared.host.current()) {
         shared.counters.denied.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(SANDBOX = name, dst = %target, %src, reason = why.as_str(), "udp denied");
         return;

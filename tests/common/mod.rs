@@ -143,6 +143,7 @@ impl Session {
                 "DOCDIR={}",
                 self.home.join(".local/share/doc/sandboxd").display()
             ),
+            &format!("MANDIR={}", self.home.join(".local/share/man").display()),
         ]);
         std::fs::create_dir_all(self.profiles()).unwrap();
         self.chown(&self.home);
