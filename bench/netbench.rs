@@ -35,30 +35,29 @@ fn percentile(sorted: &[u128], p: f64) -> u128 {
 }
 
 fn serve(port: u16) {
-    for bind in [format!("0.0.0.0:{port}")] {
-        let listener = TcpListener::bind(&bind).expect("bind tcp");
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                std::thread::spawn(move || {
-                    let mut c = conn;
-                    let _ = c.set_nodelay(true);
-                    let mut buf = [0u8; MSG];
-                    while c.read_exact(&mut buf).is_ok() {
-                        if c.write_all(&buf).is_err() || buf[0] == b'Q' {
-                            break;
-                        }
+    let bind = format!("0.0.0.0:{port}");
+    let listener = TcpListener::bind(&bind).expect("bind tcp");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = conn;
+                let _ = c.set_nodelay(true);
+                let mut buf = [0u8; MSG];
+                while c.read_exact(&mut buf).is_ok() {
+                    if c.write_all(&buf).is_err() || buf[0] == b'Q' {
+                        break;
                     }
-                });
-            }
-        });
-        let udp = UdpSocket::bind(&bind).expect("bind udp");
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 65536];
-            while let Ok((n, from)) = udp.recv_from(&mut buf) {
-                let _ = udp.send_to(&buf[..n], from);
-            }
-        });
-    }
+                }
+            });
+        }
+    });
+    let udp = UdpSocket::bind(&bind).expect("bind udp");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..n], from);
+        }
+    });
     println!("ready");
     loop {
         std::thread::park();
