@@ -220,7 +220,13 @@ fn large_transfers_and_udp_through_the_proxy_v4_and_v6() {
     assert!(counter(s, "net-bulk", "bytes_received") >= 2 * big);
     assert!(counter(s, "net-bulk", "bytes_sent") >= 2 * (64 << 20));
     assert_eq!(counter(s, "net-bulk", "connections_denied"), 0);
+    let leader = s.leader_of("net-bulk");
+    assert!(helper_of(leader).is_some());
     s.ctl_ok(&["stop", "net-bulk"]);
+    // The helper ends with its sandbox.
+    s.wait_for("the helper to exit", Duration::from_secs(5), || {
+        helper_of(leader).is_none().then_some(())
+    });
     s.remove_profile("net-bulk");
 }
 
@@ -462,4 +468,63 @@ fn mode_none_has_loopback_only() {
     }
     s.ctl_ok(&["stop", "net-none"]);
     s.remove_profile("net-none");
+}
+
+#[test]
+fn connection_and_flow_limits_refuse_the_excess() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(
+        s,
+        "net-limits",
+        &format!("{ALLOW_INET}\nmax_connections = 5\nmax_udp_flows = 3"),
+    );
+    s.ctl_ok(&["start", "net-limits"]);
+    assert_eq!(probe(s, "net-limits", &["hold", INET_V4, "8"]), "5");
+    assert_eq!(counter(s, "net-limits", "connections_denied"), 3);
+    assert_eq!(probe(s, "net-limits", &["udpflows", INET_V4, "5"]), "3");
+    assert_eq!(counter(s, "net-limits", "connections_denied"), 5);
+    s.ctl_ok(&["stop", "net-limits"]);
+    s.remove_profile("net-limits");
+}
+
+#[test]
+fn a_restarted_daemon_gives_an_adopted_sandbox_its_network_back() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(s, "net-adopt", ALLOW_INET);
+    s.ctl_ok(&["start", "net-adopt"]);
+    let leader = s.leader_of("net-adopt");
+    assert!(probe(s, "net-adopt", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
+    let old = helper_of(leader).unwrap();
+    let daemon = s.daemon_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    // systemd restarts it (Restart=on-failure); it adopts the sandbox and starts a new helper.
+    s.wait_for("a new daemon", Duration::from_secs(20), || {
+        let pid = s.daemon_pid();
+        (pid != 0 && pid != daemon && s.unit_property("ActiveState") == "active").then_some(())
+    });
+    assert_eq!(
+        s.leader_of("net-adopt"),
+        leader,
+        "the sandbox was not adopted"
+    );
+    let new = s.wait_for("a new helper", Duration::from_secs(10), || {
+        helper_of(leader).filter(|h| *h != old)
+    });
+    assert!(!common::alive(old), "the old helper outlived its daemon");
+    assert!(probe(s, "net-adopt", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
+    let big = (16u64 << 20).to_string();
+    assert!(probe(s, "net-adopt", &["download", INET_V6, &big]).starts_with(&big));
+    s.ctl_ok(&["stop", "net-adopt"]);
+    assert!(!common::alive(new));
+    s.remove_profile("net-adopt");
 }

@@ -11,6 +11,8 @@ Each command prints one line the test parses:
     stall HOST N                "UNLOADED_S LOADED_S": N-byte downloads without and with a
                                 stalled reader on another connection
     privileged                  one "ACTION: OUTCOME" line per attempt
+    hold HOST N                 "ALIVE_COUNT" of N connections opened and kept open at once
+    udpflows HOST N             "ANSWERED_COUNT" of N UDP flows (one socket each) at once
 """
 import asyncio
 import errno
@@ -211,6 +213,43 @@ def cmd_privileged():
     eff = int(caps, 16)
     print("cap_net_admin: %s" % ("yes" if eff & (1 << 12) else "no"))
     print("cap_net_raw: %s" % ("yes" if eff & (1 << 13) else "no"))
+
+
+def cmd_hold(host, n):
+    conns = []
+    for _ in range(int(n)):
+        try:
+            conns.append(connect(host, 7008, 5))
+        except OSError:
+            pass
+    time.sleep(0.3)
+    alive = 0
+    for c in conns:
+        c.settimeout(0.3)
+        try:
+            c.sendall(b"x")
+            if c.recv(1) == b"":
+                continue  # closed or reset by the proxy
+        except socket.timeout:
+            alive += 1  # open: the server waits for the end of the stream
+        except OSError:
+            pass
+    print(alive)
+
+
+def cmd_udpflows(host, n):
+    socks = [socket.socket(family(host), socket.SOCK_DGRAM) for _ in range(int(n))]
+    for i, s in enumerate(socks):
+        s.sendto(b"flow %d" % i, (host, 7007))
+    answered = 0
+    for i, s in enumerate(socks):
+        s.settimeout(0.5)
+        try:
+            if s.recvfrom(100)[0] == b"flow %d" % i:
+                answered += 1
+        except socket.timeout:
+            pass
+    print(answered)
 
 
 if __name__ == "__main__":
