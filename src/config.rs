@@ -21,6 +21,21 @@ pub struct DaemonConfig {
     /// before `/etc/sandboxd/profiles`.
     #[serde(default)]
     pub profile_dirs: Vec<PathBuf>,
+    /// DNS servers the daemon resolves sandboxes' names with (`"IP"` or `"IP:PORT"`,
+    /// `"[IPv6]:PORT"`); default: the host's `/etc/resolv.conf`.
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+}
+
+/// Parses a `dns_servers` entry: an address with an optional port (53).
+pub fn dns_server(raw: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(a) = raw.parse::<std::net::SocketAddr>() {
+        return Some(a);
+    }
+    raw.trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
 }
 
 #[derive(Debug, Error)]
@@ -70,7 +85,28 @@ impl DaemonConfig {
                 });
             }
         }
+        for (i, d) in config.dns_servers.iter().enumerate() {
+            if dns_server(d).is_none() {
+                let at = crate::profile::locate_key(
+                    &src,
+                    format!("dns_servers[{i}]"),
+                    format!("{d:?}: expected an IP address, optionally with :PORT"),
+                );
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    at,
+                });
+            }
+        }
         Ok(config)
+    }
+
+    /// The configured DNS servers (validated by [`DaemonConfig::load`]).
+    pub fn dns_server_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.dns_servers
+            .iter()
+            .filter_map(|d| dns_server(d))
+            .collect()
     }
 }
 
@@ -85,7 +121,7 @@ mod tests {
         assert_eq!(DaemonConfig::load(&f).unwrap(), DaemonConfig::default());
         std::fs::write(&f, "runc = \"/usr/sbin/runc\"\nrnuc = 1\n").unwrap();
         let e = DaemonConfig::load(&f).unwrap_err().to_string();
-        assert!(e.ends_with("sandboxd.toml:2:1: rnuc: unknown field `rnuc`, expected one of `runc`, `init`, `profile_dirs`"), "{e}");
+        assert!(e.ends_with("sandboxd.toml:2:1: rnuc: unknown field `rnuc`, expected one of `runc`, `init`, `profile_dirs`, `dns_servers`"), "{e}");
         std::fs::write(&f, "profile_dirs = [\"rel\"]\n").unwrap();
         assert!(DaemonConfig::load(&f)
             .unwrap_err()

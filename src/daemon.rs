@@ -49,6 +49,7 @@ pub struct Settings {
     pub runc: PathBuf,
     pub host: HostContext,
     pub store: ProfileStore,
+    pub dns_servers: Vec<std::net::SocketAddr>,
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -89,6 +90,7 @@ impl Settings {
     /// Reads the config and checks the environment; every failure names its fix.
     pub fn load(config_path: &Path) -> Result<Self, StartupError> {
         let config = DaemonConfig::load(config_path)?;
+        let dns_servers = config.dns_server_addrs();
         let paths = RuntimePaths::from_env()?;
         let runc = match config.runc {
             Some(p) => p,
@@ -141,6 +143,7 @@ impl Settings {
             runc,
             host,
             store,
+            dns_servers,
         })
     }
 }
@@ -202,6 +205,10 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         _ => None,
     };
     let (tx, rx) = mpsc::unbounded_channel();
+    let denied = tx.clone();
+    let announce: crate::proxy::Announce = std::sync::Arc::new(move |d| {
+        let _ = denied.send(crate::supervisor::Event::ConnectionDenied(d));
+    });
     let conn = zbus::connection::Builder::session()
         .map_err(StartupError::Bus)?
         .build()
@@ -216,7 +223,11 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         tx,
         session,
         // A fresh exec of this very binary, whatever its path is now.
-        std::sync::Arc::new(Proxy::new("/proc/self/exe".into())),
+        std::sync::Arc::new(Proxy::new(
+            "/proc/self/exe".into(),
+            Some(announce),
+            crate::proxy::dns::Upstream::from_config(&settings.dns_servers),
+        )),
     );
     bus::serve(&conn, sup.clone())
         .await

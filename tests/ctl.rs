@@ -80,13 +80,13 @@ fn check_notes_features_not_provided_yet() {
     let f = dir.path().join("net.toml");
     std::fs::write(
         &f,
-        "[rootfs]\nhost = true\n[network]\nallow = [\"example.com\", \"1.2.3.0/24\"]\n",
+        "[rootfs]\nhost = true\n[network]\nupstream = \"socks5://127.0.0.1:9050\"\n",
     )
     .unwrap();
     let out = ctl(&["check", f.to_str().unwrap()], "unix:path=/nonexistent");
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("host names in network.allow"), "{text}");
+    assert!(text.contains("network.upstream"), "{text}");
     // Addresses alone are fully supported.
     std::fs::write(
         &f,

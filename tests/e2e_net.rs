@@ -56,6 +56,7 @@ impl Internet {
         };
         inside(&["link", "set", "lo", "up"]);
         inside(&["addr", "add", "203.0.113.2/24", "dev", "sbxtest1"]);
+        inside(&["addr", "add", "203.0.113.3/24", "dev", "sbxtest1"]);
         inside(&[
             "-6",
             "addr",
@@ -147,8 +148,13 @@ struct HostService {
 }
 
 impl HostService {
+    /// On every address of the host.
     fn start() -> Self {
-        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        Self::start_on("0.0.0.0")
+    }
+
+    fn start_on(address: &str) -> Self {
+        let l = TcpListener::bind((address, 0)).unwrap();
         l.set_nonblocking(true).unwrap();
         let port = l.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -527,4 +533,220 @@ fn a_restarted_daemon_gives_an_adopted_sandbox_its_network_back() {
     s.ctl_ok(&["stop", "net-adopt"]);
     assert!(!common::alive(new));
     s.remove_profile("net-adopt");
+}
+
+#[test]
+fn refusals_are_logged_announced_and_a_reload_applies_new_policy() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(s, "net-log", ALLOW_INET);
+    s.ctl_ok(&["start", "net-log"]);
+    let leader = s.leader_of("net-log");
+    assert!(probe(s, "net-log", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
+
+    // A client following the log, and one watching the bus signal.
+    let ctl = s.bin().join("sandboxctl");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session");
+    let follow_out = tempfile::tempfile().unwrap();
+    let mut follow = Command::new(script)
+        .args(["run", USER])
+        .arg(&ctl)
+        .args(["netlog", "net-log", "--follow", "--json"])
+        .stdout(follow_out.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let bus_out = tempfile::tempfile().unwrap();
+    let mut monitor = Command::new(script)
+        .args([
+            "run",
+            USER,
+            "stdbuf",
+            "-oL",
+            "busctl",
+            "--user",
+            "monitor",
+            "--json=short",
+        ])
+        .arg("org.sandboxd.Sandboxd1")
+        .stdout(bus_out.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+
+    // The edited profile denies the test web server; the running sandbox picks it up.
+    proxied_profile(
+        s,
+        "net-log",
+        &format!("{ALLOW_INET}\ndeny = [\"203.0.113.2:8000\"]"),
+    );
+    s.ctl_ok(&["reload"]);
+    let out = probe(s, "net-log", &["connect", INET_V4, "8000"]);
+    assert!(out.starts_with("reset "), "denied after reload: {out}");
+    // Other ports and the IPv6 address are still allowed; the sandbox never restarted.
+    assert_eq!(probe(s, "net-log", &["halfclose", INET_V4, "10"]), "ok");
+    assert_eq!(s.leader_of("net-log"), leader);
+    let _ = probe(s, "net-log", &["connect", "10.1.2.3", "443"]);
+
+    let read = |f: &std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut f = f.try_clone().unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let mut text = String::new();
+        f.read_to_string(&mut text).unwrap();
+        text
+    };
+    s.wait_for("the followed log", Duration::from_secs(5), || {
+        (read(&follow_out).lines().count() >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for child in [&mut follow, &mut monitor] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = Command::new("pkill")
+        .args(["-u", USER, "-f", "netlog net-log|busctl --user monitor"])
+        .status();
+
+    let followed: Vec<serde_json::Value> = read(&follow_out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(followed[0]["destination"], INET_V4);
+    assert_eq!(followed[0]["port"], 8000);
+    assert_eq!(followed[0]["reason"], "matches network.deny");
+    assert_eq!(followed[1]["destination"], "10.1.2.3");
+    assert!(followed[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("allow_lan"));
+
+    let signals: Vec<serde_json::Value> = read(&bus_out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["member"] == "ConnectionDenied")
+        .collect();
+    assert_eq!(signals.len(), 2, "{signals:?}");
+    assert_eq!(
+        signals[0]["payload"]["data"],
+        serde_json::json!(["net-log", INET_V4, 8000, "matches network.deny"])
+    );
+
+    // The history without --follow, as text.
+    let log = s.ctl_ok(&["netlog", "net-log"]);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("203.0.113.2:8000") && lines[0].contains("network.deny"),
+        "{log}"
+    );
+    assert!(lines[1].contains("10.1.2.3:443"), "{log}");
+    assert_eq!(counter(s, "net-log", "connections_denied"), 2);
+    s.ctl_ok(&["stop", "net-log"]);
+    s.remove_profile("net-log");
+}
+
+/// Points the daemon's resolver at the test internet's DNS server (and restarts the
+/// daemon when that changes its configuration).
+fn use_test_dns(s: &Session) {
+    let dir = s.home.join(".config/sandboxd");
+    let file = dir.join("sandboxd.toml");
+    let want = format!("dns_servers = [\"{INET_V4}\"]\n");
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(want.as_str()) {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&file, want).unwrap();
+        root(
+            Command::new("chown")
+                .args(["-R", &format!("{USER}:{USER}")])
+                .arg(&dir),
+        );
+        s.stop_daemon();
+        s.start_daemon();
+    }
+}
+
+#[test]
+fn names_are_answered_by_the_daemon_and_judged_by_name() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    use_test_dns(s);
+    let local = HostService::start_on("127.0.0.1");
+    let other_local = HostService::start_on("127.0.0.1");
+    let (port, other_port) = (local.port.to_string(), other_local.port.to_string());
+    proxied_profile(
+        s,
+        "net-names",
+        &format!(
+            "allow = [\"allowed.test\", \"*.wild.test:8000\", \"lan.test\", \"host.test\"]\n\
+             deny = [\"bad.wild.test\", \"allowed.test:7008\"]\nallow_host = [{port}]"
+        ),
+    );
+    s.ctl_ok(&["start", "net-names"]);
+
+    // An allowed name gets a synthetic address and reaches its server by name.
+    let synthetic = probe(s, "net-names", &["resolve", "allowed.test"]);
+    assert!(synthetic.starts_with("100.89."), "{synthetic}");
+    assert!(probe(s, "net-names", &["connect", "allowed.test", "8000"]).starts_with("ok:HTTP"));
+    let (rcode, v6) = {
+        let out = probe(s, "net-names", &["dns", "allowed.test", "AAAA", "tcp"]);
+        let mut w = out.split(' ');
+        (
+            w.next().unwrap().to_string(),
+            w.next().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(rcode, "0");
+    assert!(v6.starts_with("fd5a:5bd0:ffff::"), "{v6}");
+    // Names the policy does not allow do not resolve.
+    for name in ["other.test", "shared.test", "bad.wild.test", "wild.test"] {
+        assert_eq!(
+            probe(s, "net-names", &["resolve", name]),
+            "nxdomain",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        probe(s, "net-names", &["dns", "other.test", "A", "tcp"]),
+        "3"
+    );
+    // The real address of allowed.test (as the host knows it), which shared.test shares,
+    // is judged by the address rules alone: refused.
+    let out = probe(s, "net-names", &["connect", INET_V4, "8000"]);
+    assert!(out.starts_with("reset "), "{out}");
+    // Wildcards and ports; deny wins over allow.
+    assert!(probe(s, "net-names", &["connect", "a.wild.test", "8000"]).starts_with("ok:HTTP"));
+    assert!(probe(s, "net-names", &["connect", "a.wild.test", "7008"]).starts_with("reset "));
+    assert!(probe(s, "net-names", &["connect", "allowed.test", "7008"]).starts_with("reset "));
+    // An allowed name cannot be pointed at the LAN or the host (rebinding).
+    assert!(probe(s, "net-names", &["connect", "lan.test", "80"]).starts_with("reset "));
+    assert!(probe(s, "net-names", &["connect", "host.test", &port]).starts_with("reset "));
+    // host.sandbox.internal reaches the host's loopback, on the allowed port only.
+    let out = probe(s, "net-names", &["connect", "host.sandbox.internal", &port]);
+    assert!(out.starts_with("ok:host "), "{out}");
+    for (to, p) in [
+        ("host.sandbox.internal", &other_port),
+        (HOST_V4, &other_port),
+    ] {
+        let out = probe(s, "net-names", &["connect", to, p]);
+        assert!(out.starts_with("reset "), "{to}:{p}: {out}");
+    }
+    let hosts = s.ctl_ok(&["exec", "net-names", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("host.sandbox.internal"), "{hosts}");
+
+    // Garbage to the resolver: it still answers afterwards, and the daemon serves.
+    assert_eq!(probe(s, "net-names", &["dnsgarbage", "300"]), "0");
+    let log = s.ctl_ok(&["netlog", "net-names"]);
+    for name in [
+        "other.test:53",
+        "shared.test:53",
+        "allowed.test:7008",
+        "a.wild.test:7008",
+    ] {
+        assert!(log.contains(name), "{name} not in the log:\n{log}");
+    }
+    s.ctl_ok(&["stop", "net-names"]);
+    s.remove_profile("net-names");
 }

@@ -66,13 +66,30 @@ impl<R: Runtime> Manager<R> {
     }
 
     /// Profiles are read afresh at every start; this re-checks them all now and logs
-    /// each one that would fail, so a user learns of a broken edit before the next start.
+    /// each one that would fail, so a user learns of a broken edit before the next start,
+    /// and applies each running sandbox's current network policy to it (new connections
+    /// follow it; the sandbox keeps running).
     async fn reload_profiles(&self) {
         for p in self.list_profiles().await {
             if !p.2.is_empty() {
                 tracing::warn!(PROFILE = p.0.as_str(), "invalid profile: {}", p.2);
             }
         }
+        self.sup.reload_network();
+    }
+
+    /// The latest connections, flows and names the proxy refused for sandbox `name`,
+    /// oldest first: (µs since the epoch, destination, port, reason).
+    async fn connection_log(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(u64, String, u16, String)>, BusError> {
+        Ok(self
+            .sup
+            .denials(name)?
+            .into_iter()
+            .map(|d| (d.at, d.destination, d.port, d.reason))
+            .collect())
     }
 
     /// Runs `argv` in a running sandbox with the caller's stdin, stdout and stderr; returns
@@ -153,6 +170,17 @@ impl<R: Runtime> Manager<R> {
         name: &str,
         id: u32,
         status: i32,
+    ) -> zbus::Result<()>;
+
+    /// The proxy refused a connection, flow or name of `sandbox` (at most 50 a second per
+    /// sandbox are announced; `ConnectionLog` and the counters have them all).
+    #[zbus(signal)]
+    pub async fn connection_denied(
+        emitter: &SignalEmitter<'_>,
+        sandbox: &str,
+        destination: &str,
+        port: u16,
+        reason: &str,
     ) -> zbus::Result<()>;
 
     #[zbus(signal)]

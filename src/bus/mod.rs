@@ -76,6 +76,16 @@ async fn apply<R: Runtime>(
             let emitter = iface.signal_emitter().clone();
             iface.get_mut().await.update(info, &emitter).await?;
         }
+        Event::ConnectionDenied(d) => {
+            Manager::<R>::connection_denied(
+                &manager,
+                &d.sandbox,
+                &d.destination,
+                d.port,
+                &d.reason,
+            )
+            .await?;
+        }
         Event::ProcessExited { name, id, status } => {
             Manager::<R>::process_exited(&manager, &name, id, status).await?;
         }

@@ -59,6 +59,18 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read every profile (reporting broken ones) and apply running sandboxes' changed
+    /// network policies to them without a restart.
+    Reload,
+    /// Show what a sandbox's proxy refused (destination, port, reason), oldest first.
+    Netlog {
+        name: String,
+        /// Keep running and print refusals as they happen
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Open a shell (or run COMMAND) on a new terminal inside a running sandbox.
     Shell {
         name: String,
@@ -378,6 +390,52 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
         Cmd::Restart { name } => {
             manager.restart_sandbox(&name).await?;
             println!("restarted {name}");
+        }
+        Cmd::Reload => {
+            manager.reload_profiles().await?;
+            println!("reloaded");
+        }
+        Cmd::Netlog { name, follow, json } => {
+            // Subscribe before reading the history, so nothing falls between the two.
+            let mut live = if follow {
+                Some(
+                    manager
+                        .receive_connection_denied_with_args(&[(0, name.as_str())])
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let show = |at: u64, dest: &str, port: u16, reason: &str| {
+                if json {
+                    println!(
+                        "{}",
+                        json!({"time": at, "sandbox": name, "destination": dest, "port": port, "reason": reason})
+                    );
+                } else {
+                    let target = if dest.contains(':') {
+                        format!("[{dest}]:{port}")
+                    } else {
+                        format!("{dest}:{port}")
+                    };
+                    println!("{:<10} {target:<40} {reason}", since_text(at));
+                }
+            };
+            for (at, dest, port, reason) in manager.connection_log(&name).await? {
+                show(at, &dest, port, &reason);
+            }
+            if let Some(live) = live.as_mut() {
+                use futures_util::StreamExt;
+                while let Some(sig) = live.next().await {
+                    let Ok(a) = sig.args() else { continue };
+                    show(
+                        crate::supervisor::now_us(),
+                        a.destination(),
+                        *a.port(),
+                        a.reason(),
+                    );
+                }
+            }
         }
         Cmd::Status { name, json } => {
             let path = manager.get_sandbox(&name).await?;

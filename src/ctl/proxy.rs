@@ -19,6 +19,7 @@ pub trait Manager {
     fn kill_sandbox(&self, name: &str, signal: i32) -> zbus::Result<()>;
     fn get_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_profiles(&self) -> zbus::Result<()>;
+    fn connection_log(&self, name: &str) -> zbus::Result<Vec<(u64, String, u16, String)>>;
     #[allow(clippy::too_many_arguments)]
     fn exec(
         &self,
@@ -38,6 +39,14 @@ pub trait Manager {
     ) -> zbus::Result<(OwnedFd, u32)>;
     #[zbus(signal)]
     fn process_exited(&self, name: String, id: u32, status: i32) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn connection_denied(
+        &self,
+        sandbox: String,
+        destination: String,
+        port: u16,
+        reason: String,
+    ) -> zbus::Result<()>;
     #[zbus(signal)]
     fn sandbox_new(&self, name: String, path: OwnedObjectPath) -> zbus::Result<()>;
     #[zbus(signal)]

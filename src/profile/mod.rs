@@ -195,8 +195,8 @@ impl Profile {
         let is_name = |e: &String| crate::proxy::Policy::is_name_entry(e);
         let flags = [
             (
-                proxied && (n.allow.iter().any(is_name) || n.deny.iter().any(is_name)),
-                "host names in network.allow / network.deny (use addresses or CIDRs)",
+                proxied && !n.dns && (n.allow.iter().any(is_name) || n.deny.iter().any(is_name)),
+                "host names in network.allow / network.deny with network.dns = false (names are known only through the daemon's resolver)",
             ),
             (
                 proxied && n.upstream != "direct",

@@ -4,6 +4,8 @@
 //! relays, counting bytes and refusals. When the helper dies, the sandbox's listeners are
 //! closed: it loses its network, never gains any.
 
+mod denials;
+pub mod dns;
 mod hostaddr;
 mod policy;
 mod relay;
@@ -12,14 +14,16 @@ mod udp;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use denials::{Announce, Denied};
 pub use hostaddr::HostAddresses;
 pub use policy::{Denial, Policy};
 
@@ -51,12 +55,18 @@ pub struct Stats {
 pub struct Shared {
     name: String,
     policy: RwLock<Policy>,
-    max_connections: u32,
-    max_udp_flows: u32,
+    max_connections: AtomicU32,
+    max_udp_flows: AtomicU32,
     counters: Counters,
+    log: denials::DenialLog,
+    announce: Option<Announce>,
     flows: udp::Flows,
     helper: netns::Client,
     host: Arc<HostAddresses>,
+    names: Arc<dns::Names>,
+    upstream: Arc<dns::Upstream>,
+    /// The daemon answers the sandbox's DNS (`network.dns`).
+    dns: std::sync::atomic::AtomicBool,
     /// Cancelled when the helper dies (and at detach): every connection and flow ends,
     /// and new ones are refused at once rather than left to time out.
     cut: CancellationToken,
@@ -69,6 +79,117 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// Counts, logs and announces one refusal.
+    fn deny(&self, destination: String, port: u16, reason: &str) {
+        self.counters.denied.fetch_add(1, Ordering::Relaxed);
+        self.log.record(
+            &self.name,
+            destination,
+            port,
+            reason,
+            self.announce.as_ref(),
+        );
+    }
+
+    fn is_resolver(&self, dst: SocketAddr) -> bool {
+        dst.port() == 53
+            && self.dns.load(Ordering::Relaxed)
+            && self.names.classify(dst.ip()) == dns::Target::Resolver
+    }
+
+    /// How a destination is shown in the denial log: the name behind a synthetic address.
+    fn shown(&self, ip: IpAddr) -> String {
+        match self.names.classify(ip) {
+            dns::Target::Name(n) => n,
+            dns::Target::Host => dns::HOST_NAME.into(),
+            _ => ip.to_string(),
+        }
+    }
+
+    /// Where a flow to `dst` may go: the addresses to dial, in order, or none (the refusal
+    /// is then recorded). Synthetic addresses stand for their name, resolved on the host.
+    async fn destinations(&self, dst: SocketAddr) -> Vec<SocketAddr> {
+        let policy = self.policy();
+        let port = dst.port();
+        let target = if self.dns.load(Ordering::Relaxed) {
+            self.names.classify(dst.ip())
+        } else {
+            dns::Target::Address
+        };
+        match target {
+            dns::Target::Address => match policy.decide(dst, &self.host.current()) {
+                Ok(()) => vec![dst],
+                Err(why) => {
+                    self.deny(dst.ip().to_string(), port, why.as_str());
+                    Vec::new()
+                }
+            },
+            dns::Target::Host => match policy.decide_host_port(port) {
+                Ok(()) => vec![SocketAddr::new(
+                    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    port,
+                )],
+                Err(why) => {
+                    self.deny(dns::HOST_NAME.into(), port, why.as_str());
+                    Vec::new()
+                }
+            },
+            dns::Target::Resolver => {
+                self.deny(
+                    dst.ip().to_string(),
+                    port,
+                    "the sandbox's resolver serves port 53 only",
+                );
+                Vec::new()
+            }
+            dns::Target::UnknownName => {
+                self.deny(
+                    dst.ip().to_string(),
+                    port,
+                    "a synthetic address this daemon did not hand out",
+                );
+                Vec::new()
+            }
+            dns::Target::Name(name) => {
+                let host = self.host.current();
+                let mut out = Vec::new();
+                let mut refusal = Denial::NameNotAllowed;
+                for ip in self.upstream.resolve(&name).await {
+                    let real = SocketAddr::new(ip, port);
+                    match policy.decide_named(&name, real, &host) {
+                        Ok(()) => out.push(real),
+                        Err(why) => refusal = why,
+                    }
+                }
+                if out.is_empty() {
+                    self.deny(name, port, refusal.as_str());
+                }
+                out
+            }
+        }
+    }
+
+    /// The daemon's answer to one DNS query from the sandbox.
+    async fn resolve_query(&self, raw: &[u8]) -> Vec<u8> {
+        let policy = self.policy();
+        dns::answer(
+            raw,
+            &self.names,
+            &self.upstream,
+            |name| policy.name_answerable(name).map_err(|d| d.as_str()),
+            |name, why| self.deny(name.to_string(), 53, why),
+        )
+        .await
+    }
+
+    fn max_connections(&self) -> u64 {
+        self.max_connections.load(Ordering::Relaxed) as u64
+    }
+
+    fn max_udp_flows(&self) -> usize {
+        self.max_udp_flows.load(Ordering::Relaxed) as usize
+    }
 }
 
 struct Attached {
@@ -79,7 +200,10 @@ struct Attached {
 /// Every proxied sandbox of this daemon.
 pub struct Proxy {
     helper_exe: PathBuf,
+    announce: Option<Announce>,
     host: Arc<HostAddresses>,
+    names: Arc<dns::Names>,
+    upstream: Arc<dns::Upstream>,
     sandboxes: Mutex<HashMap<String, Attached>>,
 }
 
@@ -93,10 +217,15 @@ pub enum ProxyError {
 
 impl Proxy {
     /// `helper_exe` is run as `helper_exe netns-helper PID`: normally this very binary.
-    pub fn new(helper_exe: PathBuf) -> Self {
+    /// `announce` receives refusals (within the denial log's rate budget); `upstream`
+    /// resolves names on the host for every sandbox.
+    pub fn new(helper_exe: PathBuf, announce: Option<Announce>, upstream: dns::Upstream) -> Self {
         Self {
             helper_exe,
+            announce,
             host: Arc::new(HostAddresses::new()),
+            names: Arc::new(dns::Names::default()),
+            upstream: Arc::new(upstream),
             sandboxes: Mutex::new(HashMap::new()),
         }
     }
@@ -122,12 +251,17 @@ impl Proxy {
         let shared = Arc::new(Shared {
             name: name.into(),
             policy: RwLock::new(Policy::new(network)),
-            max_connections: network.max_connections,
-            max_udp_flows: network.max_udp_flows,
+            max_connections: AtomicU32::new(network.max_connections),
+            max_udp_flows: AtomicU32::new(network.max_udp_flows),
             counters: Counters::default(),
+            log: denials::DenialLog::default(),
+            announce: self.announce.clone(),
             flows: udp::Flows::default(),
             helper: client,
             host: self.host.clone(),
+            names: self.names.clone(),
+            upstream: self.upstream.clone(),
+            dns: std::sync::atomic::AtomicBool::new(network.dns),
             cut: stop.child_token(),
         });
         let listeners = (|| {
@@ -179,6 +313,32 @@ impl Proxy {
         }
     }
 
+    /// Applies a changed `[network]` policy to a running sandbox: new connections and
+    /// flows follow it; open ones are left alone. False when `name` is not proxied.
+    pub fn update(&self, name: &str, network: &Network) -> bool {
+        let t = self.sandboxes();
+        let Some(a) = t.get(name) else {
+            return false;
+        };
+        let s = &a.shared;
+        *s.policy.write().unwrap_or_else(|p| p.into_inner()) = Policy::new(network);
+        s.max_connections
+            .store(network.max_connections, Ordering::Relaxed);
+        s.max_udp_flows
+            .store(network.max_udp_flows, Ordering::Relaxed);
+        s.dns.store(network.dns, Ordering::Relaxed);
+        tracing::info!(SANDBOX = name, "network policy reloaded");
+        true
+    }
+
+    /// The latest refusals for sandbox `name`, oldest first.
+    pub fn denials(&self, name: &str) -> Vec<Denied> {
+        self.sandboxes()
+            .get(name)
+            .map(|a| a.shared.log.recent())
+            .unwrap_or_default()
+    }
+
     /// The counters of sandbox `name` (zeros when it is not proxied).
     pub fn stats(&self, name: &str) -> Stats {
         self.sandboxes()
@@ -205,7 +365,9 @@ pub trait Networking: Send + Sync + 'static {
         network: &'a Network,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
     fn detach(&self, name: &str);
+    fn update(&self, name: &str, network: &Network) -> bool;
     fn stats(&self, name: &str) -> Stats;
+    fn denials(&self, name: &str) -> Vec<Denied>;
 }
 
 impl Networking for Proxy {
@@ -226,7 +388,15 @@ impl Networking for Proxy {
         Proxy::detach(self, name)
     }
 
+    fn update(&self, name: &str, network: &Network) -> bool {
+        Proxy::update(self, name, network)
+    }
+
     fn stats(&self, name: &str) -> Stats {
         Proxy::stats(self, name)
+    }
+
+    fn denials(&self, name: &str) -> Vec<Denied> {
+        Proxy::denials(self, name)
     }
 }

@@ -145,6 +145,66 @@ fn split_port(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// A host name entry of `allow`/`deny`: `name` (that name only) or `*.domain` (every
+/// name below `domain`, not `domain` itself), with an optional port range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameEntry {
+    /// Lower case, no trailing dot; for `*.domain` it is `.domain`.
+    pattern: String,
+    ports: Option<(u16, u16)>,
+}
+
+impl NameEntry {
+    fn parse(raw: &str) -> Option<Self> {
+        let (host, port) = split_port(raw);
+        let ports = match port {
+            None => None,
+            Some(p) => {
+                let mut it = p.splitn(2, '-').map(|x| x.parse::<u16>());
+                match (it.next(), it.next()) {
+                    (Some(Ok(a)), None) => Some((a, a)),
+                    (Some(Ok(a)), Some(Ok(b))) => Some((a, b)),
+                    _ => return None,
+                }
+            }
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let pattern = match host.strip_prefix("*.") {
+            Some(domain) => format!(".{domain}"),
+            None => host,
+        };
+        Some(Self { pattern, ports })
+    }
+
+    fn matches_name(&self, name: &str) -> bool {
+        if self.pattern.starts_with('.') {
+            name.ends_with(&self.pattern)
+        } else {
+            name == self.pattern
+        }
+    }
+
+    fn matches(&self, name: &str, port: Option<u16>) -> bool {
+        self.matches_name(name)
+            && match (self.ports, port) {
+                (None, _) => true,
+                (Some((a, b)), Some(p)) => (a..=b).contains(&p),
+                // Without a port (a DNS question) any port range counts.
+                (Some(_), None) => true,
+            }
+    }
+}
+
+/// Documentation and benchmarking ranges: special, but nothing a rebinding attack could
+/// reach (they route nowhere), so a name the profile allows may resolve into them.
+const UNROUTED: &[Cidr] = &[
+    Cidr::v4([192, 0, 2, 0], 24),
+    Cidr::v4([198, 18, 0, 0], 15),
+    Cidr::v4([198, 51, 100, 0], 24),
+    Cidr::v4([203, 0, 113, 0], 24),
+    Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+];
+
 /// Why a destination was refused; shown in logs and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
@@ -152,6 +212,8 @@ pub enum Denial {
     Host,
     Special,
     NotAllowed,
+    NameNotAllowed,
+    NameDenied,
 }
 
 impl Denial {
@@ -161,6 +223,8 @@ impl Denial {
             Denial::Host => "the host itself (network.allow_host)",
             Denial::Special => "a private or special range (network.allow_lan)",
             Denial::NotAllowed => "not in network.allow",
+            Denial::NameNotAllowed => "name not in network.allow",
+            Denial::NameDenied => "name matches network.deny",
         }
     }
 }
@@ -170,6 +234,8 @@ impl Denial {
 pub struct Policy {
     allow: Vec<Entry>,
     deny: Vec<Entry>,
+    allow_names: Vec<NameEntry>,
+    deny_names: Vec<NameEntry>,
     allow_host: AllowHost,
     allow_lan: bool,
 }
@@ -195,11 +261,71 @@ impl Policy {
     /// left to the name policy).
     pub fn new(network: &Network) -> Self {
         let parse = |l: &[String]| l.iter().filter_map(|e| Entry::parse(e)).collect();
+        let names = |l: &[String]| {
+            l.iter()
+                .filter(|e| Entry::parse(e).is_none())
+                .filter_map(|e| NameEntry::parse(e))
+                .collect()
+        };
         Self {
             allow: parse(&network.allow),
             deny: parse(&network.deny),
+            allow_names: names(&network.allow),
+            deny_names: names(&network.deny),
             allow_host: network.allow_host.clone(),
             allow_lan: network.allow_lan,
+        }
+    }
+
+    /// Whether the sandbox's resolver may answer for `name` at all: not denied by name,
+    /// and either allowed by name or possibly reachable through an address entry (then the
+    /// address it resolves to decides at connection time).
+    pub fn name_answerable(&self, name: &str) -> Result<(), Denial> {
+        if self
+            .deny_names
+            .iter()
+            .any(|e| e.ports.is_none() && e.matches_name(name))
+        {
+            return Err(Denial::NameDenied);
+        }
+        if self.allow_names.iter().any(|e| e.matches(name, None)) || !self.allow.is_empty() {
+            Ok(())
+        } else {
+            Err(Denial::NameNotAllowed)
+        }
+    }
+
+    /// Decides for a connection the sandbox made by `name` (through the daemon's resolver)
+    /// to `dst`, one of the addresses the host resolved the name to. A name `allow` entry
+    /// stands in for an address entry; `deny`, the host and private ranges still apply to
+    /// the address, so a name cannot be pointed at the LAN or the host (DNS rebinding).
+    pub fn decide_named(&self, name: &str, dst: SocketAddr, host: &[IpAddr]) -> Result<(), Denial> {
+        let port = Some(dst.port());
+        if self.deny_names.iter().any(|e| e.matches(name, port)) {
+            return Err(Denial::NameDenied);
+        }
+        if !self.allow_names.iter().any(|e| e.matches(name, port)) {
+            return self.decide(dst, host).map_err(|d| match d {
+                Denial::NotAllowed => Denial::NameNotAllowed,
+                d => d,
+            });
+        }
+        match self.decide(dst, host) {
+            Err(Denial::NotAllowed) => Ok(()),
+            Err(Denial::Special) if UNROUTED.iter().any(|c| c.contains(canonical(dst).ip())) => {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Decides for a connection to `host.sandbox.internal:port` (dialed as the host's
+    /// loopback).
+    pub fn decide_host_port(&self, port: u16) -> Result<(), Denial> {
+        match &self.allow_host {
+            AllowHost::All => Ok(()),
+            AllowHost::Ports(p) if p.contains(&port) => Ok(()),
+            _ => Err(Denial::Host),
         }
     }
 
@@ -211,11 +337,7 @@ impl Policy {
             return Err(Denial::Denied);
         }
         if HOST.iter().any(|c| c.contains(ip)) || host.contains(&ip) {
-            return match &self.allow_host {
-                AllowHost::All => Ok(()),
-                AllowHost::Ports(p) if p.contains(&dst.port()) => Ok(()),
-                _ => Err(Denial::Host),
-            };
+            return self.decide_host_port(dst.port());
         }
         if let Some(range) = SPECIAL.iter().find(|c| c.contains(ip)) {
             let explicit = self
@@ -330,6 +452,80 @@ mod tests {
         assert_eq!(p.decide(at("8.8.8.8:443"), &[]), Ok(()));
         let none = policy(&[], &[], AllowHost::None, false);
         assert_eq!(none.decide(at("1.1.1.1:443"), &[]), Err(Denial::NotAllowed));
+    }
+
+    #[test]
+    fn names_wildcards_ports_and_deny() {
+        let me: IpAddr = "203.0.113.1".parse().unwrap();
+        let p = policy(
+            &["allowed.test", "*.wild.test:443", "ports.test:8000-8010"],
+            &["bad.wild.test", "allowed.test:25"],
+            AllowHost::None,
+            false,
+        );
+        assert_eq!(p.name_answerable("allowed.test"), Ok(()));
+        assert_eq!(p.name_answerable("a.wild.test"), Ok(()));
+        assert_eq!(p.name_answerable("wild.test"), Err(Denial::NameNotAllowed));
+        assert_eq!(p.name_answerable("bad.wild.test"), Err(Denial::NameDenied));
+        assert_eq!(p.name_answerable("other.test"), Err(Denial::NameNotAllowed));
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            p.decide_named("allowed.test", at("1.2.3.4:80"), &[me]),
+            Ok(())
+        );
+        assert_eq!(
+            p.decide_named("allowed.test", at("1.2.3.4:25"), &[me]),
+            Err(Denial::NameDenied)
+        );
+        assert_eq!(
+            p.decide_named("a.wild.test", at("1.2.3.4:443"), &[me]),
+            Ok(())
+        );
+        assert_eq!(
+            p.decide_named("a.wild.test", at("1.2.3.4:80"), &[me]),
+            Err(Denial::NameNotAllowed)
+        );
+        assert_eq!(
+            p.decide_named("ports.test", at("1.2.3.4:8005"), &[me]),
+            Ok(())
+        );
+        assert_eq!(
+            p.decide_named("ports.test", at("1.2.3.4:8011"), &[me]),
+            Err(Denial::NameNotAllowed)
+        );
+        // An allowed name cannot be pointed at the host or the LAN, but may resolve into
+        // documentation ranges.
+        assert_eq!(
+            p.decide_named("allowed.test", at("203.0.113.1:80"), &[me]),
+            Err(Denial::Host)
+        );
+        assert_eq!(
+            p.decide_named("allowed.test", at("127.0.0.1:80"), &[me]),
+            Err(Denial::Host)
+        );
+        assert_eq!(
+            p.decide_named("allowed.test", at("192.168.1.1:80"), &[me]),
+            Err(Denial::Special)
+        );
+        assert_eq!(
+            p.decide_named("allowed.test", at("203.0.113.2:80"), &[me]),
+            Ok(())
+        );
+        // The same address by itself is judged by the address rules alone.
+        assert_eq!(p.decide(at("203.0.113.2:80"), &[me]), Err(Denial::Special));
+        assert_eq!(p.decide(at("1.2.3.4:80"), &[me]), Err(Denial::NotAllowed));
+        // With address entries every name is answerable; the address decides.
+        let open = policy(&["0.0.0.0/0"], &["*.ads.test"], AllowHost::None, false);
+        assert_eq!(open.name_answerable("anything.test"), Ok(()));
+        assert_eq!(open.name_answerable("x.ads.test"), Err(Denial::NameDenied));
+        assert_eq!(
+            open.decide_named("anything.test", at("1.2.3.4:80"), &[]),
+            Ok(())
+        );
+        assert_eq!(
+            open.decide_named("anything.test", at("10.0.0.1:80"), &[]),
+            Err(Denial::Special)
+        );
     }
 
     #[test]

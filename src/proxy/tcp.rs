@@ -50,7 +50,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
             }
         };
         if shared.cut.is_cancelled() {
-            shared.counters.denied.fetch_add(1, Ordering::Relaxed);
+            if let Ok(dst) = inside.local_addr() {
+                let dst = canonical(dst);
+                shared.deny(dst.ip().to_string(), dst.port(), "the netns helper is gone");
+            }
             reset(inside);
             continue;
         }
@@ -85,19 +88,35 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
     }
     let dst = canonical(dst);
     let c = &shared.counters;
-    if let Err(why) = shared.policy().decide(dst, &shared.host.current()) {
-        c.denied.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(SANDBOX = name, %dst, %peer, reason = why.as_str(), "tcp denied");
-        return reset(inside);
-    }
     let open = c.active.fetch_add(1, Ordering::Relaxed) + 1;
     let _active = Active(shared);
-    if open > shared.max_connections as u64 {
-        c.denied.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(SANDBOX = name, %dst, "tcp refused: network.max_connections reached");
+    if open > shared.max_connections() {
+        shared.deny(
+            shared.shown(dst.ip()),
+            dst.port(),
+            "network.max_connections reached",
+        );
         return reset(inside);
     }
-    let outside = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
+    if shared.is_resolver(dst) {
+        return dns(inside, shared).await;
+    }
+    let targets = shared.destinations(dst).await;
+    if targets.is_empty() {
+        tracing::debug!(SANDBOX = name, %dst, %peer, "tcp denied");
+        return reset(inside);
+    }
+    let dial = async {
+        let mut last = None;
+        for t in &targets {
+            match TcpStream::connect(t).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::ErrorKind::NotFound.into()))
+    };
+    let outside = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(SANDBOX = name, %dst, "tcp dial failed: {e}");
@@ -112,5 +131,30 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = outside.set_nodelay(true);
     if let Err(e) = relay::relay(&inside, &outside, &c.sent, &c.received).await {
         tracing::debug!(SANDBOX = name, %dst, "tcp relay ended: {e}");
+    }
+}
+
+/// DNS over TCP to the sandbox's resolver: length-prefixed queries, answered in turn,
+/// until the sandbox closes or idles.
+async fn dns(mut inside: TcpStream, shared: &Shared) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const IDLE: Duration = Duration::from_secs(10);
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(IDLE, inside.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
+        match tokio::time::timeout(IDLE, inside.read_exact(&mut query)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let answer = shared.resolve_query(&query).await;
+        let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&answer);
+        if inside.write_all(&out).await.is_err() {
+            return;
+        }
     }
 }

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::policy::canonical;
@@ -32,11 +33,11 @@ type Key = (SocketAddr, SocketAddr);
 /// The flows of one sandbox, shared by both listeners and the flow tasks.
 #[derive(Default)]
 pub struct Flows {
-    map: Mutex<HashMap<Key, Arc<UdpSocket>>>,
+    map: Mutex<HashMap<Key, mpsc::Sender<Vec<u8>>>>,
 }
 
 impl Flows {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<UdpSocket>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, mpsc::Sender<Vec<u8>>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -114,63 +115,36 @@ pub async fn serve(listener: UdpSocket, shared: Arc<Shared>, stop: CancellationT
     }
 }
 
+/// Datagrams of a flow wait here while the flow is being set up (resolving a name,
+/// getting its reply socket); beyond this many they are dropped, as UDP may.
+const QUEUE: usize = 64;
+
 async fn datagram(shared: &Arc<Shared>, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
-    let name = shared.name.as_str();
-    let existing = shared.flows.map().get(&(src, dst)).cloned();
-    // UDP sends complete at once (or drop): awaiting them never stalls the listener.
-    if let Some(out) = existing {
-        if out.send(data).await.is_ok() {
-            shared
-                .counters
-                .sent
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
+    if let Some(tx) = shared.flows.map().get(&(src, dst)) {
+        let _ = tx.try_send(data.to_vec());
         return;
     }
     if crate::netns::is_sandbox_own(dst) {
         return;
     }
-    let target = canonical(dst);
-    if let Err(why) = shared.policy().decide(target, &shared.host.current()) {
-        shared.counters.denied.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(SANDBOX = name, dst = %target, %src, reason = why.as_str(), "udp denied");
+    let dst = canonical(dst);
+    if shared.flows.len() >= shared.max_udp_flows() {
+        shared.deny(
+            shared.shown(dst.ip()),
+            dst.port(),
+            "network.max_udp_flows reached",
+        );
         return;
     }
-    if shared.flows.len() >= shared.max_udp_flows as usize {
-        shared.counters.denied.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(SANDBOX = name, dst = %target, "udp refused: network.max_udp_flows reached");
-        return;
-    }
-    let bind: SocketAddr = if target.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let out = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(SANDBOX = name, "udp socket: {e}");
-            return;
-        }
-    };
-    if let Err(e) = out.connect(target).await {
-        tracing::debug!(SANDBOX = name, dst = %target, "udp connect: {e}");
-        return;
-    }
-    let out = Arc::new(out);
-    if out.send(data).await.is_ok() {
-        shared
-            .counters
-            .sent
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-    }
-    shared.flows.map().insert((src, dst), out.clone());
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let _ = tx.try_send(data.to_vec());
+    shared.flows.map().insert((src, dst), tx);
     let shared = shared.clone();
     tokio::spawn(async move {
         let cut = shared.cut.clone();
         tokio::select! {
             _ = cut.cancelled() => {}
-            r = flow(&shared, src, dst, &out) => {
+            r = flow(&shared, src, dst, rx) => {
                 if let Err(e) = r {
                     tracing::debug!(SANDBOX = shared.name.as_str(), %dst, "udp flow ended: {e}");
                 }
@@ -180,32 +154,52 @@ async fn datagram(shared: &Arc<Shared>, src: SocketAddr, dst: SocketAddr, data: 
     });
 }
 
-async fn flow(
-    shared: &Shared,
-    src: SocketAddr,
-    dst: SocketAddr,
-    out: &UdpSocket,
-) -> io::Result<()> {
+/// The reply socket of a flow: inside the sandbox, bound to the destination the sandbox
+/// used and connected to its socket.
+async fn reply_socket(shared: &Shared, src: SocketAddr, dst: SocketAddr) -> io::Result<UdpSocket> {
     let fd = shared
         .helper
         .udp_reply(dst, src)
         .await
         .map_err(|e| io::Error::other(crate::error_chain(&e)))?;
-    let inside = socket(fd)?;
+    socket(fd)
+}
+
+async fn flow(
+    shared: &Shared,
+    src: SocketAddr,
+    dst: SocketAddr,
+    mut queued: mpsc::Receiver<Vec<u8>>,
+) -> io::Result<()> {
+    if shared.is_resolver(dst) {
+        return dns_flow(shared, src, dst, queued).await;
+    }
+    let Some(target) = shared.destinations(dst).await.into_iter().next() else {
+        return Ok(());
+    };
+    let bind: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let out = UdpSocket::bind(bind).await?;
+    out.connect(target).await?;
     let c = &shared.counters;
-    let answered = AtomicBool::new(false);
+    while let Ok(d) = queued.try_recv() {
+        if out.send(&d).await.is_ok() {
+            c.sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+    }
+    let inside = reply_socket(shared, src, dst).await?;
+    let mut answered = false;
     let mut up = vec![0u8; MAX_DATAGRAM];
     let mut down = vec![0u8; MAX_DATAGRAM];
     loop {
-        let idle = if answered.load(Ordering::Relaxed) {
-            IDLE_ESTABLISHED
-        } else {
-            IDLE
-        };
+        let idle = if answered { IDLE_ESTABLISHED } else { IDLE };
         tokio::select! {
             r = out.recv(&mut down) => {
                 let n = r?;
-                answered.store(true, Ordering::Relaxed);
+                answered = true;
                 match inside.send(&down[..n]).await {
                     Ok(_) => {
                         c.received.fetch_add(n as u64, Ordering::Relaxed);
@@ -219,7 +213,32 @@ async fn flow(
                     c.sent.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
+            Some(d) = queued.recv() => {
+                if out.send(&d).await.is_ok() {
+                    c.sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+            }
             _ = tokio::time::sleep(idle) => return Ok(()),
         }
+    }
+}
+
+/// Queries to the sandbox's resolver, answered by the daemon, one at a time per socket.
+async fn dns_flow(
+    shared: &Shared,
+    src: SocketAddr,
+    dst: SocketAddr,
+    mut queued: mpsc::Receiver<Vec<u8>>,
+) -> io::Result<()> {
+    let inside = reply_socket(shared, src, dst).await?;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let query = tokio::select! {
+            Some(d) = queued.recv() => d,
+            r = inside.recv(&mut buf) => buf[..r?].to_vec(),
+            _ = tokio::time::sleep(IDLE) => return Ok(()),
+        };
+        let answer = shared.resolve_query(&query).await;
+        let _ = inside.send(&answer).await;
     }
 }

@@ -27,7 +27,7 @@ use crate::environ::SessionSource;
 use crate::profile::{
     validate_name, NetworkMode, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource,
 };
-use crate::proxy::{Networking, Stats};
+use crate::proxy::{Denied, Networking, Stats};
 use crate::runtime::{Output, Runtime};
 use crate::spec::{self, Bundle, HostContext};
 
@@ -49,6 +49,8 @@ pub enum Event {
         id: u32,
         status: i32,
     },
+    /// The proxy refused a connection, flow or name.
+    ConnectionDenied(crate::proxy::Denied),
 }
 
 /// One run of a container: set while runc has it.
@@ -127,6 +129,41 @@ impl<R: Runtime> Supervisor<R> {
     /// The proxy's counters for sandbox `name`.
     pub fn net_stats(&self, name: &str) -> Stats {
         self.inner.net.stats(name)
+    }
+
+    /// The latest refusals of sandbox `name`'s proxy, oldest first.
+    pub fn denials(&self, name: &str) -> Result<Vec<Denied>, Error> {
+        self.get(name)?;
+        Ok(self.inner.net.denials(name))
+    }
+
+    /// Applies every running sandbox's current `[network]` policy to its proxy without
+    /// restarting it; a profile that no longer loads keeps the policy it had (and is
+    /// named in the log). Returns the sandboxes updated.
+    pub fn reload_network(&self) -> Vec<String> {
+        let running: Vec<String> = self
+            .table()
+            .iter()
+            .filter(|(_, e)| e.info.state == State::Running)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut updated = Vec::new();
+        for name in running {
+            match self.inner.store.load(&name) {
+                Ok(p) if p.network.mode == NetworkMode::Proxy => {
+                    if self.inner.net.update(&name, &p.network) {
+                        updated.push(name);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    SANDBOX = name.as_str(),
+                    "keeping the old network policy: {}",
+                    crate::error_chain(&e)
+                ),
+            }
+        }
+        updated
     }
 
     fn table(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -240,7 +277,23 @@ impl<R: Runtime> Supervisor<R> {
                 RootfsSource::Host => bundle.host_root(),
                 RootfsSource::Path(p) => p.clone(),
             };
-            let spec = spec::build(profile, &self.inner.host, &root, &session)
+            let resolver = if profile.network.mode == NetworkMode::Proxy && profile.network.dns {
+                let (resolv, hosts) = spec::resolver_files(&profile.hostname);
+                let write = |file: &str, text: String| {
+                    use std::os::unix::fs::PermissionsExt;
+                    let path = bundle.dir.join(file);
+                    std::fs::write(&path, text)?;
+                    // Readable by every user inside, whatever ids they map to.
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                };
+                write("resolv.conf", resolv)
+                    .and_then(|()| write("hosts", hosts))
+                    .map_err(|e| failed(format!("writing the sandbox's resolver files: {e}")))?;
+                Some(bundle.dir.as_path())
+            } else {
+                None
+            };
+            let spec = spec::build(profile, &self.inner.host, &root, &session, resolver)
                 .map_err(|e| failed(crate::error_chain(&e)))?;
             bundle
                 .write_spec(&spec)

@@ -156,8 +156,17 @@ impl Networking for NetLog {
         self.calls.lock().unwrap().push(format!("detach {name}"));
     }
 
+    fn update(&self, name: &str, _network: &crate::profile::Network) -> bool {
+        self.calls.lock().unwrap().push(format!("update {name}"));
+        true
+    }
+
     fn stats(&self, _name: &str) -> Stats {
         Stats::default()
+    }
+
+    fn denials(&self, _name: &str) -> Vec<Denied> {
+        Vec::new()
     }
 }
 

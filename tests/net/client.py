@@ -13,6 +13,11 @@ Each command prints one line the test parses:
     privileged                  one "ACTION: OUTCOME" line per attempt
     hold HOST N                 "ALIVE_COUNT" of N connections opened and kept open at once
     udpflows HOST N             "ANSWERED_COUNT" of N UDP flows (one socket each) at once
+    resolve NAME                "ADDRESS" (the system resolver, IPv4) or "nxdomain"
+    dns NAME TYPE udp|tcp       a raw query to the resolver in /etc/resolv.conf:
+                                "RCODE ADDRESS…" (TYPE: A or AAAA)
+    dnsgarbage N                N malformed datagrams to the resolver, then "RCODE" of a
+                                valid query for allowed.test
 """
 import asyncio
 import errno
@@ -250,6 +255,86 @@ def cmd_udpflows(host, n):
         except socket.timeout:
             pass
     print(answered)
+
+
+def cmd_resolve(name):
+    try:
+        print(socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
+    except socket.gaierror:
+        print("nxdomain")
+
+
+def resolver():
+    for line in open("/etc/resolv.conf"):
+        if line.startswith("nameserver"):
+            return line.split()[1]
+
+
+def query(name, qtype):
+    q = os.urandom(2) + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00" + qtype.to_bytes(2, "big") + b"\x00\x01"
+
+
+def parse(r):
+    rcode = r[3] & 15
+    an = int.from_bytes(r[6:8], "big")
+    i = 12
+    while r[i] != 0:
+        i += 1 + r[i]
+    i += 5
+    addrs = []
+    for _ in range(an):
+        i += 2  # compressed name
+        kind = int.from_bytes(r[i:i + 2], "big")
+        ln = int.from_bytes(r[i + 8:i + 10], "big")
+        data = r[i + 10:i + 10 + ln]
+        addrs.append(socket.inet_ntop(socket.AF_INET if kind == 1 else socket.AF_INET6, data))
+        i += 10 + ln
+    return rcode, addrs
+
+
+def cmd_dns(name, kind, transport):
+    qtype = {"A": 1, "AAAA": 28}[kind]
+    q = query(name, qtype)
+    server = resolver()
+    if transport == "udp":
+        s = socket.socket(family(server), socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.sendto(q, (server, 53))
+        r = s.recv(4096)
+    else:
+        s = connect(server, 53, 5)
+        s.sendall(len(q).to_bytes(2, "big") + q)
+        n = int.from_bytes(s.recv(2), "big")
+        r = b""
+        while len(r) < n:
+            r += s.recv(n - len(r))
+    rcode, addrs = parse(r)
+    print(" ".join([str(rcode)] + addrs))
+
+
+def cmd_dnsgarbage(n):
+    server = resolver()
+    s = socket.socket(family(server), socket.SOCK_DGRAM)
+    rng = random.Random(3)
+    for i in range(int(n)):
+        junk = rng.randbytes(rng.randint(0, 600))
+        if i % 3 == 0 and len(junk) > 12:
+            junk = query("allowed.test", 1)[:rng.randint(0, 30)] + junk  # truncated / mangled
+        s.sendto(junk, (server, 53))
+    time.sleep(0.2)
+    s.settimeout(5)
+    while True:  # drop what the garbage got back
+        s.settimeout(0.2)
+        try:
+            s.recv(4096)
+        except socket.timeout:
+            break
+    s.settimeout(5)
+    s.sendto(query("allowed.test", 1), (server, 53))
+    print(parse(s.recv(4096))[0])
 
 
 if __name__ == "__main__":

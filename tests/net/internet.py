@@ -1,7 +1,8 @@
 """The test "internet": servers run inside a network namespace the tests create.
 
     internet.py serve            TCP 8000 (HTTP), TCP 7008 (half-close), UDP 7007 (echo),
-                                 on every address of the namespace, v4 and v6
+                                 on every address of the namespace, v4 and v6; and an
+                                 authoritative DNS server for *.test on UDP 53 (NAMES)
     internet.py expect N         sha256 of what GET /bytes/N sends
 
 HTTP: GET /bytes/N sends N bytes of a fixed pattern; POST /sha256 answers the sha256 of
@@ -74,6 +75,60 @@ async def halfclose(reader, writer):
     writer.close()
 
 
+# The test zone: allowed.test and shared.test share an address; other.test has its own.
+NAMES = {
+    "allowed.test": ("203.0.113.2", "2001:db8:113::2"),
+    "shared.test": ("203.0.113.2", "2001:db8:113::2"),
+    "other.test": ("203.0.113.3", None),
+    "a.wild.test": ("203.0.113.2", None),
+    "bad.wild.test": ("203.0.113.2", None),
+    "wild.test": ("203.0.113.2", None),
+    "lan.test": ("192.168.77.1", None),
+    "host.test": ("203.0.113.1", None),
+}
+
+
+def dns_answer(q):
+    """The answer to query bytes q, or None for garbage."""
+    if len(q) < 12:
+        return None
+    i, labels = 12, []
+    while i < len(q) and q[i] != 0:
+        n = q[i]
+        if n & 0xC0 or i + 1 + n > len(q):
+            return None
+        labels.append(q[i + 1:i + 1 + n].decode("ascii", "replace").lower())
+        i += 1 + n
+    if i + 5 > len(q):
+        return None
+    qtype = int.from_bytes(q[i + 1:i + 3], "big")
+    question = q[12:i + 5]
+    name = ".".join(labels)
+    found = NAMES.get(name)
+    answers = []
+    if found:
+        v4, v6 = found
+        if qtype == 1 and v4:
+            answers.append((1, socket.inet_pton(socket.AF_INET, v4)))
+        if qtype == 28 and v6:
+            answers.append((28, socket.inet_pton(socket.AF_INET6, v6)))
+    rcode = 0 if found else 3
+    out = q[:2] + bytes([0x84 | (q[2] & 1), 0x80 | rcode]) + b"\x00\x01" + len(answers).to_bytes(2, "big") + b"\x00\x00\x00\x00" + question
+    for kind, data in answers:
+        out += b"\xc0\x0c" + kind.to_bytes(2, "big") + b"\x00\x01" + (30).to_bytes(4, "big") + len(data).to_bytes(2, "big") + data
+    return out
+
+
+class Dns(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        out = dns_answer(data)
+        if out:
+            self.transport.sendto(out, addr)
+
+
 class Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport):
         self.transport = transport
@@ -100,6 +155,11 @@ async def serve():
         u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         u.bind((host, 7007))
         await loop.create_datagram_endpoint(Echo, sock=u)
+        d = socket.socket(fam, socket.SOCK_DGRAM)
+        if fam == socket.AF_INET6:
+            d.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        d.bind((host, 53))
+        await loop.create_datagram_endpoint(Dns, sock=d)
     print("ready", flush=True)
     await asyncio.Event().wait()
 

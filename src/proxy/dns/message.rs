@@ -1,0 +1,310 @@
+//! The little of the DNS wire format (RFC 1035) the daemon's resolver needs: read a
+//! query's question, read the A/AAAA answers (and the response code) of an upstream
+//! reply, and write queries and answers. Every read is bounds-checked and compression
+//! pointers are followed a bounded number of times: hostile input gets an error, never a
+//! panic or a loop.
+
+use std::net::IpAddr;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_AAAA: u16 = 28;
+pub const CLASS_IN: u16 = 1;
+pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_FORMERR: u8 = 1;
+pub const RCODE_SERVFAIL: u8 = 2;
+pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_REFUSED: u8 = 5;
+const HEADER: usize = 12;
+const MAX_POINTERS: usize = 32;
+const MAX_NAME: usize = 253;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    #[error("truncated DNS message")]
+    Truncated,
+    #[error("malformed DNS name")]
+    BadName,
+    #[error("not a query")]
+    NotAQuery,
+    #[error("no question")]
+    NoQuestion,
+}
+
+/// The first question of a query, with what an answer must echo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub id: u16,
+    /// Recursion desired, echoed in the answer.
+    pub rd: bool,
+    /// Lower-case, without the trailing dot.
+    pub name: String,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// The question section exactly as received (echoed in the answer).
+    question: Vec<u8>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16, DnsError> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or(DnsError::Truncated)
+}
+
+/// Reads the (possibly compressed) name at `at`; returns it and the offset after it.
+fn read_name(b: &[u8], mut at: usize) -> Result<(String, usize), DnsError> {
+    let mut name = String::new();
+    let mut end = None;
+    let mut jumps = 0;
+    loop {
+        let len = *b.get(at).ok_or(DnsError::Truncated)? as usize;
+        match len {
+            0 => {
+                let after = end.unwrap_or(at + 1);
+                return Ok((name, after));
+            }
+            l if l & 0xc0 == 0xc0 => {
+                let ptr = (u16_at(b, at)? & 0x3fff) as usize;
+                jumps += 1;
+                if jumps > MAX_POINTERS || ptr >= b.len() {
+                    return Err(DnsError::BadName);
+                }
+                end.get_or_insert(at + 2);
+                at = ptr;
+            }
+            l if l & 0xc0 != 0 => return Err(DnsError::BadName),
+            l => {
+                let label = b.get(at + 1..at + 1 + l).ok_or(DnsError::Truncated)?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                for &c in label {
+                    // Names are compared as ASCII; anything else cannot match a policy
+                    // entry and is kept escaped.
+                    if c.is_ascii_graphic() && c != b'.' && c != b'\\' {
+                        name.push(c.to_ascii_lowercase() as char);
+                    } else {
+                        name.push_str(&format!("\\{c:03}"));
+                    }
+                }
+                if name.len() > MAX_NAME * 4 {
+                    return Err(DnsError::BadName);
+                }
+                at += 1 + l;
+            }
+        }
+    }
+}
+
+/// Encodes `name` as labels (no compression).
+fn write_name(out: &mut Vec<u8>, name: &str) -> Result<(), DnsError> {
+    if name.len() > MAX_NAME {
+        return Err(DnsError::BadName);
+    }
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        if label.len() > 63 {
+            return Err(DnsError::BadName);
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    Ok(())
+}
+
+impl Query {
+    pub fn parse(b: &[u8]) -> Result<Self, DnsError> {
+        if b.len() < HEADER {
+            return Err(DnsError::Truncated);
+        }
+        let id = u16_at(b, 0)?;
+        let flags = u16_at(b, 2)?;
+        if flags & 0x8000 != 0 || (flags >> 11) & 0xf != 0 {
+            return Err(DnsError::NotAQuery);
+        }
+        if u16_at(b, 4)? == 0 {
+            return Err(DnsError::NoQuestion);
+        }
+        let (name, after) = read_name(b, HEADER)?;
+        let qtype = u16_at(b, after)?;
+        let qclass = u16_at(b, after + 2)?;
+        Ok(Self {
+            id,
+            rd: flags & 0x0100 != 0,
+            name,
+            qtype,
+            qclass,
+            question: b[HEADER..after + 4].to_vec(),
+        })
+    }
+
+    /// A new query for `name`/`qtype` with id `id`, recursion desired.
+    pub fn encode(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, DnsError> {
+        let mut out = Vec::with_capacity(32 + name.len());
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&0x0100u16.to_be_bytes());
+        out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        write_name(&mut out, name)?;
+        out.extend_from_slice(&qtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        Ok(out)
+    }
+
+    /// The answer to this query: `rcode` and `addresses` as A/AAAA records named by the
+    /// question (a compression pointer to it), each with `ttl`.
+    pub fn answer(&self, rcode: u8, addresses: &[IpAddr], ttl: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.question.len() + addresses.len() * 28);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        // QR, opcode 0, AA clear, RD echoed, RA set.
+        let flags: u16 = 0x8000 | if self.rd { 0x0100 } else { 0 } | 0x0080 | rcode as u16;
+        out.extend_from_slice(&flags.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&self.question);
+        for a in addresses {
+            out.extend_from_slice(&0xc00cu16.to_be_bytes());
+            let (kind, data) = match a {
+                IpAddr::V4(v4) => (TYPE_A, v4.octets().to_vec()),
+                IpAddr::V6(v6) => (TYPE_AAAA, v6.octets().to_vec()),
+            };
+            out.extend_from_slice(&kind.to_be_bytes());
+            out.extend_from_slice(&CLASS_IN.to_be_bytes());
+            out.extend_from_slice(&ttl.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(&data);
+        }
+        out
+    }
+
+    /// An error answer (no records) for a message that may not even parse: echoes the
+    /// id of whatever arrived.
+    pub fn error_for(raw: &[u8], rcode: u8) -> Vec<u8> {
+        let id = u16_at(raw, 0).unwrap_or(0);
+        let mut out = id.to_be_bytes().to_vec();
+        out.extend_from_slice(&(0x8080u16 | rcode as u16).to_be_bytes());
+        out.extend_from_slice(&[0; 8]);
+        out
+    }
+}
+
+/// What an upstream server answered: its response code and the A/AAAA records, with the
+/// smallest TTL among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub id: u16,
+    pub rcode: u8,
+    pub addresses: Vec<IpAddr>,
+    pub ttl: u32,
+}
+
+impl Reply {
+    pub fn parse(b: &[u8]) -> Result<Self, DnsError> {
+        if b.len() < HEADER {
+            return Err(DnsError::Truncated);
+        }
+        let flags = u16_at(b, 2)?;
+        let qd = u16_at(b, 4)?;
+        let an = u16_at(b, 6)?;
+        let mut at = HEADER;
+        for _ in 0..qd {
+            at = read_name(b, at)?.1 + 4;
+        }
+        let mut addresses = Vec::new();
+        let mut ttl = u32::MAX;
+        for _ in 0..an {
+            at = read_name(b, at)?.1;
+            let kind = u16_at(b, at)?;
+            let class = u16_at(b, at + 2)?;
+            let rttl = b
+                .get(at + 4..at + 8)
+                .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+                .ok_or(DnsError::Truncated)?;
+            let len = u16_at(b, at + 8)? as usize;
+            let data = b.get(at + 10..at + 10 + len).ok_or(DnsError::Truncated)?;
+            match (kind, class, len) {
+                (TYPE_A, CLASS_IN, 4) => {
+                    addresses.push(IpAddr::from([data[0], data[1], data[2], data[3]]));
+                    ttl = ttl.min(rttl);
+                }
+                (TYPE_AAAA, CLASS_IN, 16) => {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(data);
+                    addresses.push(IpAddr::from(o));
+                    ttl = ttl.min(rttl);
+                }
+                _ => {}
+            }
+            at += 10 + len;
+        }
+        Ok(Self {
+            id: u16_at(b, 0)?,
+            rcode: (flags & 0xf) as u8,
+            addresses,
+            ttl: if ttl == u32::MAX { 0 } else { ttl },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_round_trips_through_an_answer() {
+        let q = Query::encode(0x1234, "Allowed.Test", TYPE_A).unwrap();
+        let parsed = Query::parse(&q).unwrap();
+        assert_eq!(parsed.id, 0x1234);
+        assert_eq!(parsed.name, "allowed.test");
+        assert_eq!(parsed.qtype, TYPE_A);
+        assert!(parsed.rd);
+        let addrs: Vec<IpAddr> = vec!["100.89.0.1".parse().unwrap(), "fd5a::1".parse().unwrap()];
+        let answer = parsed.answer(RCODE_NOERROR, &addrs, 60);
+        let reply = Reply::parse(&answer).unwrap();
+        assert_eq!(reply.id, 0x1234);
+        assert_eq!(reply.rcode, RCODE_NOERROR);
+        assert_eq!(reply.addresses, addrs);
+        assert_eq!(reply.ttl, 60);
+        let nx = Reply::parse(&parsed.answer(RCODE_NXDOMAIN, &[], 0)).unwrap();
+        assert_eq!((nx.rcode, nx.addresses.len()), (RCODE_NXDOMAIN, 0));
+    }
+
+    #[test]
+    fn hostile_messages_are_errors() {
+        assert_eq!(Query::parse(&[0; 5]), Err(DnsError::Truncated));
+        // A compression pointer to itself.
+        let mut q = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert_eq!(Query::parse(&q), Err(DnsError::BadName));
+        // A label running past the end.
+        let mut q = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&[40, b'a', b'b']);
+        assert_eq!(Query::parse(&q), Err(DnsError::Truncated));
+        // A response is not a query.
+        let r = Query::encode(1, "x.test", TYPE_A).unwrap();
+        let mut r2 = r.clone();
+        r2[2] |= 0x80;
+        assert_eq!(Query::parse(&r2), Err(DnsError::NotAQuery));
+        assert_eq!(Query::error_for(&[7, 8], RCODE_FORMERR)[..2], [7, 8]);
+        assert!(Query::encode(1, &"a".repeat(300), TYPE_A).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = Query::parse(&bytes);
+            let _ = Reply::parse(&bytes);
+            let _ = Query::error_for(&bytes, RCODE_FORMERR);
+        }
+
+        #[test]
+        fn mutated_queries_never_panic(name in "[a-z]{1,20}(\\.[a-z]{1,10}){0,3}", at in 0usize..64, byte in proptest::prelude::any::<u8>()) {
+            let mut q = Query::encode(9, &name, TYPE_AAAA).unwrap();
+            let i = at % q.len();
+            q[i] = byte;
+            if let Ok(parsed) = Query::parse(&q) {
+                let _ = Reply::parse(&parsed.answer(RCODE_NOERROR, &["1.2.3.4".parse().unwrap()], 1));
+            }
+        }
+    }
+}
