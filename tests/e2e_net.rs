@@ -750,3 +750,83 @@ fn names_are_answered_by_the_daemon_and_judged_by_name() {
     s.ctl_ok(&["stop", "net-names"]);
     s.remove_profile("net-names");
 }
+
+/// A port free on the host's loopback right now.
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+#[test]
+fn published_ports_reach_the_sandbox_only_while_it_runs() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let (tcp, udp) = (free_port(false), free_port(true));
+    let server = "import socket, threading\n\
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', 9001))\n\
+        def echo():\n    while True:\n        d, a = u.recvfrom(2048); u.sendto(b'inside:' + d, a)\n\
+        threading.Thread(target=echo, daemon=True).start()\n\
+        t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        t.bind(('0.0.0.0', 9000)); t.listen()\n\
+        while True:\n    c, _ = t.accept(); c.sendall(b'inside\\n'); c.close()\n";
+    let command = serde_json::to_string(&["python3", "-c", server]).unwrap();
+    let profile = format!(
+        "[rootfs]\nhost = true\n\n[process]\ncommand = {command}\n\n[network]\n\
+         publish = [\"127.0.0.1:{tcp}:9000\", \"127.0.0.1:{udp}:9001/udp\"]\n"
+    );
+    s.write_profile("net-pub", &profile);
+    s.ctl_ok(&["start", "net-pub"]);
+    let read_tcp = || -> Option<String> {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", tcp)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut text = String::new();
+        c.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let got = s.wait_for("the published TCP port", Duration::from_secs(10), || {
+        read_tcp().filter(|t| !t.is_empty())
+    });
+    assert_eq!(got, "inside\n");
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    u.send_to(b"ping", ("127.0.0.1", udp)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = u.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"inside:ping");
+
+    // The same port for another sandbox: a clear start error.
+    s.write_profile(
+        "net-pub2",
+        &profile.replace(&format!("{udp}:9001/udp"), "1:9001/udp"),
+    );
+    let out = s.ctl(&["start", "net-pub2"]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{tcp}"))
+            && err.contains("network.publish[0]"),
+        "{err}"
+    );
+    let _ = s.ctl(&["stop", "net-pub2"]);
+
+    s.ctl_ok(&["stop", "net-pub"]);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", tcp)).is_err(),
+        "still listening after stop"
+    );
+    s.remove_profile("net-pub");
+    s.remove_profile("net-pub2");
+}

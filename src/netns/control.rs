@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! helper → daemon   "ready" + [tcp4, tcp6, udp4, udp6]   |  "error MESSAGE"
-//! daemon → helper   "udp LOCAL PEER"
+//! daemon → helper   "udp LOCAL PEER"  |  "connect tcp|udp PORT"
 //! helper → daemon   "ok" + [fd]                          |  "error MESSAGE"
 //! ```
 
@@ -37,7 +37,15 @@ pub enum ControlError {
 }
 
 pub enum Request {
-    UdpReply { local: SocketAddr, peer: SocketAddr },
+    UdpReply {
+        local: SocketAddr,
+        peer: SocketAddr,
+    },
+    /// A socket connected to the sandbox's own 127.0.0.1:port (for published ports).
+    Connect {
+        udp: bool,
+        port: u16,
+    },
 }
 
 impl Request {
@@ -47,6 +55,10 @@ impl Request {
             (Some("udp"), Some(l), Some(p), None) => Some(Self::UdpReply {
                 local: l.parse().ok()?,
                 peer: p.parse().ok()?,
+            }),
+            (Some("connect"), Some(kind @ ("tcp" | "udp")), Some(p), None) => Some(Self::Connect {
+                udp: kind == "udp",
+                port: p.parse().ok().filter(|p| *p > 0)?,
             }),
             _ => None,
         }
@@ -194,8 +206,17 @@ impl Client {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> Result<OwnedFd, ControlError> {
+        self.request(format!("udp {local} {peer}")).await
+    }
+
+    /// A TCP or UDP socket inside the sandbox connected to its 127.0.0.1:`port`.
+    pub async fn connect(&self, udp: bool, port: u16) -> Result<OwnedFd, ControlError> {
+        let kind = if udp { "udp" } else { "tcp" };
+        self.request(format!("connect {kind} {port}")).await
+    }
+
+    async fn request(&self, text: String) -> Result<OwnedFd, ControlError> {
         let _one = self.lock.lock().await;
-        let text = format!("udp {local} {peer}");
         loop {
             let mut guard = self.fd.writable().await.map_err(ControlError::Io)?;
             match guard.try_io(|fd| send(fd.as_raw_fd(), &text, &[]).map_err(io::Error::from)) {

@@ -124,6 +124,7 @@ pub fn helper_main(args: &[String]) -> ! {
     }
     control.serve(|req| match req {
         control::Request::UdpReply { local, peer } => sockets::udp_reply(local, peer),
+        control::Request::Connect { udp, port } => sockets::connect_inside(udp, port),
     });
     std::process::exit(0);
 }

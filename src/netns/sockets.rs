@@ -81,3 +81,17 @@ pub fn udp_reply(local: SocketAddr, peer: SocketAddr) -> io::Result<OwnedFd> {
     connect(fd.as_raw_fd(), &SockaddrStorage::from(peer))?;
     Ok(fd)
 }
+
+/// A socket connected to the sandbox's own `127.0.0.1:port`, for a published port. The
+/// connect is local, so it completes (or is refused) at once.
+pub fn connect_inside(udp: bool, port: u16) -> io::Result<OwnedFd> {
+    let kind = if udp {
+        SockType::Datagram
+    } else {
+        SockType::Stream
+    };
+    let fd = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    let to = SockaddrStorage::from(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)));
+    connect(fd.as_raw_fd(), &to)?;
+    Ok(fd)
+}

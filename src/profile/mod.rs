@@ -202,7 +202,6 @@ impl Profile {
                 proxied && n.upstream != "direct",
                 "network.upstream other than \"direct\"",
             ),
-            (!n.publish.is_empty(), "network.publish"),
             (self.limits.memory.is_some(), "limits.memory"),
             (self.limits.pids.is_some(), "limits.pids"),
         ];

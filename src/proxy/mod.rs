@@ -8,6 +8,7 @@ mod denials;
 pub mod dns;
 mod hostaddr;
 mod policy;
+mod publish;
 mod relay;
 mod tcp;
 mod udp;
@@ -213,6 +214,8 @@ pub enum ProxyError {
     Helper(#[from] ControlError),
     #[error("cannot use the helper's listeners")]
     Listeners(#[source] std::io::Error),
+    #[error("{0}")]
+    Publish(String),
 }
 
 impl Proxy {
@@ -280,10 +283,23 @@ impl Proxy {
                 return Err(ProxyError::Listeners(e));
             }
         };
+        // Host listeners for published ports, bound before the sandbox runs: a port in
+        // use fails the start and names the entry.
+        let published = match publish::bind_all(&network.publish).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(ProxyError::Publish(e));
+            }
+        };
         tokio::spawn(tcp::serve(t4, shared.clone(), stop.clone()));
         tokio::spawn(tcp::serve(t6, shared.clone(), stop.clone()));
         tokio::spawn(udp::serve(u4, shared.clone(), stop.clone()));
         tokio::spawn(udp::serve(u6, shared.clone(), stop.clone()));
+        for p in published {
+            publish::serve(p, shared.clone(), stop.clone());
+        }
         // The helper lives exactly as long as the proxy of this sandbox.
         let watch = stop.clone();
         let cut = shared.cut.clone();

@@ -19,7 +19,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Resets the connection at once (RST), so the sandbox learns of a refusal immediately.
-fn reset(stream: TcpStream) {
+pub(super) fn reset(stream: TcpStream) {
     // A zero linger time makes close send RST and return at once (it never blocks).
     let abort = libc::linger {
         l_onoff: 1,
