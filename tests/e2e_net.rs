@@ -830,3 +830,139 @@ fn published_ports_reach_the_sandbox_only_while_it_runs() {
     s.remove_profile("net-pub");
     s.remove_profile("net-pub2");
 }
+
+/// A SOCKS5 server (microsocks) inside the test internet on 203.0.113.2:1080, resolving
+/// names with the test DNS server, and a unix socket on the host relayed to it (socat).
+struct Socks {
+    server: Child,
+    unix: Child,
+    path: std::path::PathBuf,
+}
+
+impl Socks {
+    fn up(s: &Session) -> Self {
+        let etc = Path::new("/etc/netns").join(NETNS);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("resolv.conf"), format!("nameserver {INET_V4}\n")).unwrap();
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                NETNS,
+                "microsocks",
+                "-i",
+                INET_V4,
+                "-p",
+                "1080",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let path = s.runtime_dir.join("sbxtest-socks.sock");
+        let _ = std::fs::remove_file(&path);
+        let unix = Command::new("socat")
+            .arg(format!(
+                "UNIX-LISTEN:{},fork,user={USER},mode=600",
+                path.display()
+            ))
+            .arg(format!("TCP:{INET_V4}:1080"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        s.wait_for("the SOCKS5 server", Duration::from_secs(5), || {
+            std::net::TcpStream::connect((INET_V4, 1080)).ok()
+        });
+        s.wait_for("the SOCKS5 unix socket", Duration::from_secs(5), || {
+            path.exists().then_some(())
+        });
+        Self { server, unix, path }
+    }
+
+    fn stop_server(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl Drop for Socks {
+    fn drop(&mut self) {
+        self.stop_server();
+        let _ = self.unix.kill();
+        let _ = self.unix.wait();
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(NETNS));
+    }
+}
+
+#[test]
+fn upstream_socks5_proxies_carry_the_traffic_and_nothing_goes_direct() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    use_test_dns(s);
+    let mut socks = Socks::up(s);
+    // Direct, the test web server sees the host's address; through the proxy, the proxy's.
+    proxied_profile(s, "net-direct", ALLOW_INET);
+    s.ctl_ok(&["start", "net-direct"]);
+    assert_eq!(probe(s, "net-direct", &["whoami", INET_V4]), HOST_V4);
+    s.ctl_ok(&["stop", "net-direct"]);
+
+    proxied_profile(
+        s,
+        "net-socks",
+        &format!("{ALLOW_INET}\nupstream = \"socks5://{INET_V4}:1080\""),
+    );
+    proxied_profile(
+        s,
+        "net-socksh",
+        &format!("allow = [\"proxyonly.test\", \"allowed.test\"]\nupstream = \"socks5h://{INET_V4}:1080\""),
+    );
+    proxied_profile(
+        s,
+        "net-socksu",
+        &format!(
+            "allow = [\"allowed.test\"]\nupstream = \"socks5+unix://{}\"",
+            socks.path.display()
+        ),
+    );
+    for n in ["net-socks", "net-socksh", "net-socksu"] {
+        s.ctl_ok(&["start", n]);
+    }
+    assert_eq!(probe(s, "net-socks", &["whoami", INET_V4]), INET_V4);
+    // UDP cannot go through the upstream: refused, never sent direct.
+    assert_eq!(probe(s, "net-socks", &["udp", INET_V4, "3"]), "0");
+    // socks5h: the daemon's own resolver cannot resolve proxyonly.test (the test DNS
+    // refuses the host), so reaching it proves the proxy resolved the name.
+    assert!(probe(s, "net-socksh", &["resolve", "proxyonly.test"]).starts_with("100.89."));
+    assert_eq!(
+        probe(s, "net-socksh", &["whoami", "proxyonly.test"]),
+        INET_V4
+    );
+    assert_eq!(
+        probe(s, "net-socksh", &["resolve", "other.test"]),
+        "nxdomain"
+    );
+    // A SOCKS5 server on a unix socket (it may pick either address of allowed.test; both
+    // are its own, where a direct connection would come from the host's).
+    let seen = probe(s, "net-socksu", &["whoami", "allowed.test"]);
+    assert!(seen == INET_V4 || seen == INET_V6, "{seen}");
+
+    // The upstream goes away: connections fail, and none is made directly instead.
+    socks.stop_server();
+    for (n, to) in [
+        ("net-socks", INET_V4),
+        ("net-socksh", "proxyonly.test"),
+        ("net-socksu", "allowed.test"),
+    ] {
+        assert_eq!(probe(s, n, &["whoami", to]), "failed", "{n}");
+    }
+    let log = s.ctl_ok(&["netlog", "net-socks"]);
+    assert!(log.contains("the upstream proxy failed"), "{log}");
+    for n in ["net-socks", "net-socksh", "net-socksu"] {
+        s.ctl_ok(&["stop", n]);
+        s.remove_profile(n);
+    }
+    s.remove_profile("net-direct");
+}

@@ -198,10 +198,6 @@ impl Profile {
                 proxied && !n.dns && (n.allow.iter().any(is_name) || n.deny.iter().any(is_name)),
                 "host names in network.allow / network.deny with network.dns = false (names are known only through the daemon's resolver)",
             ),
-            (
-                proxied && n.upstream != "direct",
-                "network.upstream other than \"direct\"",
-            ),
             (self.limits.memory.is_some(), "limits.memory"),
             (self.limits.pids.is_some(), "limits.pids"),
         ];

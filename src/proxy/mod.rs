@@ -6,6 +6,7 @@
 
 mod denials;
 pub mod dns;
+mod egress;
 mod hostaddr;
 mod policy;
 mod publish;
@@ -68,6 +69,7 @@ pub struct Shared {
     upstream: Arc<dns::Upstream>,
     /// The daemon answers the sandbox's DNS (`network.dns`).
     dns: std::sync::atomic::AtomicBool,
+    egress: RwLock<egress::Egress>,
     /// Cancelled when the helper dies (and at detach): every connection and flow ends,
     /// and new ones are refused at once rather than left to time out.
     cut: CancellationToken,
@@ -108,9 +110,18 @@ impl Shared {
         }
     }
 
-    /// Where a flow to `dst` may go: the addresses to dial, in order, or none (the refusal
-    /// is then recorded). Synthetic addresses stand for their name, resolved on the host.
-    async fn destinations(&self, dst: SocketAddr) -> Vec<SocketAddr> {
+    fn egress(&self) -> egress::Egress {
+        self.egress
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where a flow to `dst` may go: what to dial, in order, or nothing (the refusal is
+    /// then recorded). Synthetic addresses stand for their name, resolved on the host —
+    /// or, with a `socks5h` upstream, handed to it unresolved.
+    async fn destinations(&self, dst: SocketAddr) -> Vec<egress::Dest> {
+        use egress::Dest;
         let policy = self.policy();
         let port = dst.port();
         let target = if self.dns.load(Ordering::Relaxed) {
@@ -120,17 +131,17 @@ impl Shared {
         };
         match target {
             dns::Target::Address => match policy.decide(dst, &self.host.current()) {
-                Ok(()) => vec![dst],
+                Ok(()) => vec![Dest::Addr(dst)],
                 Err(why) => {
                     self.deny(dst.ip().to_string(), port, why.as_str());
                     Vec::new()
                 }
             },
             dns::Target::Host => match policy.decide_host_port(port) {
-                Ok(()) => vec![SocketAddr::new(
+                Ok(()) => vec![Dest::Addr(SocketAddr::new(
                     IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
                     port,
-                )],
+                ))],
                 Err(why) => {
                     self.deny(dns::HOST_NAME.into(), port, why.as_str());
                     Vec::new()
@@ -152,6 +163,15 @@ impl Shared {
                 );
                 Vec::new()
             }
+            dns::Target::Name(name) if self.egress().remote_dns() => {
+                match policy.decide_name_only(&name, port) {
+                    Ok(()) => vec![Dest::Name(name, port)],
+                    Err(why) => {
+                        self.deny(name, port, why.as_str());
+                        Vec::new()
+                    }
+                }
+            }
             dns::Target::Name(name) => {
                 let host = self.host.current();
                 let mut out = Vec::new();
@@ -159,7 +179,7 @@ impl Shared {
                 for ip in self.upstream.resolve(&name).await {
                     let real = SocketAddr::new(ip, port);
                     match policy.decide_named(&name, real, &host) {
-                        Ok(()) => out.push(real),
+                        Ok(()) => out.push(Dest::Addr(real)),
                         Err(why) => refusal = why,
                     }
                 }
@@ -178,6 +198,7 @@ impl Shared {
             raw,
             &self.names,
             &self.upstream,
+            !self.egress().remote_dns(),
             |name| policy.name_answerable(name).map_err(|d| d.as_str()),
             |name, why| self.deny(name.to_string(), 53, why),
         )
@@ -265,6 +286,9 @@ impl Proxy {
             names: self.names.clone(),
             upstream: self.upstream.clone(),
             dns: std::sync::atomic::AtomicBool::new(network.dns),
+            egress: RwLock::new(
+                egress::Egress::parse(&network.upstream).unwrap_or(egress::Egress::Direct),
+            ),
             cut: stop.child_token(),
         });
         let listeners = (|| {
@@ -343,6 +367,9 @@ impl Proxy {
         s.max_udp_flows
             .store(network.max_udp_flows, Ordering::Relaxed);
         s.dns.store(network.dns, Ordering::Relaxed);
+        if let Some(e) = egress::Egress::parse(&network.upstream) {
+            *s.egress.write().unwrap_or_else(|p| p.into_inner()) = e;
+        }
         tracing::info!(SANDBOX = name, "network policy reloaded");
         true
     }

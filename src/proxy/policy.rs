@@ -319,6 +319,24 @@ impl Policy {
         }
     }
 
+    /// Decides for a connection by `name` whose address only an upstream proxy will know
+    /// (`socks5h`): a name entry decides; without one, only an `allow` entry opening every
+    /// public address (`0.0.0.0/0` or `::/0`) lets it through.
+    pub fn decide_name_only(&self, name: &str, port: u16) -> Result<(), Denial> {
+        if self.deny_names.iter().any(|e| e.matches(name, Some(port))) {
+            return Err(Denial::NameDenied);
+        }
+        let everything = self
+            .allow
+            .iter()
+            .any(|e| e.net.len == 0 && e.ports.is_none_or(|(a, b)| (a..=b).contains(&port)));
+        if everything || self.allow_names.iter().any(|e| e.matches(name, Some(port))) {
+            Ok(())
+        } else {
+            Err(Denial::NameNotAllowed)
+        }
+    }
+
     /// Decides for a connection to `host.sandbox.internal:port` (dialed as the host's
     /// loopback).
     pub fn decide_host_port(&self, port: u16) -> Result<(), Denial> {

@@ -7,8 +7,37 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::future::Future;
+
 use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+
+/// A tokio stream socket the relay can splice: TCP, or a unix socket to an upstream.
+pub trait Socket: AsRawFd + std::os::fd::AsFd + Sync {
+    fn wait(&self, interest: Interest) -> impl Future<Output = io::Result<()>> + Send;
+    fn attempt<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+macro_rules! socket {
+    ($t:ty) => {
+        impl Socket for $t {
+            async fn wait(&self, interest: Interest) -> io::Result<()> {
+                self.ready(interest).await.map(|_| ())
+            }
+
+            fn attempt<R>(
+                &self,
+                interest: Interest,
+                f: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                self.try_io(interest, f)
+            }
+        }
+    };
+}
+
+socket!(TcpStream);
+socket!(UnixStream);
 
 /// Bytes moved per splice call; also the pipe's capacity (the kernel default).
 const CHUNK: usize = 64 * 1024;
@@ -48,17 +77,17 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 
 /// Copies `from` to `to` until end of stream, then shuts `to` down for writing. The pipe
 /// is made at the first byte, so idle connections cost no pipe.
-async fn pump(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> io::Result<()> {
+async fn pump(from: &impl Socket, to: &impl Socket, count: &AtomicU64) -> io::Result<()> {
     let mut pipe: Option<Pipe> = None;
     loop {
-        from.readable().await?;
+        from.wait(Interest::READABLE).await?;
         if pipe.is_none() {
             pipe = Some(Pipe::new()?);
         }
         let Some(p) = pipe.as_ref() else {
             continue;
         };
-        let n = match from.try_io(Interest::READABLE, || {
+        let n = match from.attempt(Interest::READABLE, || {
             splice(from.as_raw_fd(), p.w.as_raw_fd(), CHUNK)
         }) {
             Ok(0) => {
@@ -81,8 +110,8 @@ async fn pump(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> io::Result
         };
         let mut left = n;
         while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
+            to.wait(Interest::WRITABLE).await?;
+            match to.attempt(Interest::WRITABLE, || {
                 splice(p.r.as_raw_fd(), to.as_raw_fd(), left)
             }) {
                 Ok(m) => {
@@ -101,7 +130,7 @@ async fn pump(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> io::Result
 /// through, and the daemon's side keeps no TIME_WAIT socket for it.
 pub async fn relay(
     inside: &TcpStream,
-    outside: &TcpStream,
+    outside: &impl Socket,
     sent: &AtomicU64,
     received: &AtomicU64,
 ) -> io::Result<()> {
@@ -110,9 +139,11 @@ pub async fn relay(
             l_onoff: 1,
             l_linger: 0,
         };
-        for s in [inside, outside] {
-            let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &abort);
-            let _ = nix::sys::socket::shutdown(s.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        for fd in [inside.as_raw_fd(), outside.as_raw_fd()] {
+            // SAFETY: both fds stay open for the whole relay (borrowed from the callers).
+            let s = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &abort);
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
         }
     };
     let up = async {

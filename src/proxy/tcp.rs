@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::dns::Target;
+use super::egress::{self, Dest, Egress, Outside};
 use super::policy::canonical;
 use super::{relay, Shared};
 
@@ -106,20 +108,45 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         tracing::debug!(SANDBOX = name, %dst, %peer, "tcp denied");
         return reset(inside);
     }
+    let egress = shared.egress();
     let dial = async {
         let mut last = None;
         for t in &targets {
-            match TcpStream::connect(t).await {
+            let r = match (&egress, t) {
+                // host.sandbox.internal is the local host: never through the upstream.
+                (Egress::Direct, Dest::Addr(a)) => TcpStream::connect(a)
+                    .await
+                    .map(Outside::Tcp)
+                    .map_err(|e| e.to_string()),
+                (_, Dest::Addr(a)) if shared.names.classify(dst.ip()) == Target::Host => {
+                    TcpStream::connect(a)
+                        .await
+                        .map(Outside::Tcp)
+                        .map_err(|e| e.to_string())
+                }
+                (Egress::Socks5 { server, .. }, d) => egress::socks5(server, d)
+                    .await
+                    .map_err(|e| crate::error_chain(&e)),
+                (Egress::Direct, Dest::Name(..)) => Err("no address".to_string()),
+            };
+            match r {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| std::io::ErrorKind::NotFound.into()))
+        Err(last.unwrap_or_default())
     };
     let outside = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(SANDBOX = name, %dst, "tcp dial failed: {e}");
+            if !matches!(egress, Egress::Direct) {
+                shared.deny(
+                    shared.shown(dst.ip()),
+                    dst.port(),
+                    "the upstream proxy failed",
+                );
+            }
             return reset(inside);
         }
         Err(_) => {
@@ -128,12 +155,17 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
     };
     let _ = inside.set_nodelay(true);
-    let _ = outside.set_nodelay(true);
-    if let Err(e) = relay::relay(&inside, &outside, &c.sent, &c.received).await {
+    let result = match &outside {
+        Outside::Tcp(o) => {
+            let _ = o.set_nodelay(true);
+            relay::relay(&inside, o, &c.sent, &c.received).await
+        }
+        Outside::Unix(o) => relay::relay(&inside, o, &c.sent, &c.received).await,
+    };
+    if let Err(e) = result {
         tracing::debug!(SANDBOX = name, %dst, "tcp relay ended: {e}");
     }
 }
-
 /// DNS over TCP to the sandbox's resolver: length-prefixed queries, answered in turn,
 /// until the sandbox closes or idles.
 async fn dns(mut inside: TcpStream, shared: &Shared) {

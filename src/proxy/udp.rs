@@ -174,8 +174,17 @@ async fn flow(
     if shared.is_resolver(dst) {
         return dns_flow(shared, src, dst, queued).await;
     }
-    let Some(target) = shared.destinations(dst).await.into_iter().next() else {
+    if !matches!(shared.egress(), super::egress::Egress::Direct) {
+        shared.deny(
+            shared.shown(dst.ip()),
+            dst.port(),
+            "UDP cannot go through network.upstream",
+        );
         return Ok(());
+    }
+    let target = match shared.destinations(dst).await.into_iter().next() {
+        Some(super::egress::Dest::Addr(a)) => a,
+        _ => return Ok(()),
     };
     let bind: SocketAddr = if target.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()

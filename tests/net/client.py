@@ -14,6 +14,7 @@ Each command prints one line the test parses:
     hold HOST N                 "ALIVE_COUNT" of N connections opened and kept open at once
     udpflows HOST N             "ANSWERED_COUNT" of N UDP flows (one socket each) at once
     resolve NAME                "ADDRESS" (the system resolver, IPv4) or "nxdomain"
+    whoami HOST                 the address the test internet's web server saw, or "failed"
     dns NAME TYPE udp|tcp       a raw query to the resolver in /etc/resolv.conf:
                                 "RCODE ADDRESS…" (TYPE: A or AAAA)
     dnsgarbage N                N malformed datagrams to the resolver, then "RCODE" of a
@@ -255,6 +256,20 @@ def cmd_udpflows(host, n):
         except socket.timeout:
             pass
     print(answered)
+
+
+def cmd_whoami(host):
+    try:
+        s = get(host, "/whoami")
+        _, body = read_head(s)
+        while True:
+            more = s.recv(4096)
+            if not more:
+                break
+            body += more
+        print(body.decode() or "failed")
+    except OSError:
+        print("failed")
 
 
 def cmd_resolve(name):

@@ -6,7 +6,7 @@
     internet.py expect N         sha256 of what GET /bytes/N sends
 
 HTTP: GET /bytes/N sends N bytes of a fixed pattern; POST /sha256 answers the sha256 of
-the request body; GET /hello answers "hello". Port 7008 reads to end of stream, then
+the request body; GET /whoami answers the client's address; GET /hello answers "hello". Port 7008 reads to end of stream, then
 answers "LENGTH SHA256" and closes.
 """
 import asyncio
@@ -52,6 +52,9 @@ async def http(reader, writer):
                 left -= len(chunk)
             body = h.hexdigest().encode()
             writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif path == "/whoami":
+            me = writer.get_extra_info("peername")[0].encode()
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(me), me))
         else:
             writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
         await writer.drain()
@@ -86,10 +89,13 @@ NAMES = {
     "lan.test": ("192.168.77.1", None),
     "host.test": ("203.0.113.1", None),
 }
+# Answered only to clients inside the test internet (such as a SOCKS5 server there), never
+# to the host: a name only an upstream proxy can resolve.
+INSIDE_ONLY = {"proxyonly.test": ("203.0.113.2", None)}
 
 
-def dns_answer(q):
-    """The answer to query bytes q, or None for garbage."""
+def dns_answer(q, client="203.0.113.2"):
+    """The answer to query bytes q from client, or None for garbage."""
     if len(q) < 12:
         return None
     i, labels = 12, []
@@ -105,6 +111,8 @@ def dns_answer(q):
     question = q[12:i + 5]
     name = ".".join(labels)
     found = NAMES.get(name)
+    if not found and client != "203.0.113.1":
+        found = INSIDE_ONLY.get(name)
     answers = []
     if found:
         v4, v6 = found
@@ -124,7 +132,7 @@ class Dns(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        out = dns_answer(data)
+        out = dns_answer(data, addr[0])
         if out:
             self.transport.sendto(out, addr)
 

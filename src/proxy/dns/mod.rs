@@ -229,10 +229,14 @@ fn getrandom(buf: &mut [u8]) -> bool {
 
 /// Answers one query from a sandbox. `allowed(name)` is the policy's verdict on the name
 /// (an error string is the denial reason, recorded by the caller through `refused`).
+///
+/// With `lookup` false (a `socks5h` upstream resolves names), allowed names get their
+/// synthetic address without the host ever looking them up.
 pub async fn answer(
     raw: &[u8],
     names: &Names,
     upstream: &Upstream,
+    lookup: bool,
     allowed: impl Fn(&str) -> Result<(), &'static str>,
     refused: impl Fn(&str, &'static str),
 ) -> Vec<u8> {
@@ -258,14 +262,16 @@ pub async fn answer(
         // Only addresses are served: a sandbox needs nothing else to connect.
         return q.answer(RCODE_NOERROR, &[], 0);
     }
-    let Some(reply) = upstream.lookup(name, q.qtype).await else {
-        return q.answer(RCODE_SERVFAIL, &[], 0);
-    };
-    if reply.rcode == RCODE_NXDOMAIN {
-        return q.answer(RCODE_NXDOMAIN, &[], 0);
-    }
-    if reply.addresses.is_empty() {
-        return q.answer(RCODE_NOERROR, &[], 0);
+    if lookup {
+        let Some(reply) = upstream.lookup(name, q.qtype).await else {
+            return q.answer(RCODE_SERVFAIL, &[], 0);
+        };
+        if reply.rcode == RCODE_NXDOMAIN {
+            return q.answer(RCODE_NXDOMAIN, &[], 0);
+        }
+        if reply.addresses.is_empty() {
+            return q.answer(RCODE_NOERROR, &[], 0);
+        }
     }
     match names.addresses(name) {
         Some((v4, v6)) => {
