@@ -541,6 +541,7 @@ fn refusals_are_logged_announced_and_a_reload_applies_new_policy() {
     let s = session();
     s.ready();
     let _inet = Internet::up();
+    use_test_dns(s);
     proxied_profile(s, "net-log", ALLOW_INET);
     s.ctl_ok(&["start", "net-log"]);
     let leader = s.leader_of("net-log");
@@ -643,24 +644,51 @@ fn refusals_are_logged_announced_and_a_reload_applies_new_policy() {
     );
     assert!(lines[1].contains("10.1.2.3:443"), "{log}");
     assert_eq!(counter(s, "net-log", "connections_denied"), 2);
+    // The daemon's log line carries the fields (journal fields where journald runs).
+    let log = std::fs::read_to_string(daemon_log(s)).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("connection denied")
+            && l.contains("SANDBOX=\"net-log\"")
+            && l.contains("DESTINATION=\"203.0.113.2\"")
+            && l.contains("PORT=8000")
+            && l.contains("REASON=\"matches network.deny\"")),
+        "no structured denial line in the daemon's log"
+    );
     s.ctl_ok(&["stop", "net-log"]);
     s.remove_profile("net-log");
 }
 
-/// Points the daemon's resolver at the test internet's DNS server (and restarts the
-/// daemon when that changes its configuration).
+/// Where the daemon's stderr goes in these tests (a systemd drop-in: these machines have
+/// no journald).
+fn daemon_log(s: &Session) -> std::path::PathBuf {
+    s.runtime_dir.join("sandboxd-test.log")
+}
+
+/// Points the daemon's resolver at the test internet's DNS server and its stderr at
+/// [`daemon_log`] (restarting the daemon when that changes its configuration).
 fn use_test_dns(s: &Session) {
     let dir = s.home.join(".config/sandboxd");
     let file = dir.join("sandboxd.toml");
     let want = format!("dns_servers = [\"{INET_V4}\"]\n");
-    if std::fs::read_to_string(&file).ok().as_deref() != Some(want.as_str()) {
+    let dropin_dir = s.home.join(".config/systemd/user/sandboxd.service.d");
+    let dropin = dropin_dir.join("test-log.conf");
+    let want_dropin = format!(
+        "[Service]\nStandardError=append:{}\n",
+        daemon_log(s).display()
+    );
+    let same = |f: &Path, w: &str| std::fs::read_to_string(f).ok().as_deref() == Some(w);
+    if !same(&file, &want) || !same(&dropin, &want_dropin) {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(&file, want).unwrap();
+        std::fs::create_dir_all(&dropin_dir).unwrap();
+        std::fs::write(&dropin, want_dropin).unwrap();
         root(
             Command::new("chown")
                 .args(["-R", &format!("{USER}:{USER}")])
-                .arg(&dir),
+                .arg(&dir)
+                .arg(s.home.join(".config/systemd")),
         );
+        s.user_ok(&["systemctl", "--user", "daemon-reload"]);
         s.stop_daemon();
         s.start_daemon();
     }

@@ -25,6 +25,7 @@ fn example_profiles_validate() {
         ".local/share/sandboxd/rootfs/arch",
         ".local/share/sandboxd/rootfs/busybox",
         "code/project",
+        "work/agent",
     ] {
         std::fs::create_dir_all(home.path().join(dir)).unwrap();
     }

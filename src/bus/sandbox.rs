@@ -119,6 +119,12 @@ impl<R: Runtime> SandboxObject<R> {
         self.sup.net_stats(&self.info.name).received
     }
 
+    /// Connections and UDP flows made by name (through the daemon's resolver), per name.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn name_hits(&self) -> std::collections::HashMap<String, u64> {
+        self.sup.name_hits(&self.info.name)
+    }
+
     /// Connections and UDP flows the policy (or a limit) refused.
     #[zbus(property(emits_changed_signal = "false"))]
     fn connections_denied(&self) -> u64 {

@@ -454,11 +454,13 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                 sb.bytes_received().await?,
                 sb.connections_denied().await?,
             );
+            let hits = sb.name_hits().await?;
             if json {
                 println!(
                     "{}",
                     json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit,
-                           "connections_active": active, "bytes_sent": sent, "bytes_received": received, "connections_denied": denied})
+                           "connections_active": active, "bytes_sent": sent, "bytes_received": received, "connections_denied": denied,
+                           "name_hits": hits})
                 );
             } else {
                 println!("{name}: {state}");
@@ -484,6 +486,11 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                     println!("  exit status: {exit}");
                 }
                 println!("  network:     {active} open, {sent} bytes sent, {received} received, {denied} denied");
+                let mut hits: Vec<_> = hits.into_iter().collect();
+                hits.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                for (n, count) in hits.iter().take(10) {
+                    println!("    {count:>8}  {n}");
+                }
             }
         }
         Cmd::Check { .. }

@@ -88,4 +88,6 @@ pub trait Sandbox {
     fn bytes_received(&self) -> zbus::Result<u64>;
     #[zbus(property(emits_changed_signal = "false"))]
     fn connections_denied(&self) -> zbus::Result<u64>;
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn name_hits(&self) -> zbus::Result<HashMap<String, u64>>;
 }

@@ -53,6 +53,9 @@ pub struct Stats {
     pub denied: u64,
 }
 
+/// Distinct names whose hits are counted per sandbox; later ones count as "(other)".
+const MAX_NAMES_COUNTED: usize = 1000;
+
 /// What every task of one sandbox's proxy shares.
 pub struct Shared {
     name: String,
@@ -70,6 +73,8 @@ pub struct Shared {
     /// The daemon answers the sandbox's DNS (`network.dns`).
     dns: std::sync::atomic::AtomicBool,
     egress: RwLock<egress::Egress>,
+    /// Connections and flows allowed by name, per name (at most [`MAX_NAMES_COUNTED`]).
+    name_hits: Mutex<HashMap<String, u64>>,
     /// Cancelled when the helper dies (and at detach): every connection and flow ends,
     /// and new ones are refused at once rather than left to time out.
     cut: CancellationToken,
@@ -108,6 +113,16 @@ impl Shared {
             dns::Target::Host => dns::HOST_NAME.into(),
             _ => ip.to_string(),
         }
+    }
+
+    fn hit(&self, name: &str) {
+        let mut hits = self.name_hits.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if hits.len() < MAX_NAMES_COUNTED || hits.contains_key(name) {
+            name
+        } else {
+            "(other)"
+        };
+        *hits.entry(key.to_string()).or_default() += 1;
     }
 
     fn egress(&self) -> egress::Egress {
@@ -165,7 +180,10 @@ impl Shared {
             }
             dns::Target::Name(name) if self.egress().remote_dns() => {
                 match policy.decide_name_only(&name, port) {
-                    Ok(()) => vec![Dest::Name(name, port)],
+                    Ok(()) => {
+                        self.hit(&name);
+                        vec![Dest::Name(name, port)]
+                    }
                     Err(why) => {
                         self.deny(name, port, why.as_str());
                         Vec::new()
@@ -185,6 +203,8 @@ impl Shared {
                 }
                 if out.is_empty() {
                     self.deny(name, port, refusal.as_str());
+                } else {
+                    self.hit(&name);
                 }
                 out
             }
@@ -286,6 +306,7 @@ impl Proxy {
             names: self.names.clone(),
             upstream: self.upstream.clone(),
             dns: std::sync::atomic::AtomicBool::new(network.dns),
+            name_hits: Mutex::new(HashMap::new()),
             egress: RwLock::new(
                 egress::Egress::parse(&network.upstream).unwrap_or(egress::Egress::Direct),
             ),
@@ -374,6 +395,20 @@ impl Proxy {
         true
     }
 
+    /// Connections and flows sandbox `name` made by name, per name.
+    pub fn name_hits(&self, name: &str) -> HashMap<String, u64> {
+        self.sandboxes()
+            .get(name)
+            .map(|a| {
+                a.shared
+                    .name_hits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
     /// The latest refusals for sandbox `name`, oldest first.
     pub fn denials(&self, name: &str) -> Vec<Denied> {
         self.sandboxes()
@@ -411,6 +446,7 @@ pub trait Networking: Send + Sync + 'static {
     fn update(&self, name: &str, network: &Network) -> bool;
     fn stats(&self, name: &str) -> Stats;
     fn denials(&self, name: &str) -> Vec<Denied>;
+    fn name_hits(&self, name: &str) -> HashMap<String, u64>;
 }
 
 impl Networking for Proxy {
@@ -441,5 +477,9 @@ impl Networking for Proxy {
 
     fn denials(&self, name: &str) -> Vec<Denied> {
         Proxy::denials(self, name)
+    }
+
+    fn name_hits(&self, name: &str) -> HashMap<String, u64> {
+        Proxy::name_hits(self, name)
     }
 }

@@ -119,6 +119,17 @@ impl Entry {
                 (a, if a.is_ipv4() { 32 } else { 128 })
             }
         };
+        // Destinations are judged as IPv4 when IPv4-mapped; so are entries.
+        let (addr, len) = match addr {
+            IpAddr::V6(v6) if len >= 96 && v6.to_ipv4_mapped().is_some() => {
+                (IpAddr::V4(v6.to_ipv4_mapped()?), len - 96)
+            }
+            a => (a, len),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return None;
+        }
         Some(Self {
             net: Cidr { addr, len },
             ports,
@@ -354,7 +365,10 @@ impl Policy {
         if self.deny.iter().any(|e| e.matches(dst)) {
             return Err(Denial::Denied);
         }
-        if HOST.iter().any(|c| c.contains(ip)) || host.contains(&ip) {
+        let is_host = host
+            .iter()
+            .any(|h| canonical(SocketAddr::new(*h, 0)).ip() == ip);
+        if HOST.iter().any(|c| c.contains(ip)) || is_host {
             return self.decide_host_port(dst.port());
         }
         if let Some(range) = SPECIAL.iter().find(|c| c.contains(ip)) {
@@ -544,6 +558,26 @@ mod tests {
             open.decide_named("anything.test", at("10.0.0.1:80"), &[]),
             Err(Denial::Special)
         );
+    }
+
+    /// Found by tests/fuzz_net.rs: an IPv4-mapped entry must match the IPv4 destination
+    /// it stands for (destinations are judged as IPv4).
+    #[test]
+    fn ipv4_mapped_entries_match_their_ipv4_destination() {
+        let p = policy(
+            &["0.0.0.0/0", "::/0"],
+            &["::ffff:10.0.0.1", "[::ffff:1.2.3.0/120]:80"],
+            AllowHost::None,
+            true,
+        );
+        assert_eq!(p.decide(at("10.0.0.1:1"), &[]), Err(Denial::Denied));
+        assert_eq!(
+            p.decide(at("[::ffff:10.0.0.1]:1"), &[]),
+            Err(Denial::Denied)
+        );
+        assert_eq!(p.decide(at("1.2.3.9:80"), &[]), Err(Denial::Denied));
+        assert_eq!(p.decide(at("1.2.3.9:81"), &[]), Ok(()));
+        assert!(Entry::parse("1.2.3.4/33").is_none());
     }
 
     #[test]

@@ -131,6 +131,11 @@ impl<R: Runtime> Supervisor<R> {
         self.inner.net.stats(name)
     }
 
+    /// Connections sandbox `name` made by name, per name.
+    pub fn name_hits(&self, name: &str) -> std::collections::HashMap<String, u64> {
+        self.inner.net.name_hits(name)
+    }
+
     /// The latest refusals of sandbox `name`'s proxy, oldest first.
     pub fn denials(&self, name: &str) -> Result<Vec<Denied>, Error> {
         self.get(name)?;

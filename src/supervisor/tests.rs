@@ -168,6 +168,10 @@ impl Networking for NetLog {
     fn denials(&self, _name: &str) -> Vec<Denied> {
         Vec::new()
     }
+
+    fn name_hits(&self, _name: &str) -> std::collections::HashMap<String, u64> {
+        Default::default()
+    }
 }
 
 struct Harness {

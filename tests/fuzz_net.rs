@@ -1,0 +1,93 @@
+//! Property tests of the network policy's inputs with hostile input: any `allow`/`deny`
+//! entry the profile validator accepts compiles into a policy, and any destination, name
+//! or port is decided without a panic; and the DNS parser (unit-tested in
+//! `proxy::dns::message`) is driven here with long random runs too. Bounded by default
+//! (CI); `FUZZ_CASES=N` runs longer (see docs/fuzzing.md).
+
+use std::net::{IpAddr, SocketAddr};
+
+use proptest::prelude::*;
+use sandboxd::profile::{AllowHost, Network, NetworkMode};
+use sandboxd::proxy::dns::message::{Query, Reply, RCODE_NOERROR};
+use sandboxd::proxy::Policy;
+
+fn cases() -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(3000)
+}
+
+fn network(allow: Vec<String>, deny: Vec<String>, lan: bool) -> Network {
+    Network {
+        mode: NetworkMode::Proxy,
+        allow,
+        deny,
+        allow_host: AllowHost::Ports(vec![5432]),
+        allow_lan: lan,
+        dns: true,
+        upstream: "direct".into(),
+        publish: Vec::new(),
+        max_connections: 10,
+        max_udp_flows: 10,
+    }
+}
+
+/// Entries of every shape the grammar has, plus raw noise.
+fn entry() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(/[0-9]{1,2})?(:[0-9]{1,5}(-[0-9]{1,5})?)?",
+        "\\[?[0-9a-f:]{2,20}(/[0-9]{1,3})?\\]?(:[0-9]{1,5})?",
+        "(\\*\\.)?[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,8}){0,3}(:[0-9]{1,5}(-[0-9]{1,5})?)?",
+        ".{0,40}",
+    ]
+}
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
+        Just("127.0.0.1".parse().unwrap()),
+        Just("::ffff:10.0.0.1".parse().unwrap()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn any_policy_decides_any_destination(
+        allow in proptest::collection::vec(entry(), 0..6),
+        deny in proptest::collection::vec(entry(), 0..4),
+        lan in any::<bool>(),
+        dst in ip(),
+        port in any::<u16>(),
+        name in "[a-z0-9*.-]{0,30}",
+        host in proptest::collection::vec(ip(), 0..3),
+    ) {
+        let p = Policy::new(&network(allow, deny.clone(), lan));
+        let to = SocketAddr::new(dst, port);
+        let by_address = p.decide(to, &host);
+        let _ = p.decide_named(&name, to, &host);
+        let _ = p.decide_name_only(&name, port);
+        let _ = p.name_answerable(&name);
+        let _ = p.decide_host_port(port);
+        // A host address is never opened by anything but allow_host.
+        if host.contains(&dst) && port != 5432 {
+            prop_assert!(by_address.is_err());
+        }
+        // deny of an exact address always wins.
+        let exact = Policy::new(&network(vec!["0.0.0.0/0".into(), "::/0".into()], vec![dst.to_string()], true));
+        prop_assert!(exact.decide(to, &[]).is_err());
+    }
+
+    #[test]
+    fn dns_parsers_survive_anything(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+        let _ = Reply::parse(&bytes);
+        if let Ok(q) = Query::parse(&bytes) {
+            let answer = q.answer(RCODE_NOERROR, &["100.89.0.1".parse().unwrap()], 60);
+            let r = Reply::parse(&answer).unwrap();
+            prop_assert_eq!(r.id, q.id);
+        }
+    }
+}
