@@ -718,6 +718,32 @@ fn names_are_answered_by_the_daemon_and_judged_by_name() {
     let synthetic = probe(s, "net-names", &["resolve", "allowed.test"]);
     assert!(synthetic.starts_with("100.89."), "{synthetic}");
     assert!(probe(s, "net-names", &["connect", "allowed.test", "8000"]).starts_with("ok:HTTP"));
+    let page = s.ctl_ok(&[
+        "exec",
+        "net-names",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        "5",
+        "http://allowed.test:8000/hello",
+    ]);
+    assert_eq!(page, "hello\n");
+    let out = s.ctl(&[
+        "exec",
+        "net-names",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        "5",
+        "http://other.test:8000/hello",
+    ]);
+    assert!(
+        common::stderr(&out).contains("Could not resolve host"),
+        "{}",
+        common::stderr(&out)
+    );
     let (rcode, v6) = {
         let out = probe(s, "net-names", &["dns", "allowed.test", "AAAA", "tcp"]);
         let mut w = out.split(' ');
@@ -993,4 +1019,146 @@ fn upstream_socks5_proxies_carry_the_traffic_and_nothing_goes_direct() {
         s.remove_profile(n);
     }
     s.remove_profile("net-direct");
+}
+
+/// Runs tests/net/buslatency.py as the session's user for `secs` seconds.
+fn bus_latency(secs: u32) -> Child {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
+        .args(["run", USER, "python3"])
+        .arg(scripts().join("buslatency.py"))
+        .arg(secs.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn hostile_root_cannot_reach_the_host_other_sandboxes_or_the_lan() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    // Another sandbox's service, published on the host's loopback.
+    let published = free_port(false);
+    let server = "import socket\nt = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        t.bind(('0.0.0.0', 9000)); t.listen()\nwhile True:\n    c, _ = t.accept(); c.sendall(b'victim\\n'); c.close()\n";
+    let command = serde_json::to_string(&["python3", "-c", server]).unwrap();
+    s.write_profile(
+        "net-victim",
+        &format!("[rootfs]\nhost = true\n\n[process]\ncommand = {command}\n\n[network]\npublish = [\"127.0.0.1:{published}:9000\"]\n"),
+    );
+    s.ctl_ok(&["start", "net-victim"]);
+    s.wait_for(
+        "the victim's published port",
+        Duration::from_secs(10),
+        || {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", published)).ok()?;
+            let mut t = String::new();
+            c.read_to_string(&mut t).ok()?;
+            (t == "victim\n").then_some(())
+        },
+    );
+    let host_service = HostService::start();
+    let hp = host_service.port.to_string();
+    let pp = published.to_string();
+    // The attacker: root inside, default policy (public addresses only).
+    s.write_profile("net-attacker", "[rootfs]\nhost = true\n");
+    s.ctl_ok(&["start", "net-attacker"]);
+    let mut targets = vec![
+        ("host.sandbox.internal", pp.clone()),
+        ("host.sandbox.internal", hp.clone()),
+        (HOST_V4, hp.clone()),
+        (HOST_V4, pp.clone()),
+        ("10.89.0.254", pp.clone()),
+        ("192.168.1.1", "80".to_string()),
+        ("169.254.169.254", "80".to_string()),
+        (INET_V4, "8000".to_string()),
+    ];
+    let lan = other_host_address().map(|a| a.to_string());
+    if let Some(a) = &lan {
+        targets.push((a.as_str(), pp.clone()));
+    }
+    for (to, port) in &targets {
+        let out = probe(s, "net-attacker", &["connect", to, port]);
+        assert!(
+            out.starts_with("reset "),
+            "{to}:{port} must be refused: {out}"
+        );
+    }
+    // Its own loopback is its own: the victim's port is not there, and the proxy's
+    // listener refuses a direct connection.
+    for (to, port) in [
+        ("127.0.0.1", pp.as_str()),
+        ("127.0.0.1", "1"),
+        ("10.89.0.2", pp.as_str()),
+    ] {
+        let out = probe(s, "net-attacker", &["connect", to, port]);
+        assert!(
+            out.starts_with("refused ") || out.starts_with("reset "),
+            "{to}:{port}: {out}"
+        );
+    }
+    // Random bytes at the proxy's own listener and at refused destinations: resets, and
+    // the daemon and the other sandbox carry on.
+    let out = probe(s, "net-attacker", &["garbage", "127.0.0.1", "1", "300"]);
+    assert_eq!(out, "reset=300", "{out}");
+    let out = probe(s, "net-attacker", &["garbage", "10.1.2.3", "80", "300"]);
+    assert_eq!(out, "reset=300", "{out}");
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", published)).unwrap();
+    let mut t = String::new();
+    c.read_to_string(&mut t).unwrap();
+    assert_eq!(t, "victim\n");
+    for n in ["net-attacker", "net-victim"] {
+        s.ctl_ok(&["stop", n]);
+        s.remove_profile(n);
+    }
+}
+
+#[test]
+fn a_connection_flood_leaves_the_daemon_and_other_sandboxes_responsive() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    proxied_profile(s, "net-flood", ALLOW_INET);
+    proxied_profile(s, "net-calm", ALLOW_INET);
+    s.ctl_ok(&["start", "net-flood"]);
+    s.ctl_ok(&["start", "net-calm"]);
+    let mut latency = bus_latency(8);
+    let started = std::time::Instant::now();
+    // 20 000 connection attempts: half refused by the policy, half to the test internet.
+    let refused = probe(s, "net-flood", &["flood", "10.1.2.3", "80", "10000"]);
+    assert_eq!(refused, "reset=10000", "{refused}");
+    let allowed = probe(s, "net-flood", &["requests", INET_V4, "10000"]);
+    assert_eq!(allowed, "ok=10000", "{allowed}");
+    // Another sandbox's transfer still completes meanwhile.
+    let big = (16u64 << 20).to_string();
+    assert!(probe(s, "net-calm", &["download", INET_V4, &big]).starts_with(&big));
+    let out = {
+        let _ = latency.wait();
+        let mut text = String::new();
+        use std::io::Read;
+        latency
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    let (worst, calls) = out.trim().split_once(' ').unwrap();
+    let (worst, calls): (u64, u64) = (worst.parse().unwrap(), calls.parse().unwrap());
+    assert!(
+        calls >= 10,
+        "only {calls} bus calls in {:?}",
+        started.elapsed()
+    );
+    assert!(worst < 200, "a D-Bus call took {worst} ms during the flood");
+    assert!(counter(s, "net-flood", "connections_denied") >= 10_000);
+    for n in ["net-flood", "net-calm"] {
+        s.ctl_ok(&["stop", n]);
+        s.remove_profile(n);
+    }
 }

@@ -356,6 +356,9 @@ impl Proxy {
                     let _ = child.wait().await;
                 }
                 status = child.wait() => {
+                    if watch.is_cancelled() {
+                        return; // detached: the helper ended with its control socket
+                    }
                     tracing::warn!(SANDBOX = who.as_str(), ?status, "netns helper exited: the sandbox has no network now");
                     cut.cancel();
                 }

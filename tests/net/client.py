@@ -19,6 +19,9 @@ Each command prints one line the test parses:
                                 "RCODE ADDRESS…" (TYPE: A or AAAA)
     dnsgarbage N                N malformed datagrams to the resolver, then "RCODE" of a
                                 valid query for allowed.test
+    flood HOST PORT N           N connection attempts, 200 at a time: "OUTCOME=COUNT …"
+    garbage HOST PORT N         N connections sending random bytes: "OUTCOME=COUNT …"
+    requests HOST N             N HTTP requests to HOST:8000, 200 at a time: "OUTCOME=COUNT …"
 """
 import asyncio
 import errno
@@ -350,6 +353,58 @@ def cmd_dnsgarbage(n):
     s.settimeout(5)
     s.sendto(query("allowed.test", 1), (server, 53))
     print(parse(s.recv(4096))[0])
+
+
+def tally(outcomes):
+    counts = {}
+    for o in outcomes:
+        counts[o] = counts.get(o, 0) + 1
+    print(" ".join("%s=%d" % kv for kv in sorted(counts.items())))
+
+
+async def attempt(host, port, payload):
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        if payload:
+            w.write(payload)
+            await w.drain()
+        data = await asyncio.wait_for(r.read(64), 5)
+        w.close()
+        return "ok" if data else "closed"
+    except ConnectionResetError:
+        return "reset"
+    except ConnectionRefusedError:
+        return "refused"
+    except (asyncio.TimeoutError, socket.timeout):
+        return "timeout"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+
+def run_many(host, port, n, payload):
+    async def main():
+        sem = asyncio.Semaphore(200)
+
+        async def one(i):
+            async with sem:
+                return await attempt(host, int(port), payload(i))
+
+        return await asyncio.gather(*(one(i) for i in range(int(n))))
+
+    tally(asyncio.run(main()))
+
+
+def cmd_flood(host, port, n):
+    run_many(host, port, n, lambda i: b"")
+
+
+def cmd_requests(host, n):
+    run_many(host, 8000, n, lambda i: b"GET /hello HTTP/1.0\r\n\r\n")
+
+
+def cmd_garbage(host, port, n):
+    rng = random.Random(11)
+    run_many(host, port, n, lambda i: rng.randbytes(rng.randint(1, 4000)))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ pub struct Query {
     pub name: String,
     pub qtype: u16,
     pub qclass: u16,
-    /// The question section exactly as received (echoed in the answer).
+    /// The question re-encoded without compression (echoed in the answer): a pointer in
+    /// the query could point anywhere in it, which the answer does not have.
     question: Vec<u8>,
 }
 
@@ -51,7 +52,16 @@ fn u16_at(b: &[u8], at: usize) -> Result<u16, DnsError> {
 }
 
 /// Reads the (possibly compressed) name at `at`; returns it and the offset after it.
-fn read_name(b: &[u8], mut at: usize) -> Result<(String, usize), DnsError> {
+fn read_name(b: &[u8], at: usize) -> Result<(String, usize), DnsError> {
+    read_labels(b, at, &mut Vec::new())
+}
+
+/// [`read_name`], also collecting the raw labels (to re-encode the name uncompressed).
+fn read_labels(
+    b: &[u8],
+    mut at: usize,
+    labels: &mut Vec<Vec<u8>>,
+) -> Result<(String, usize), DnsError> {
     let mut name = String::new();
     let mut end = None;
     let mut jumps = 0;
@@ -74,6 +84,7 @@ fn read_name(b: &[u8], mut at: usize) -> Result<(String, usize), DnsError> {
             l if l & 0xc0 != 0 => return Err(DnsError::BadName),
             l => {
                 let label = b.get(at + 1..at + 1 + l).ok_or(DnsError::Truncated)?;
+                labels.push(label.to_vec());
                 if !name.is_empty() {
                     name.push('.');
                 }
@@ -124,16 +135,28 @@ impl Query {
         if u16_at(b, 4)? == 0 {
             return Err(DnsError::NoQuestion);
         }
-        let (name, after) = read_name(b, HEADER)?;
+        let mut labels = Vec::new();
+        let (name, after) = read_labels(b, HEADER, &mut labels)?;
         let qtype = u16_at(b, after)?;
         let qclass = u16_at(b, after + 2)?;
+        let mut question = Vec::with_capacity(name.len() + 6);
+        for l in &labels {
+            question.push(l.len() as u8);
+            question.extend_from_slice(l);
+        }
+        if question.len() + 1 > 255 {
+            return Err(DnsError::BadName);
+        }
+        question.push(0);
+        question.extend_from_slice(&qtype.to_be_bytes());
+        question.extend_from_slice(&qclass.to_be_bytes());
         Ok(Self {
             id,
             rd: flags & 0x0100 != 0,
             name,
             qtype,
             qclass,
-            question: b[HEADER..after + 4].to_vec(),
+            question,
         })
     }
 
@@ -266,6 +289,20 @@ mod tests {
         assert_eq!(reply.ttl, 60);
         let nx = Reply::parse(&parsed.answer(RCODE_NXDOMAIN, &[], 0)).unwrap();
         assert_eq!((nx.rcode, nx.addresses.len()), (RCODE_NXDOMAIN, 0));
+    }
+
+    /// Found by tests/fuzz_net.rs: a question whose name points forward (past the
+    /// question) gave an answer whose echoed question pointed at nothing.
+    #[test]
+    fn a_compressed_question_is_echoed_uncompressed() {
+        let mut q = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&[0xc0, 18, 0, 1, 0, 1]); // name → offset 18, after the question
+        q.extend_from_slice(&[4, b't', b'e', b's', b't', 0]);
+        let parsed = Query::parse(&q).unwrap();
+        assert_eq!(parsed.name, "test");
+        let answer = parsed.answer(RCODE_NOERROR, &["100.89.0.1".parse().unwrap()], 5);
+        let r = Reply::parse(&answer).unwrap();
+        assert_eq!(r.addresses, vec!["100.89.0.1".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
