@@ -19,6 +19,7 @@ import json, os, shutil, subprocess, sys, time
 
 USER = os.environ.get("BENCH_USER", "sandboxd-bench")
 SECS = int(os.environ.get("SECS", "5"))
+SCALE_CONNS = int(os.environ.get("SCALE_CONNS", "9000"))
 NETNS = "sbxbench-inet"
 SERVER = "198.51.100.2"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,6 +195,19 @@ def measure(env):
         after = rss_kib(pid)
         r["mem_per_1000"] = (after - before) if line[:2] == ["open", "1000"] else None
         h.communicate(timeout=30)
+    if env.name == "sandboxd":
+        # Scale: as many idle connections as the session's fd limit allows the daemon
+        # (two sockets each), memory per connection.
+        n = SCALE_CONNS
+        h = env.run(["sh", "-c", f"sleep 1.5; exec {TOOL} hold {SERVER} 7000 {n} 6"], wait=False)
+        time.sleep(1)
+        before = rss_kib(env.proxy_pid())
+        line = h.stdout.readline().split()
+        after = rss_kib(env.proxy_pid())
+        opened = int(line[1]) if line[:1] == ["open"] else 0
+        r["scale_open"] = opened
+        r["scale_kib_per_conn"] = (after - before) / opened if opened else None
+        h.communicate(timeout=60)
     r["up1"] = iperf(env)
     r["down1"] = iperf(env, "-R")
     r["up8"] = iperf(env, "-P", "8")
@@ -251,6 +265,7 @@ def table(res):
         ("proxy CPU per Gbit/s (core-seconds/s)", "cpu_per_gbps", "{:.2f}", False),
         ("proxy memory per 1 000 open connections (KiB)", "mem_per_1000", "{}", False),
     ]
+    scale = (s.get("scale_open"), s.get("scale_kib_per_conn"))
     print("| measure | direct | sandboxd | pasta | slirp4netns | sandboxd / pasta | sandboxd / direct |")
     print("|---|---|---|---|---|---|---|")
     for label, key, fmt, _ in rows:
@@ -266,6 +281,8 @@ def table(res):
 
         print(f"| {label} | {cell(d)} | {cell(s)} | {cell(p)} | {cell(sl)} | "
               f"{ratio(s, p)} | {ratio(s, d)} |")
+    if scale[1] is not None:
+        print(f"\nsandboxd at {scale[0]} idle connections: {scale[1]:.2f} KiB of daemon RSS per connection")
 
 
 if __name__ == "__main__":

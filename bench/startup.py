@@ -2,7 +2,8 @@
 """Start-up and scale benchmark for sandboxd, run as the user whose daemon it measures.
 
 1. Start-up latency, side by side and interleaved: from the StartSandbox call to the
-   sandbox's main command running (it writes a file into a bound folder), against plain
+   sandbox's main command running (it writes a file into a bound folder), for a sandbox
+   with networking (the proxy and its netns helper), against plain
    rootless `runc run --detach` of the same config.json (same root, mounts and namespaces;
    id maps made direct, as a user without sandboxd would write them), and against
    `podman run --rootfs` of the same root when podman is installed.
@@ -44,7 +45,9 @@ def profile(name, command):
         f.write(f'[rootfs]\npath = "{ROOT}"\nreadonly = true\n'
                 f'[process]\ncommand = {json.dumps(command)}\n'
                 f'[[mount]]\nsource = "{OUT}"\ndestination = "/mnt/out"\n'
-                f'[network]\nmode = "none"\n[restart]\nstop_timeout = "5s"\n')
+                # With networking: the proxy (its netns helper sets the namespace up before
+                # the command runs); no resolver files, so plain runc can reuse the bundle.
+                f'[network]\nmode = "proxy"\ndns = false\n[restart]\nstop_timeout = "5s"\n')
 
 
 def wait_file(path, limit=10.0):

@@ -226,12 +226,11 @@ fn large_transfers_and_udp_through_the_proxy_v4_and_v6() {
     assert!(counter(s, "net-bulk", "bytes_received") >= 2 * big);
     assert!(counter(s, "net-bulk", "bytes_sent") >= 2 * (64 << 20));
     assert_eq!(counter(s, "net-bulk", "connections_denied"), 0);
-    let leader = s.leader_of("net-bulk");
-    assert!(helper_of(leader).is_some());
+    let helper = helper_of(s.leader_of("net-bulk")).expect("a netns helper");
     s.ctl_ok(&["stop", "net-bulk"]);
     // The helper ends with its sandbox.
     s.wait_for("the helper to exit", Duration::from_secs(5), || {
-        helper_of(leader).is_none().then_some(())
+        (!common::alive(helper)).then_some(())
     });
     s.remove_profile("net-bulk");
 }
@@ -343,8 +342,11 @@ fn a_stalled_reader_does_not_slow_another_transfer() {
     s.remove_profile("net-stall");
 }
 
-/// The netns helper of sandbox `leader`, found by its command line.
+/// The netns helper of sandbox `leader`: a `sandboxd netns-helper` process in the
+/// sandbox's network namespace.
 fn helper_of(leader: u32) -> Option<u32> {
+    let net = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let sandbox = net(leader)?;
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
@@ -352,10 +354,8 @@ fn helper_of(leader: u32) -> Option<u32> {
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.len() >= 3
-                    && args[1] == b"netns-helper"
-                    && args[2] == leader.to_string().as_bytes()
-            })
+                args.len() >= 2 && args[1] == b"netns-helper"
+            }) && net(*pid).as_ref() == Some(&sandbox)
         })
 }
 

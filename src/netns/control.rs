@@ -2,6 +2,7 @@
 //! SCM_RIGHTS. The helper speaks it blocking ([`Control`]); the daemon async ([`Client`]).
 //!
 //! ```text
+//! daemon → helper   "join PID"            (first; a helper is started ahead of need)
 //! helper → daemon   "ready" + [tcp4, tcp6, udp4, udp6]   |  "error MESSAGE"
 //! daemon → helper   "udp LOCAL PEER"  |  "connect tcp|udp PORT"
 //! helper → daemon   "ok" + [fd]                          |  "error MESSAGE"
@@ -115,6 +116,18 @@ impl Control {
         send(self.fd.as_raw_fd(), "ready", &raw)
     }
 
+    /// Waits for the sandbox to join: the pid of its init. `None` when the daemon went away
+    /// (a spare helper that was never used) or sent something else.
+    pub fn wait_join(&self) -> Option<u32> {
+        loop {
+            match recv(self.fd.as_raw_fd(), MsgFlags::empty()) {
+                Ok((t, _)) => return t.strip_prefix("join ")?.parse().ok(),
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Answers requests until the daemon closes its end.
     pub fn serve(&self, mut handle: impl FnMut(Request) -> io::Result<OwnedFd>) {
         loop {
@@ -185,8 +198,26 @@ impl Client {
         Ok(fds)
     }
 
+    /// Sends the helper to the sandbox whose init is `pid`, then waits for its listeners
+    /// (or why it failed).
+    pub async fn join(&self, pid: u32, within: Duration) -> Result<Ready, ControlError> {
+        let text = format!("join {pid}");
+        loop {
+            let mut guard = self.fd.writable().await.map_err(ControlError::Io)?;
+            match guard.try_io(|fd| send(fd.as_raw_fd(), &text, &[]).map_err(io::Error::from)) {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    return Err(ControlError::Gone)
+                }
+                Ok(Err(e)) => return Err(ControlError::Io(e)),
+                Err(_would_block) => continue,
+            }
+        }
+        self.ready(within).await
+    }
+
     /// Waits for the helper's first message: its listeners, or why it failed.
-    pub async fn ready(&self, within: Duration) -> Result<Ready, ControlError> {
+    async fn ready(&self, within: Duration) -> Result<Ready, ControlError> {
         let (text, fds) = tokio::time::timeout(within, self.recv())
             .await
             .map_err(|_| ControlError::Timeout(within))??;
@@ -243,8 +274,9 @@ pub struct Spawned {
     pub client: Client,
 }
 
-/// Starts `exe netns-helper PID` with its end of a fresh control socket as fd 3.
-pub fn spawn(exe: &Path, pid: u32) -> Result<Spawned, ControlError> {
+/// Starts `exe netns-helper` with its end of a fresh control socket as fd 3; it waits
+/// for [`Client::join`].
+pub fn spawn(exe: &Path) -> Result<Spawned, ControlError> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -255,7 +287,6 @@ pub fn spawn(exe: &Path, pid: u32) -> Result<Spawned, ControlError> {
     let theirs_raw = theirs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(super::HELPER_ARG)
-        .arg(pid.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);

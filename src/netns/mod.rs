@@ -1,4 +1,5 @@
-//! The netns helper: a fresh exec of `sandboxd netns-helper PID`, one per proxied sandbox.
+//! The netns helper: a fresh exec of `sandboxd netns-helper`, one per proxied sandbox
+//! (started ahead of need and told the sandbox's init pid over its control socket).
 //!
 //! The daemon cannot enter a sandbox's network namespace itself (that needs CAP_SYS_ADMIN
 //! in its own user namespace, and joining a user namespace needs a single-threaded
@@ -99,12 +100,14 @@ fn configure() -> Result<(), SetupError> {
 pub fn helper_main(args: &[String]) -> ! {
     // SAFETY: fd 3 was set up by the daemon for this process; nothing else owns it.
     let control = Control::new(unsafe { OwnedFd::from_raw_fd(CONTROL_FD) });
-    let pid = match args.first().and_then(|p| p.parse::<u32>().ok()) {
-        Some(p) => p,
-        None => {
-            let _ = control.send_error("usage: sandboxd netns-helper PID");
-            std::process::exit(2);
-        }
+    // Started ahead of need: the exec and the loading of this binary are done before a
+    // sandbox waits for us. A PID argument joins at once (for use by hand).
+    let pid = match args.first() {
+        Some(p) => p.parse::<u32>().ok(),
+        None => control.wait_join(),
+    };
+    let Some(pid) = pid else {
+        std::process::exit(0);
     };
     let listeners = join(pid).and_then(|()| configure()).and_then(|()| {
         step(

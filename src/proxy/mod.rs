@@ -246,6 +246,8 @@ pub struct Proxy {
     host: Arc<HostAddresses>,
     names: Arc<dns::Names>,
     upstream: Arc<dns::Upstream>,
+    /// The next sandbox's helper, started ahead of need.
+    spare: Mutex<Option<netns::Spawned>>,
     sandboxes: Mutex<HashMap<String, Attached>>,
 }
 
@@ -270,8 +272,24 @@ impl Proxy {
             host: Arc::new(HostAddresses::new()),
             names: Arc::new(dns::Names::default()),
             upstream: Arc::new(upstream),
+            spare: Mutex::new(None),
             sandboxes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A helper that is already running (exec'd and loaded), and a new spare for the next
+    /// sandbox: this keeps the helper's start out of the sandbox's start-up time.
+    fn take_helper(&self) -> Result<netns::Spawned, ControlError> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = match spare.take() {
+            Some(mut s) => match s.child.try_wait() {
+                Ok(None) => s,
+                _ => netns::spawn(&self.helper_exe)?,
+            },
+            None => netns::spawn(&self.helper_exe)?,
+        };
+        *spare = netns::spawn(&self.helper_exe).ok();
+        Ok(ready)
     }
 
     fn sandboxes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
@@ -282,8 +300,8 @@ impl Proxy {
     /// for its listeners and serves them until [`Proxy::detach`] or the helper's death.
     pub async fn attach(&self, name: &str, pid: u32, network: &Network) -> Result<(), ProxyError> {
         self.detach(name);
-        let netns::Spawned { mut child, client } = netns::spawn(&self.helper_exe, pid)?;
-        let ready = match client.ready(READY_TIMEOUT).await {
+        let netns::Spawned { mut child, client } = self.take_helper()?;
+        let ready = match client.join(pid, READY_TIMEOUT).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = child.start_kill();
