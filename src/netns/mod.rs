@@ -72,7 +72,7 @@ fn configure() -> Result<(), SetupError> {
     let mut rt = step("netlink", route::Routes::open())?;
     let lo = step("find lo", route::index_of("lo"))?;
     step("bring lo up", rt.set_up(lo))?;
-    step("create the veth pair", rt.add_veth(VETH.0, VETH.1))?;
+    let fresh = step("create the veth pair", rt.add_veth(VETH.0, VETH.1))?;
     let a = step("find the veth", route::index_of(VETH.0))?;
     let b = step("find the veth peer", route::index_of(VETH.1))?;
     step("bring the veth up", rt.set_up(a))?;
@@ -92,7 +92,7 @@ fn configure() -> Result<(), SetupError> {
     }
     step(
         "install the nf_tables table",
-        nft::install(lo, MARK, PROXY_PORT),
+        nft::install(lo, MARK, PROXY_PORT, !fresh),
     )
 }
 

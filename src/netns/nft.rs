@@ -161,9 +161,11 @@ fn rule(chain: &str, exprs: &[Expr]) -> Message {
     m
 }
 
-/// Replaces the `inet sandboxd` table in one transaction: either all of it is in place
-/// afterwards or nothing changed.
-pub fn install(lo_index: i32, mark: u32, port: u16) -> io::Result<()> {
+/// Installs the `inet sandboxd` table in one transaction: either all of it is in place
+/// afterwards or nothing changed. With `replace`, a table an earlier helper left (an
+/// adopted sandbox) is deleted in the same transaction; that costs an RCU grace period
+/// (~10 ms here), so a fresh namespace skips it.
+pub fn install(lo_index: i32, mark: u32, port: u16, replace: bool) -> io::Result<()> {
     let batch = |kind| Message::new(kind, 0, &nfgen(libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES));
     let table = |kind, flags| {
         let mut m = msg(kind, flags);
@@ -181,11 +183,13 @@ pub fn install(lo_index: i32, mark: u32, port: u16) -> io::Result<()> {
             ],
         )
     };
-    let msgs = vec![
-        batch(NFNL_MSG_BATCH_BEGIN),
-        // Create-then-delete-then-create: replaces a table an earlier helper left.
-        table(NFT_MSG_NEWTABLE, NLM_F_ACK | NLM_F_CREATE),
-        table(NFT_MSG_DELTABLE, NLM_F_ACK),
+    let mut msgs = vec![batch(NFNL_MSG_BATCH_BEGIN)];
+    if replace {
+        // Create-then-delete: removes the old table whether or not it is there.
+        msgs.push(table(NFT_MSG_NEWTABLE, NLM_F_ACK | NLM_F_CREATE));
+        msgs.push(table(NFT_MSG_DELTABLE, NLM_F_ACK));
+    }
+    msgs.extend([
         table(NFT_MSG_NEWTABLE, NLM_F_ACK | NLM_F_CREATE),
         chain("output", "route", NF_INET_LOCAL_OUT),
         chain("prerouting", "filter", NF_INET_PRE_ROUTING),
@@ -209,6 +213,6 @@ pub fn install(lo_index: i32, mark: u32, port: u16) -> io::Result<()> {
             ],
         ),
         batch(NFNL_MSG_BATCH_END),
-    ];
+    ]);
     Socket::open(libc::NETLINK_NETFILTER)?.transact(msgs)
 }

@@ -91,8 +91,9 @@ impl Routes {
         })
     }
 
-    /// Creates the veth pair `a`/`b`, both ends in this namespace.
-    pub fn add_veth(&mut self, a: &str, b: &str) -> io::Result<()> {
+    /// Creates the veth pair `a`/`b`, both ends in this namespace; false when it existed
+    /// already (a helper set this namespace up before).
+    pub fn add_veth(&mut self, a: &str, b: &str) -> io::Result<bool> {
         let mut m = Message::new(
             RTM_NEWLINK,
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -108,7 +109,11 @@ impl Routes {
             .end()
             .end()
             .end();
-        tolerate_exists(self.sock.transact(vec![m]))
+        match self.sock.transact(vec![m]) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn set_up(&mut self, index: i32) -> io::Result<()> {

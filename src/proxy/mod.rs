@@ -300,6 +300,7 @@ impl Proxy {
     /// for its listeners and serves them until [`Proxy::detach`] or the helper's death.
     pub async fn attach(&self, name: &str, pid: u32, network: &Network) -> Result<(), ProxyError> {
         self.detach(name);
+        let t0 = std::time::Instant::now();
         let netns::Spawned { mut child, client } = self.take_helper()?;
         let ready = match client.join(pid, READY_TIMEOUT).await {
             Ok(r) => r,
@@ -382,7 +383,12 @@ impl Proxy {
                 }
             }
         });
-        tracing::info!(SANDBOX = name, pid, "proxy attached");
+        tracing::info!(
+            SANDBOX = name,
+            pid,
+            ms = t0.elapsed().as_millis() as u64,
+            "proxy attached"
+        );
         self.sandboxes()
             .insert(name.into(), Attached { shared, stop });
         Ok(())
