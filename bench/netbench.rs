@@ -39,16 +39,19 @@ fn serve(port: u16) {
     let listener = TcpListener::bind(&bind).expect("bind tcp");
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut c = conn;
-                let _ = c.set_nodelay(true);
-                let mut buf = [0u8; MSG];
-                while c.read_exact(&mut buf).is_ok() {
-                    if c.write_all(&buf).is_err() || buf[0] == b'Q' {
-                        break;
+            // Small stacks: thousands of idle connections each hold a thread.
+            let _ = std::thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    let mut c = conn;
+                    let _ = c.set_nodelay(true);
+                    let mut buf = [0u8; MSG];
+                    while c.read_exact(&mut buf).is_ok() {
+                        if c.write_all(&buf).is_err() || buf[0] == b'Q' {
+                            break;
+                        }
                     }
-                }
-            });
+                });
         }
     });
     let udp = UdpSocket::bind(&bind).expect("bind udp");

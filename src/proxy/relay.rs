@@ -75,8 +75,8 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Copies `from` to `to` until end of stream, then shuts `to` down for writing. The pipe
-/// is made at the first byte, so idle connections cost no pipe.
+/// Copies `from` to `to` until end of stream, then shuts `to` down for writing. A pipe
+/// exists only while data moves: made when bytes arrive, given back once drained.
 async fn pump(from: &impl Socket, to: &impl Socket, count: &AtomicU64) -> io::Result<()> {
     let mut pipe: Option<Pipe> = None;
     loop {
@@ -105,7 +105,12 @@ async fn pump(from: &impl Socket, to: &impl Socket, count: &AtomicU64) -> io::Re
                 .map_err(io::Error::from);
             }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Drained: an idle connection gives its pipe back (two fds and a ring),
+                // so thousands of idle connections cost two sockets each.
+                pipe = None;
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let mut left = n;
