@@ -274,6 +274,11 @@ fn default_profile_uses_the_hosts_usr_read_only() {
         stderr(&write)
     );
     assert!(!std::path::Path::new("/usr/sandboxd-write-test").exists());
+    // Its network is the proxy's, with the daemon as its resolver.
+    let links = s.ctl_ok(&["exec", "default", "--", "/bin/cat", "/proc/net/dev"]);
+    assert!(links.contains("sbx0:"), "{links}");
+    let resolv = s.ctl_ok(&["exec", "default", "--", "/bin/cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.89.0.1"), "{resolv}");
     let tmp = s.ctl(&[
         "exec",
         "default",

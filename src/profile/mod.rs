@@ -151,7 +151,7 @@ impl Default for Restart {
 impl Profile {
     /// The built-in `default` profile: the host's `/usr` read-only, private `/tmp`, `/home`
     /// and `/run`, the network through the proxy under the default policy (public
-    /// addresses only), sandbox-init idling until stopped.
+    /// addresses only) with the daemon as its resolver, sandbox-init idling until stopped.
     pub fn builtin_default() -> Self {
         Self {
             name: DEFAULT_PROFILE.into(),
@@ -173,7 +173,7 @@ impl Profile {
                 deny: Vec::new(),
                 allow_host: AllowHost::None,
                 allow_lan: false,
-                dns: false,
+                dns: true,
                 upstream: "direct".into(),
                 publish: Vec::new(),
                 max_connections: model::default_max_connections(),
