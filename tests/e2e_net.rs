@@ -1162,3 +1162,50 @@ fn a_connection_flood_leaves_the_daemon_and_other_sandboxes_responsive() {
         s.remove_profile(n);
     }
 }
+
+#[test]
+fn a_gigabyte_written_to_tmpfs_leaves_the_daemon_responsive() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    s.write_profile("net-fill", "[rootfs]\nhost = true\n");
+    s.write_profile("net-other", "[rootfs]\nhost = true\n");
+    s.ctl_ok(&["start", "net-fill"]);
+    s.ctl_ok(&["start", "net-other"]);
+    let mut latency = bus_latency(6);
+    let out = s.ctl_ok(&[
+        "exec",
+        "net-fill",
+        "--",
+        "/bin/sh",
+        "-c",
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=1024 2>&1 | tail -n 1; du -m /tmp/fill",
+    ]);
+    assert!(out.contains("1024\t/tmp/fill"), "{out}");
+    // The other sandbox still answers while the first holds a gigabyte in its tmpfs.
+    assert_eq!(
+        s.ctl_ok(&["exec", "net-other", "--", "/bin/echo", "alive"]),
+        "alive\n"
+    );
+    let _ = latency.wait();
+    let mut text = String::new();
+    use std::io::Read;
+    latency
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let (worst, calls) = text.trim().split_once(' ').unwrap();
+    let (worst, calls): (u64, u64) = (worst.parse().unwrap(), calls.parse().unwrap());
+    assert!(calls >= 10, "only {calls} bus calls");
+    assert!(
+        worst < 200,
+        "a D-Bus call took {worst} ms while a sandbox filled its tmpfs"
+    );
+    // Stopping frees it: the tmpfs goes with the sandbox.
+    s.ctl_ok(&["stop", "net-fill"]);
+    s.ctl_ok(&["stop", "net-other"]);
+    s.remove_profile("net-fill");
+    s.remove_profile("net-other");
+}
