@@ -1021,6 +1021,21 @@ fn upstream_socks5_proxies_carry_the_traffic_and_nothing_goes_direct() {
     s.remove_profile("net-direct");
 }
 
+/// Waits for [`bus_latency`]: the slowest call in ms, and the number of calls.
+fn latency_result(mut probe: Child) -> (u64, u64) {
+    use std::io::Read;
+    let _ = probe.wait();
+    let mut text = String::new();
+    probe
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let (worst, calls) = text.trim().split_once(' ').unwrap();
+    (worst.parse().unwrap(), calls.parse().unwrap())
+}
+
 /// Runs tests/net/buslatency.py as the session's user for `secs` seconds.
 fn bus_latency(secs: u32) -> Child {
     Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
@@ -1126,7 +1141,7 @@ fn a_connection_flood_leaves_the_daemon_and_other_sandboxes_responsive() {
     proxied_profile(s, "net-calm", ALLOW_INET);
     s.ctl_ok(&["start", "net-flood"]);
     s.ctl_ok(&["start", "net-calm"]);
-    let mut latency = bus_latency(8);
+    let latency = bus_latency(8);
     let started = std::time::Instant::now();
     // 20 000 connection attempts: half refused by the policy, half to the test internet.
     let refused = probe(s, "net-flood", &["flood", "10.1.2.3", "80", "10000"]);
@@ -1136,20 +1151,7 @@ fn a_connection_flood_leaves_the_daemon_and_other_sandboxes_responsive() {
     // Another sandbox's transfer still completes meanwhile.
     let big = (16u64 << 20).to_string();
     assert!(probe(s, "net-calm", &["download", INET_V4, &big]).starts_with(&big));
-    let out = {
-        let _ = latency.wait();
-        let mut text = String::new();
-        use std::io::Read;
-        latency
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text
-    };
-    let (worst, calls) = out.trim().split_once(' ').unwrap();
-    let (worst, calls): (u64, u64) = (worst.parse().unwrap(), calls.parse().unwrap());
+    let (worst, calls) = latency_result(latency);
     assert!(
         calls >= 10,
         "only {calls} bus calls in {:?}",
@@ -1172,7 +1174,7 @@ fn a_gigabyte_written_to_tmpfs_leaves_the_daemon_responsive() {
     s.write_profile("net-other", "[rootfs]\nhost = true\n");
     s.ctl_ok(&["start", "net-fill"]);
     s.ctl_ok(&["start", "net-other"]);
-    let mut latency = bus_latency(6);
+    let latency = bus_latency(6);
     let out = s.ctl_ok(&[
         "exec",
         "net-fill",
@@ -1187,17 +1189,7 @@ fn a_gigabyte_written_to_tmpfs_leaves_the_daemon_responsive() {
         s.ctl_ok(&["exec", "net-other", "--", "/bin/echo", "alive"]),
         "alive\n"
     );
-    let _ = latency.wait();
-    let mut text = String::new();
-    use std::io::Read;
-    latency
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    let (worst, calls) = text.trim().split_once(' ').unwrap();
-    let (worst, calls): (u64, u64) = (worst.parse().unwrap(), calls.parse().unwrap());
+    let (worst, calls) = latency_result(latency);
     assert!(calls >= 10, "only {calls} bus calls");
     assert!(
         worst < 200,

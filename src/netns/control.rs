@@ -198,14 +198,12 @@ impl Client {
         Ok(fds)
     }
 
-    /// Sends the helper to the sandbox whose init is `pid`, then waits for its listeners
-    /// (or why it failed).
-    pub async fn join(&self, pid: u32, within: Duration) -> Result<Ready, ControlError> {
-        let text = format!("join {pid}");
+    /// Sends one message (no fds) to the helper.
+    async fn send(&self, text: &str) -> Result<(), ControlError> {
         loop {
             let mut guard = self.fd.writable().await.map_err(ControlError::Io)?;
-            match guard.try_io(|fd| send(fd.as_raw_fd(), &text, &[]).map_err(io::Error::from)) {
-                Ok(Ok(_)) => break,
+            match guard.try_io(|fd| send(fd.as_raw_fd(), text, &[]).map_err(io::Error::from)) {
+                Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
                     return Err(ControlError::Gone)
                 }
@@ -213,6 +211,12 @@ impl Client {
                 Err(_would_block) => continue,
             }
         }
+    }
+
+    /// Sends the helper to the sandbox whose init is `pid`, then waits for its listeners
+    /// (or why it failed).
+    pub async fn join(&self, pid: u32, within: Duration) -> Result<Ready, ControlError> {
+        self.send(&format!("join {pid}")).await?;
         self.ready(within).await
     }
 
@@ -248,17 +252,7 @@ impl Client {
 
     async fn request(&self, text: String) -> Result<OwnedFd, ControlError> {
         let _one = self.lock.lock().await;
-        loop {
-            let mut guard = self.fd.writable().await.map_err(ControlError::Io)?;
-            match guard.try_io(|fd| send(fd.as_raw_fd(), &text, &[]).map_err(io::Error::from)) {
-                Ok(Ok(_)) => break,
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
-                    return Err(ControlError::Gone)
-                }
-                Ok(Err(e)) => return Err(ControlError::Io(e)),
-                Err(_would_block) => continue,
-            }
-        }
+        self.send(&text).await?;
         let within = Duration::from_secs(5);
         let (text, fds) = tokio::time::timeout(within, self.recv())
             .await

@@ -11,6 +11,8 @@ mod store;
 mod units;
 mod validate;
 
+pub(crate) use validate::{port_range, split_port};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -92,14 +92,8 @@ fn hostname(raw: &str) -> Result<String, Invalid> {
 fn destination(key: &str, raw: &str) -> Result<(), Invalid> {
     let bad = |why: &str| Err(invalid(key, format!("{raw:?}: {why}")));
     let (host, port) = split_port(raw);
-    if let Some(port) = port {
-        let range: Vec<&str> = port.split('-').collect();
-        let ports: Option<Vec<u16>> = range.iter().map(|p| p.parse::<u16>().ok()).collect();
-        match ports.as_deref() {
-            Some([p]) if *p > 0 => {}
-            Some([a, b]) if *a > 0 && a <= b => {}
-            _ => return bad("the port must be 1-65535 or a range such as 8000-8080"),
-        }
+    if port.is_some_and(|p| port_range(p).is_none()) {
+        return bad("the port must be 1-65535 or a range such as 8000-8080");
     }
     if let Some((addr, len)) = host.split_once('/') {
         let Ok(addr) = addr.trim_matches(['[', ']']).parse::<IpAddr>() else {
@@ -128,8 +122,19 @@ fn destination(key: &str, raw: &str) -> Result<(), Invalid> {
     }
 }
 
+/// `PORT` or `PORT-PORT` (1-65535, ascending) of a destination entry.
+pub(crate) fn port_range(raw: &str) -> Option<(u16, u16)> {
+    let mut it = raw.splitn(2, '-').map(|p| p.parse::<u16>().ok());
+    let a = it.next()??;
+    let b = match it.next() {
+        Some(b) => b?,
+        None => a,
+    };
+    (a > 0 && a <= b).then_some((a, b))
+}
+
 /// Splits `host:port`, `[v6]:port`; a bare IPv6 address or CIDR keeps its colons.
-fn split_port(raw: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_port(raw: &str) -> (&str, Option<&str>) {
     if let Some(rest) = raw.strip_prefix('[') {
         if let Some((inner, tail)) = rest.split_once(']') {
             return (inner, tail.strip_prefix(':'));

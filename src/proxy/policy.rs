@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::profile::{AllowHost, Network};
+use crate::profile::{port_range, split_port, AllowHost, Network};
 
 /// A CIDR with an optional port range, as written in `allow` / `deny`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,14 +102,7 @@ impl Entry {
         let (host, port) = split_port(raw);
         let ports = match port {
             None => None,
-            Some(p) => {
-                let mut it = p.splitn(2, '-').map(|x| x.parse::<u16>());
-                match (it.next(), it.next()) {
-                    (Some(Ok(a)), None) => Some((a, a)),
-                    (Some(Ok(a)), Some(Ok(b))) => Some((a, b)),
-                    _ => return None,
-                }
-            }
+            Some(p) => Some(port_range(p)?),
         };
         let host = host.trim_matches(['[', ']']);
         let (addr, len) = match host.split_once('/') {
@@ -144,18 +137,6 @@ impl Entry {
     }
 }
 
-fn split_port(raw: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = raw.strip_prefix('[') {
-        if let Some((inner, tail)) = rest.split_once(']') {
-            return (inner, tail.strip_prefix(':'));
-        }
-    }
-    match raw.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, Some(p)),
-        _ => (raw, None),
-    }
-}
-
 /// A host name entry of `allow`/`deny`: `name` (that name only) or `*.domain` (every
 /// name below `domain`, not `domain` itself), with an optional port range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,14 +151,7 @@ impl NameEntry {
         let (host, port) = split_port(raw);
         let ports = match port {
             None => None,
-            Some(p) => {
-                let mut it = p.splitn(2, '-').map(|x| x.parse::<u16>());
-                match (it.next(), it.next()) {
-                    (Some(Ok(a)), None) => Some((a, a)),
-                    (Some(Ok(a)), Some(Ok(b))) => Some((a, b)),
-                    _ => return None,
-                }
-            }
+            Some(p) => Some(port_range(p)?),
         };
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let pattern = match host.strip_prefix("*.") {
