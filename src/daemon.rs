@@ -8,6 +8,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::bus::{self, BUS_NAME};
+use crate::cgroups::Enforcement;
 use crate::config::{ConfigError, DaemonConfig};
 use crate::environ::ManagerEnvironment;
 use crate::paths::{NoRuntimeDir, RuntimePaths};
@@ -126,6 +127,10 @@ impl Settings {
         }
         let host = HostContext::current(init);
         raise_nofile();
+        match &host.limits {
+            Enforcement::SystemdScopes => tracing::info!("{}", host.limits.describe()),
+            Enforcement::Rlimits { .. } => tracing::warn!("{}", host.limits.describe()),
+        }
         if host.subuid.is_none() || host.subgid.is_none() {
             tracing::warn!(
                 "no subordinate ids for uid {} in /etc/subuid and /etc/subgid: sandboxes get a single id \
@@ -174,6 +179,7 @@ fn notify(state: &[sd_notify::NotifyState]) {
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let mut runc = Runc::new(settings.runc, settings.paths.runc_root());
     let mut host = settings.host;
+    runc.systemd_cgroup = host.limits == Enforcement::SystemdScopes;
     // runc runs inside it. It outlives a crash (recorded for the next daemon, which must
     // enter the sandboxes created in it) and ends with an orderly exit.
     let userns = match (host.subuid, host.subgid) {

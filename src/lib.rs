@@ -7,6 +7,7 @@
 //! [`proxy`] the daemon's side of its only way out.
 
 pub mod bus;
+pub mod cgroups;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -78,10 +78,20 @@ fn check_reports_file_line_and_key() {
 fn check_notes_features_not_provided_yet() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("net.toml");
-    std::fs::write(&f, "[rootfs]\nhost = true\n[limits]\nmemory = \"1G\"\n").unwrap();
+    std::fs::write(
+        &f,
+        "[rootfs]\nhost = true\n[network]\nmode = \"proxy\"\ndns = false\nallow = [\"example.test\"]\n",
+    )
+    .unwrap();
     let out = ctl(&["check", f.to_str().unwrap()], "unix:path=/nonexistent");
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("network.dns = false"), "{text}");
+    // Limits are supported; the check says how this machine enforces them.
+    std::fs::write(&f, "[rootfs]\nhost = true\n[limits]\nmemory = \"1G\"\n").unwrap();
+    let out = ctl(&["check", f.to_str().unwrap()], "unix:path=/nonexistent");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("refuses"), "{text}");
     assert!(text.contains("limits.memory"), "{text}");
     // Addresses alone are fully supported.
     std::fs::write(

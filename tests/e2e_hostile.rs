@@ -181,3 +181,195 @@ print('run-user', os.listdir('/run'))
     );
     finish(s);
 }
+
+/// Host processes in the pid namespace of `leader` (a sandbox's pid 1).
+fn processes_in(leader: u32) -> usize {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(want) = ns(&leader.to_string()) else {
+        return 0;
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| ns(&e.file_name().to_string_lossy()).as_ref() == Some(&want))
+        .count()
+}
+
+/// The daemon's start-up line about how limits are enforced: a systemd scope per sandbox
+/// where the user manager has delegated controllers, else the rlimit fallback (these
+/// machines: a cgroup hybrid whose v2 tree has none).
+fn limits_enforcement(s: &Session) -> &'static str {
+    let log = std::fs::read_to_string(s.daemon_log()).unwrap_or_default();
+    if log.contains("enforced by a systemd scope per sandbox") {
+        "scopes"
+    } else {
+        assert!(
+            log.contains("limits.pids falls back to RLIMIT_NPROC")
+                && log.contains("limits.memory to RLIMIT_DATA"),
+            "the daemon did not say how it enforces limits:\n{log}"
+        );
+        "rlimits"
+    }
+}
+
+/// Starts a bystander sandbox and a bus-latency probe; returns the probe.
+fn bystander(s: &Session) -> Child {
+    s.write_profile(
+        "e2e-bystander",
+        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n",
+    );
+    s.ctl_ok(&["start", "e2e-bystander"]);
+    bus_latency(8)
+}
+
+/// The bystander still runs commands promptly, and no D-Bus call took 200 ms or more.
+fn assert_responsive(s: &Session, latency: Child, during: &str) {
+    let t = std::time::Instant::now();
+    assert_eq!(
+        s.ctl_ok(&["exec", "e2e-bystander", "--", "/bin/echo", "alive"]),
+        "alive\n"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "an exec in another sandbox took {:?} during {during}",
+        t.elapsed()
+    );
+    let (worst, calls) = latency_result(latency);
+    assert!(calls >= 20, "only {calls} bus calls during {during}");
+    assert!(worst < 200, "a D-Bus call took {worst} ms during {during}");
+    s.ctl_ok(&["stop", "e2e-bystander"]);
+    s.remove_profile("e2e-bystander");
+}
+
+#[test]
+fn a_fork_bomb_is_held_to_limits_pids() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let how = limits_enforcement(s);
+    s.write_profile(
+        NAME,
+        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[limits]\npids = 64\n",
+    );
+    s.ctl_ok(&["start", NAME]);
+    let leader = s.leader_of(NAME);
+    // Measured first: forking until the kernel refuses, and switching to another id.
+    let out = py(
+        s,
+        &format!(
+            "{TRY}
+import time
+children = []
+err = 'none'
+for _ in range(1000):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = errno.errorcode[e.errno]
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    children.append(pid)
+print('forked', len(children), err)
+for c in children:
+    os.kill(c, 9)
+    os.waitpid(c, 0)
+attempt('setuid', lambda: os.setuid(1000))
+attempt('setgid', lambda: os.setgid(1000))
+"
+        ),
+    );
+    let forked: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("forked "))
+        .unwrap()
+        .split(' ')
+        .collect();
+    let n: usize = forked[0].parse().unwrap();
+    assert_eq!(forked[1], "EAGAIN", "{out}");
+    // 64 in all: sandbox-init, `runc exec`'s process and python are among them.
+    assert!(
+        (55..64).contains(&n),
+        "forked {n} children under pids = 64:\n{out}"
+    );
+    if how == "rlimits" {
+        assert!(out.contains("setuid EPERM"), "{out}");
+        assert!(out.contains("setgid EPERM"), "{out}");
+    }
+    // A bomb that never burns out (every process forks for ever, spinning on failures),
+    // left running while the rest of the machine is measured.
+    let latency = bystander(s);
+    let bomb = "import os\nif os.fork() == 0:\n    os.dup2(os.open('/dev/null', os.O_WRONLY), 1)\n    os.dup2(1, 2)\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n";
+    s.ctl_ok(&["exec", NAME, "--", "python3", "-c", bomb]);
+    let mut most = 0;
+    for _ in 0..25 {
+        std::thread::sleep(Duration::from_millis(200));
+        most = most.max(processes_in(leader));
+    }
+    assert!(most <= 64, "{most} processes under pids = 64");
+    assert!(most >= 60, "the bomb never got going ({most} processes)");
+    assert_responsive(s, latency, "a fork bomb");
+    // It stops like any sandbox, and nothing of it is left.
+    s.ctl_ok(&["stop", NAME]);
+    assert_eq!(processes_in(leader), 0);
+    assert!(!alive(leader));
+    s.remove_profile(NAME);
+}
+
+#[test]
+fn a_memory_hog_is_held_to_limits_memory() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let how = limits_enforcement(s);
+    s.write_profile(
+        NAME,
+        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[limits]\nmemory = \"256M\"\n",
+    );
+    s.ctl_ok(&["start", NAME]);
+    let latency = bystander(s);
+    // 16 MiB at a time, every page touched, up to 2 GiB.
+    let out = s.ctl(&[
+        "exec",
+        NAME,
+        "--",
+        "python3",
+        "-c",
+        "
+chunks = []
+try:
+    for _ in range(128):
+        chunks.append(bytearray(16 << 20))
+    print('held', len(chunks) * 16, 'none')
+except MemoryError:
+    print('held', len(chunks) * 16, 'MemoryError')
+",
+    ]);
+    let text = stdout(&out);
+    if how == "rlimits" {
+        // RLIMIT_DATA: the allocation fails inside the process, which sees MemoryError.
+        assert!(out.status.success(), "{text} {}", stderr(&out));
+        let held: Vec<&str> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("held "))
+            .unwrap()
+            .split(' ')
+            .collect();
+        let mib: u64 = held[0].parse().unwrap();
+        assert_eq!(held[1], "MemoryError", "{text}");
+        assert!((128..256).contains(&mib), "held {mib} MiB under 256M");
+    } else {
+        // A scope's MemoryMax: the kernel's OOM killer ends the hog.
+        assert!(!text.contains("held 2048"), "{text}");
+    }
+    assert_responsive(s, latency, "a memory hog");
+    s.ctl_ok(&["stop", NAME]);
+    s.remove_profile(NAME);
+}

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{lock, root, session, Session, USER};
+use common::{bus_latency, latency_result, lock, root, session, Session, USER};
 
 const NETNS: &str = "sbxtest-inet";
 const HOST_V4: &str = "203.0.113.1";
@@ -645,7 +645,7 @@ fn refusals_are_logged_announced_and_a_reload_applies_new_policy() {
     assert!(lines[1].contains("10.1.2.3:443"), "{log}");
     assert_eq!(counter(s, "net-log", "connections_denied"), 2);
     // The daemon's log line carries the fields (journal fields where journald runs).
-    let log = std::fs::read_to_string(daemon_log(s)).unwrap();
+    let log = std::fs::read_to_string(s.daemon_log()).unwrap();
     assert!(
         log.lines().any(|l| l.contains("connection denied")
             && l.contains("SANDBOX=\"net-log\"")
@@ -658,37 +658,20 @@ fn refusals_are_logged_announced_and_a_reload_applies_new_policy() {
     s.remove_profile("net-log");
 }
 
-/// Where the daemon's stderr goes in these tests (a systemd drop-in: these machines have
-/// no journald).
-fn daemon_log(s: &Session) -> std::path::PathBuf {
-    s.runtime_dir.join("sandboxd-test.log")
-}
-
-/// Points the daemon's resolver at the test internet's DNS server and its stderr at
-/// [`daemon_log`] (restarting the daemon when that changes its configuration).
+/// Points the daemon's resolver at the test internet's DNS server (restarting the daemon
+/// when that changes its configuration).
 fn use_test_dns(s: &Session) {
     let dir = s.home.join(".config/sandboxd");
     let file = dir.join("sandboxd.toml");
     let want = format!("dns_servers = [\"{INET_V4}\"]\n");
-    let dropin_dir = s.home.join(".config/systemd/user/sandboxd.service.d");
-    let dropin = dropin_dir.join("test-log.conf");
-    let want_dropin = format!(
-        "[Service]\nStandardError=append:{}\n",
-        daemon_log(s).display()
-    );
-    let same = |f: &Path, w: &str| std::fs::read_to_string(f).ok().as_deref() == Some(w);
-    if !same(&file, &want) || !same(&dropin, &want_dropin) {
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(want.as_str()) {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(&file, want).unwrap();
-        std::fs::create_dir_all(&dropin_dir).unwrap();
-        std::fs::write(&dropin, want_dropin).unwrap();
         root(
             Command::new("chown")
                 .args(["-R", &format!("{USER}:{USER}")])
-                .arg(&dir)
-                .arg(s.home.join(".config/systemd")),
+                .arg(&dir),
         );
-        s.user_ok(&["systemctl", "--user", "daemon-reload"]);
         s.stop_daemon();
         s.start_daemon();
     }
@@ -1019,32 +1002,6 @@ fn upstream_socks5_proxies_carry_the_traffic_and_nothing_goes_direct() {
         s.remove_profile(n);
     }
     s.remove_profile("net-direct");
-}
-
-/// Waits for [`bus_latency`]: the slowest call in ms, and the number of calls.
-fn latency_result(mut probe: Child) -> (u64, u64) {
-    use std::io::Read;
-    let _ = probe.wait();
-    let mut text = String::new();
-    probe
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    let (worst, calls) = text.trim().split_once(' ').unwrap();
-    (worst.parse().unwrap(), calls.parse().unwrap())
-}
-
-/// Runs tests/net/buslatency.py as the session's user for `secs` seconds.
-fn bus_latency(secs: u32) -> Child {
-    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
-        .args(["run", USER, "python3"])
-        .arg(scripts().join("buslatency.py"))
-        .arg(secs.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 #[test]

@@ -316,20 +316,16 @@ async fn session(env: &crate::spec::SessionEnv) -> Vec<Finding> {
 
 fn cgroups(uid: u32) -> Finding {
     let what = "cgroup delegation";
-    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/unified"
-    };
-    let service =
-        format!("{base}/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers");
-    match std::fs::read_to_string(&service) {
-        Ok(c) if c.contains("memory") && c.contains("pids") => finding(Level::Ok, what, format!("memory and pids delegated ({c})", c = c.trim()), None),
-        _ => finding(
+    let enforcement = crate::cgroups::Enforcement::detect(uid);
+    match enforcement {
+        crate::cgroups::Enforcement::SystemdScopes => {
+            finding(Level::Ok, what, enforcement.describe(), None)
+        }
+        crate::cgroups::Enforcement::Rlimits { .. } => finding(
             Level::Warn,
             what,
-            "no memory/pids controllers delegated to your user manager: limits.memory and limits.pids are not available",
-            Some("boot with the unified cgroup hierarchy (systemd.unified_cgroup_hierarchy=1); systemd delegates them to user@.service".into()),
+            enforcement.describe(),
+            Some("boot with the unified cgroup hierarchy (systemd.unified_cgroup_hierarchy=1): systemd then delegates memory and pids to user@.service".into()),
         ),
     }
 }

@@ -530,6 +530,14 @@ fn check(arg: &str) -> Result<(), Failure> {
             unsupported.join(", ")
         );
     }
+    let limits = &profile.limits;
+    if limits.memory.is_some() || limits.pids.is_some() {
+        let uid = nix::unistd::getuid().as_raw();
+        println!(
+            "note: {}",
+            crate::cgroups::Enforcement::detect(uid).describe()
+        );
+    }
     Ok(())
 }
 

@@ -200,8 +200,6 @@ impl Profile {
                 proxied && !n.dns && (n.allow.iter().any(is_name) || n.deny.iter().any(is_name)),
                 "host names in network.allow / network.deny with network.dns = false (names are known only through the daemon's resolver)",
             ),
-            (self.limits.memory.is_some(), "limits.memory"),
-            (self.limits.pids.is_some(), "limits.pids"),
         ];
         flags
             .iter()

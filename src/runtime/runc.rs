@@ -28,6 +28,9 @@ pub struct Runc {
     pub wrapper: Vec<String>,
     /// The user namespace the wrapper runs runc in (its nsfs inode), when there is one.
     pub userns: Option<u64>,
+    /// `--systemd-cgroup`: containers get scopes from the user's systemd manager
+    /// ([`crate::cgroups::Enforcement::SystemdScopes`]).
+    pub systemd_cgroup: bool,
 }
 
 impl Runc {
@@ -37,6 +40,7 @@ impl Runc {
             root,
             wrapper: Vec::new(),
             userns: None,
+            systemd_cgroup: false,
         }
     }
 
@@ -50,7 +54,11 @@ impl Runc {
             }
             None => Command::new(&self.program),
         };
-        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.arg("--root").arg(&self.root);
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.args(args);
         // runc passes a NOTIFY_SOCKET it inherits into the container: that would hand the
         // sandbox the service manager's notification socket. Keep it, and any other
         // socket-activation variables, to ourselves.

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, PosixRlimitBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
     PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use thiserror::Error;
@@ -28,6 +29,7 @@ pub use idmap::{
 pub use imported::RootfsRecord;
 pub use passwd::{resolve, Account};
 
+use crate::cgroups::Enforcement;
 use crate::profile::{Profile, RootfsSource};
 
 /// Where sandbox-init appears inside every sandbox. `/dev` is a tmpfs runc creates, so the
@@ -148,6 +150,8 @@ pub struct HostContext {
     /// RLIMIT_NOFILE (soft, hard) a sandbox gets unless its profile sets one: the
     /// session's, from before the daemon raised its own soft limit for the proxy's sockets.
     pub nofile: (u64, u64),
+    /// How `limits.memory` and `limits.pids` are enforced here.
+    pub limits: Enforcement,
 }
 
 impl HostContext {
@@ -171,6 +175,7 @@ impl HostContext {
             intermediate: false,
             nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .unwrap_or((1024, 4096)),
+            limits: Enforcement::detect(uid),
         }
     }
 }
@@ -365,6 +370,67 @@ fn id_maps_for(
     ))
 }
 
+/// What a sandbox's `[limits]` become, by [`Enforcement`].
+struct ResourceLimits {
+    rlimits: Vec<PosixRlimit>,
+    /// Removed from the sandbox's capability sets.
+    drop_caps: Vec<Capability>,
+    cgroups_path: Option<String>,
+    resources: Option<LinuxResources>,
+}
+
+fn rlimit(typ: PosixRlimitType, (soft, hard): (u64, u64)) -> Result<PosixRlimit, SpecError> {
+    Ok(PosixRlimitBuilder::default()
+        .typ(typ)
+        .soft(soft)
+        .hard(hard)
+        .build()?)
+}
+
+fn resource_limits(profile: &Profile, ctx: &HostContext) -> Result<ResourceLimits, SpecError> {
+    let l = &profile.limits;
+    let nofile = l.nofile.map_or(ctx.nofile, |n| (n, n));
+    let mut out = ResourceLimits {
+        rlimits: vec![rlimit(PosixRlimitType::RlimitNofile, nofile)?],
+        drop_caps: Vec::new(),
+        cgroups_path: None,
+        resources: None,
+    };
+    match &ctx.limits {
+        Enforcement::SystemdScopes => {
+            out.cgroups_path = Some(crate::cgroups::scope_path(&profile.name));
+            let mut resources = LinuxResourcesBuilder::default().devices(vec![]);
+            if let Some(n) = l.pids {
+                resources = resources.pids(LinuxPidsBuilder::default().limit(n as i64).build()?);
+            }
+            if let Some(bytes) = l.memory {
+                // runc's swap is memory plus swap: equal values leave no swap to escape to.
+                let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+                let memory = LinuxMemoryBuilder::default()
+                    .limit(bytes)
+                    .swap(bytes)
+                    .build()?;
+                resources = resources.memory(memory);
+            }
+            if l.pids.is_some() || l.memory.is_some() {
+                out.resources = Some(resources.build()?);
+            }
+        }
+        Enforcement::Rlimits { .. } => {
+            if let Some(n) = l.pids {
+                out.rlimits
+                    .push(rlimit(PosixRlimitType::RlimitNproc, (n as u64, n as u64))?);
+                out.drop_caps = vec![Capability::Setuid, Capability::Setgid];
+            }
+            if let Some(bytes) = l.memory {
+                out.rlimits
+                    .push(rlimit(PosixRlimitType::RlimitData, (bytes, bytes))?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `session` is the user session's current environment, for the desktop options.
 ///
 /// `resolver` is the directory holding the generated `resolv.conf` and `hosts` of a
@@ -403,21 +469,17 @@ pub fn build(
     }
     env.extend(desktop.env.iter().cloned());
     env.extend(profile.process.env.iter().map(|(k, v)| format!("{k}={v}")));
-    let caps: std::collections::HashSet<Capability> = CAPABILITIES.iter().copied().collect();
+    let limits = resource_limits(profile, ctx)?;
+    let caps: std::collections::HashSet<Capability> = CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| !limits.drop_caps.contains(c))
+        .collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
         .build()?;
-    let (soft, hard) = match profile.limits.nofile {
-        Some(n) => (n, n),
-        None => ctx.nofile,
-    };
-    let rlimits = vec![PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .soft(soft)
-        .hard(hard)
-        .build()?];
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(
@@ -436,7 +498,7 @@ pub fn build(
                 .unwrap_or_else(|| home_or_root(profile, &account.home)),
         )
         .capabilities(capabilities)
-        .rlimits(rlimits)
+        .rlimits(limits.rlimits)
         .no_new_privileges(true)
         .build()?;
 
@@ -523,7 +585,14 @@ pub fn build(
     .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
     .collect::<Result<Vec<_>, _>>()?;
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(path) = limits.cgroups_path {
+        linux = linux.cgroups_path(PathBuf::from(path));
+    }
+    if let Some(resources) = limits.resources {
+        linux = linux.resources(resources);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .uid_mappings(id_maps(&uid_map)?)
         .gid_mappings(id_maps(&gid_map)?)
@@ -573,6 +642,7 @@ mod tests {
             home: "/".into(),
             intermediate: false,
             nofile: (1024, 4096),
+            limits: Enforcement::Rlimits { why: "test".into() },
         }
     }
 
@@ -663,5 +733,51 @@ mod tests {
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["linux"]["gidMappings"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn limits_become_a_scope_or_rlimits() {
+        let mut p = Profile::builtin_default();
+        p.name = "capped".into();
+        p.limits.pids = Some(64);
+        p.limits.memory = Some(256 << 20);
+        let json_for = |ctx: &HostContext| {
+            let spec = build(&p, ctx, Path::new("/r"), &SessionEnv::new(), None).unwrap();
+            serde_json::to_value(&spec).unwrap()
+        };
+        let caps = |json: &serde_json::Value| json["process"]["capabilities"]["bounding"].clone();
+
+        let mut scoped = ctx(true);
+        scoped.limits = Enforcement::SystemdScopes;
+        let json = json_for(&scoped);
+        assert_eq!(json["linux"]["cgroupsPath"], "app.slice:sandboxd:capped");
+        assert_eq!(json["linux"]["resources"]["pids"]["limit"], 64);
+        assert_eq!(json["linux"]["resources"]["memory"]["limit"], 256 << 20);
+        assert_eq!(json["linux"]["resources"]["memory"]["swap"], 256 << 20);
+        assert_eq!(json["process"]["rlimits"].as_array().unwrap().len(), 1);
+        assert!(caps(&json)
+            .as_array()
+            .unwrap()
+            .contains(&"CAP_SETUID".into()));
+
+        let json = json_for(&ctx(true));
+        assert!(json["linux"].get("cgroupsPath").is_none());
+        assert!(json["linux"]["resources"].get("pids").is_none());
+        assert!(json["linux"]["resources"].get("memory").is_none());
+        let rlimits = json["process"]["rlimits"].as_array().unwrap();
+        let find = |t: &str| {
+            rlimits
+                .iter()
+                .find(|r| r["type"] == t)
+                .unwrap_or_else(|| panic!("no {t}"))
+        };
+        assert_eq!(find("RLIMIT_NPROC")["hard"], 64);
+        assert_eq!(find("RLIMIT_NPROC")["soft"], 64);
+        assert_eq!(find("RLIMIT_DATA")["hard"], 256 << 20);
+        // Without setuid/setgid, root inside cannot move processes to ids the count misses.
+        let caps = caps(&json);
+        assert!(!caps.as_array().unwrap().contains(&"CAP_SETUID".into()));
+        assert!(!caps.as_array().unwrap().contains(&"CAP_SETGID".into()));
+        assert!(caps.as_array().unwrap().contains(&"CAP_CHOWN".into()));
     }
 }

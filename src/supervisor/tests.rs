@@ -202,6 +202,7 @@ impl Harness {
             home: dir.path().into(),
             intermediate: true,
             nofile: (1024, 4096),
+            limits: crate::cgroups::Enforcement::Rlimits { why: "test".into() },
         };
         let fake = Fake::default();
         let net = Arc::new(NetLog::default());
@@ -337,7 +338,15 @@ async fn errors_are_typed() {
     let h = Harness::new();
     h.profile("idle", "");
     h.profile("bad", "[restart]\nstop_timeout = \"soon\"\n");
-    h.profile("proxy", "[limits]\nmemory = \"1G\"\n");
+    // Names in the policy need the daemon's resolver, which this profile turns off.
+    std::fs::write(
+        h.dir.path().join("profiles/proxy.toml"),
+        format!(
+            "[rootfs]\npath = \"{}\"\n[network]\ndns = false\nallow = [\"example.test\"]\n",
+            h.dir.path().join("rootfs").display()
+        ),
+    )
+    .unwrap();
     h.sup.start("idle").await.unwrap();
     assert!(matches!(
         h.sup.start("idle").await,

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,11 @@ impl Session {
         self.runtime_dir.join("sandboxd/bundles")
     }
 
+    /// Where the daemon's stderr (its log) is appended.
+    pub fn daemon_log(&self) -> PathBuf {
+        self.runtime_dir.join("sandboxd-test.log")
+    }
+
     fn chown(&self, path: &Path) {
         root(
             Command::new("chown")
@@ -146,6 +151,19 @@ impl Session {
             &format!("MANDIR={}", self.home.join(".local/share/man").display()),
         ]);
         std::fs::create_dir_all(self.profiles()).unwrap();
+        // No journal on these machines: the daemon's log goes to a file tests can read.
+        let dropin = self
+            .home
+            .join(".config/systemd/user/sandboxd.service.d/test-log.conf");
+        std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
+        std::fs::write(
+            &dropin,
+            format!(
+                "[Service]\nStandardError=append:{}\n",
+                self.daemon_log().display()
+            ),
+        )
+        .unwrap();
         self.chown(&self.home);
         self.user_ok(&["systemctl", "--user", "daemon-reload"]);
         // A daemon left running by an earlier run must not keep serving an old binary.
@@ -355,4 +373,30 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Waits for [`bus_latency`]: the slowest call in ms, and the number of calls.
+pub fn latency_result(mut probe: Child) -> (u64, u64) {
+    use std::io::Read;
+    let _ = probe.wait();
+    let mut text = String::new();
+    probe
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let (worst, calls) = text.trim().split_once(' ').unwrap();
+    (worst.parse().unwrap(), calls.parse().unwrap())
+}
+
+/// Runs tests/net/buslatency.py as the session's user for `secs` seconds.
+pub fn bus_latency(secs: u32) -> Child {
+    Command::new(manifest().join("scripts/user-session"))
+        .args(["run", USER, "python3"])
+        .arg(manifest().join("tests/net/buslatency.py"))
+        .arg(secs.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
