@@ -235,6 +235,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
             crate::proxy::dns::Upstream::from_config(&settings.dns_servers),
         )),
     );
+    tokio::spawn(crate::runtime::reap_orphans());
     bus::serve(&conn, sup.clone())
         .await
         .map_err(StartupError::Bus)?;

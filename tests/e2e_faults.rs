@@ -327,3 +327,104 @@ fn kill_9_of_the_namespace_holder() {
     assert_clean(s, "e2e-holder");
     s.remove_profile("e2e-holder");
 }
+
+/// The pid of a process whose command line has all of `parts`, if one runs now.
+fn find_process(parts: &[&str]) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                parts.iter().all(|want| args.contains(&want.as_bytes()))
+            })
+        })
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// SIGKILL of runc while it creates a sandbox: the start fails and says so, nothing of the
+/// half-made container is left (processes, runc state, bundle, the daemon's fds, the
+/// network helper), the daemon serves and the next start works.
+#[test]
+fn kill_9_of_runc_mid_start() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    const NAME: &str = "e2e-runc9";
+    s.write_profile(
+        NAME,
+        "[rootfs]\nhost = true\n[process]\ncommand = [\"sleep\", \"1000\"]\n",
+    );
+    // One start and stop first, so the daemon's own resources are at their steady state.
+    s.ctl_ok(&["start", NAME]);
+    s.ctl_ok(&["stop", NAME]);
+    let daemon = s.daemon_pid();
+    let (procs, fds) = (processes_of(s.uid).len(), fd_count(daemon));
+    let ctl = s.bin().join("sandboxctl");
+    // runc is killed at different points of its work: as soon as it is seen, and later.
+    let mut caught = 0;
+    for delay_ms in [0, 0, 0, 5, 10, 20, 40, 80] {
+        let start = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
+            .args(["run", USER, ctl.to_str().unwrap(), "start", NAME])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut killed = false;
+        while std::time::Instant::now() < deadline {
+            if let Some(runc) = find_process(&["create", NAME]) {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                killed = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(runc as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok();
+                break;
+            }
+        }
+        let out = start.wait_with_output().unwrap();
+        let status = s.status(NAME).unwrap();
+        if out.status.success() {
+            // runc had finished before the signal: the sandbox runs, truly.
+            assert_eq!(status["state"], "running", "{status}");
+            assert!(alive(status["leader"].as_u64().unwrap() as u32));
+            s.ctl_ok(&["stop", NAME]);
+            continue;
+        }
+        caught += 1;
+        let err = stderr(&out);
+        assert!(killed, "the start failed without the fault: {err}");
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("runc create") && err.contains("killed by signal 9"),
+            "{err}"
+        );
+        // Listed as it is: failed, with no process.
+        assert_eq!(status["state"], "failed", "{status}");
+        assert_eq!(status["leader"], 0, "{status}");
+        assert_clean(s, NAME);
+    }
+    assert!(
+        caught >= 3,
+        "runc create was caught running only {caught} times"
+    );
+    s.wait_for(
+        "the half-made containers' processes and fds to go",
+        Duration::from_secs(10),
+        || (processes_of(s.uid).len() == procs && fd_count(daemon) == fds).then_some(()),
+    );
+    assert_eq!(s.daemon_pid(), daemon);
+    s.ctl_ok(&["start", NAME]);
+    assert_eq!(s.status(NAME).unwrap()["state"], "running");
+    s.ctl_ok(&["stop", NAME]);
+    assert_clean(s, NAME);
+    s.remove_profile(NAME);
+}

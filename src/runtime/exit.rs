@@ -66,6 +66,7 @@ fn collect(fd: &PidFd) -> Option<i32> {
 /// Waits for `pid` to exit. Returns the raw wait status (as waitpid(2) encodes it) when
 /// the daemon is the parent, `None` otherwise or when the pid is already gone.
 pub async fn wait_exit(pid: u32) -> Result<Option<i32>, ExitWaitError> {
+    let _watch = super::reaper::Watch::new(pid);
     let fd = match pidfd_open(pid) {
         Ok(fd) => fd,
         // ESRCH: already gone and reaped.

@@ -4,6 +4,7 @@
 mod console;
 mod exit;
 mod output;
+mod reaper;
 mod runc;
 mod userns;
 
@@ -17,6 +18,7 @@ use thiserror::Error;
 pub use console::ConsoleSocket;
 pub use exit::{wait_exit, ExitWaitError};
 pub use output::{recover_stored_output, Output};
+pub use reaper::reap_orphans;
 pub use runc::{Runc, RUNC_TIMEOUT};
 pub use userns::{parent_userns_inode, IntermediateUserns, UsernsError};
 

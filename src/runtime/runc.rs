@@ -125,11 +125,24 @@ impl Runc {
             Err(RuntimeError::Failed {
                 op,
                 id: id.to_string(),
-                message: runc_message(&out.stderr, &out.stdout),
+                message: with_signal(&out.status, runc_message(&out.stderr, &out.stdout)),
             })
         }
     }
 }
+
+/// `message`, and the signal that ended runc when one did (the runc log then says nothing
+/// useful: runc was stopped midway).
+fn with_signal(status: &std::process::ExitStatus, message: String) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(sig) if message == NO_MESSAGE => format!("killed by signal {sig}"),
+        Some(sig) => format!("{message} (killed by signal {sig})"),
+        None => message,
+    }
+}
+
+const NO_MESSAGE: &str = "failed without a message";
 
 /// The useful part of runc's error output: the last `msg` of a JSON log line, or the
 /// last non-empty line of plain text.
@@ -143,7 +156,7 @@ fn runc_message(stderr: &[u8], stdout: &[u8]) -> String {
             .unwrap_or_else(|| line.trim().to_string());
     }
     if msg.is_empty() {
-        "failed without a message".into()
+        NO_MESSAGE.into()
     } else {
         msg
     }
@@ -240,7 +253,7 @@ impl Runtime for Runc {
             return Err(RuntimeError::Failed {
                 op: "create",
                 id: id.to_string(),
-                message: log_message(&log_file),
+                message: with_signal(&status, log_message(&log_file)),
             });
         }
         let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
@@ -449,5 +462,17 @@ mod tests {
         assert!(runc_message(json, b"").contains("executable file not found"));
         assert_eq!(runc_message(b"\nplain failure\n\n", b""), "plain failure");
         assert_eq!(runc_message(b"", b""), "failed without a message");
+        use std::os::unix::process::ExitStatusExt;
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert_eq!(
+            with_signal(&killed, NO_MESSAGE.into()),
+            "killed by signal 9"
+        );
+        assert_eq!(
+            with_signal(&killed, "boom".into()),
+            "boom (killed by signal 9)"
+        );
+        let exited = std::process::ExitStatus::from_raw(1 << 8);
+        assert_eq!(with_signal(&exited, "boom".into()), "boom");
     }
 }

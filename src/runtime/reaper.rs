@@ -1,0 +1,122 @@
+//! Reaps the processes runc leaves behind when it dies midway (killed during `runc create`,
+//! say): the stages of `runc init` it had started. They become the daemon's children only
+//! because the daemon is a subreaper, nobody waits for them, and without this they would
+//! stay zombies for the daemon's lifetime.
+//!
+//! Only `runc` processes are touched, so no other waiter loses an exit status: the
+//! `runc:[N:…]` stages never are anyone's direct child, and a plain `runc` zombie (a stage
+//! killed before it renamed itself, or the daemon's own runc call) is reaped only when it
+//! is still there a second later, long after the daemon's own wait would have taken it.
+//! Container leaders being waited for are skipped whatever their name.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a plain `runc` zombie must stay before it counts as left behind.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Leaders whose exit [`super::wait_exit`] is collecting.
+static WATCHED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Marks `pid` as waited for until dropped.
+pub(crate) struct Watch(u32);
+
+impl Watch {
+    pub(crate) fn new(pid: u32) -> Self {
+        WATCHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
+        Self(pid)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        WATCHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// A zombie child: pid, name, start time (which tells a reused pid apart).
+fn zombie_children() -> Vec<(u32, String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            (fields.first() == Some(&"Z")).then_some((pid, comm, fields.get(19)?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn reap(pid: u32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let _ = waitpid(
+        nix::unistd::Pid::from_raw(pid as i32),
+        Some(WaitPidFlag::WNOHANG),
+    );
+}
+
+/// Plain `runc` zombies: pid → (start time, first seen).
+type Suspects = HashMap<u32, (u64, Instant)>;
+
+/// One pass: reaps what is certainly left over, returns the `runc` zombies to look at again.
+fn sweep(suspects: &Suspects) -> Suspects {
+    let watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut again = HashMap::new();
+    for (pid, comm, start) in zombie_children() {
+        if watched.contains(&pid) || !comm.starts_with("runc") {
+            continue;
+        }
+        let seen = match suspects.get(&pid) {
+            Some(&(s, seen)) if s == start => seen,
+            _ => Instant::now(),
+        };
+        if comm.starts_with("runc:[") || seen.elapsed() >= GRACE {
+            tracing::debug!(pid, comm, "reaping a process runc left behind");
+            reap(pid);
+        } else {
+            again.insert(pid, (start, seen));
+        }
+    }
+    again
+}
+
+/// Runs for the daemon's lifetime, woken only by SIGCHLD (and, while a suspect is
+/// pending, after its grace time).
+pub async fn reap_orphans() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut children) = signal(SignalKind::child()) else {
+        tracing::warn!("cannot watch SIGCHLD: processes runc leaves behind stay zombies");
+        return;
+    };
+    let mut suspects = HashMap::new();
+    loop {
+        if suspects.is_empty() {
+            if children.recv().await.is_none() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                _ = children.recv() => {}
+                _ = tokio::time::sleep(GRACE) => {}
+            }
+        }
+        suspects = sweep(&suspects);
+    }
+}
