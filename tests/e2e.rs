@@ -300,9 +300,15 @@ fn adopts_running_sandboxes_after_sigkill() {
     s.ready();
     // It writes all the time: its output must outlive the daemon that read it.
     s.busybox_profile("e2e-adopt-a", "while :; do echo tick; sleep 0.1; done", "");
-    s.busybox_profile("e2e-adopt-b", "exec sleep 1000", "");
+    let (data, bind) = BoundData::new(s, "e2e-adopt-b");
+    s.busybox_profile(
+        "e2e-adopt-b",
+        &format!("{} && exec sleep 1000", BoundData::WRITE),
+        &bind,
+    );
     s.ctl_ok(&["start", "e2e-adopt-a"]);
     s.ctl_ok(&["start", "e2e-adopt-b"]);
+    data.wait_written(s);
     let (a, b) = (s.leader_of("e2e-adopt-a"), s.leader_of("e2e-adopt-b"));
     let old = s.daemon_pid();
     nix::sys::signal::kill(
@@ -341,9 +347,11 @@ fn adopts_running_sandboxes_after_sigkill() {
         s.ctl_ok(&["exec", "e2e-adopt-b", "--", "echo", "inside"]),
         "inside\n"
     );
+    data.assert_intact();
     s.ctl_ok(&["stop", "e2e-adopt-a"]);
     s.ctl_ok(&["stop", "e2e-adopt-b"]);
     assert!(!alive(a) && !alive(b));
+    data.assert_intact();
     for name in ["e2e-adopt-a", "e2e-adopt-b"] {
         assert!(!s.runc_root().join(name).exists());
         assert!(!s.bundles().join(name).exists());

@@ -22,8 +22,14 @@ fn kill_9_of_pid_1() {
     let _g = lock();
     let s = session();
     s.ready();
-    s.busybox_profile("e2e-k9", "exec sleep 1000", "");
+    let (data, bind) = BoundData::new(s, "e2e-k9");
+    s.busybox_profile(
+        "e2e-k9",
+        &format!("{} && exec sleep 1000", BoundData::WRITE),
+        &bind,
+    );
     s.ctl_ok(&["start", "e2e-k9"]);
+    data.wait_written(s);
     let pid = s.leader_of("e2e-k9");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -36,6 +42,7 @@ fn kill_9_of_pid_1() {
     assert_eq!(status["exit_status"], 137);
     assert_eq!(status["leader"], 0);
     assert_clean(s, "e2e-k9");
+    data.assert_intact();
     s.ctl_ok(&["start", "e2e-k9"]);
     assert_eq!(s.status("e2e-k9").unwrap()["state"], "running");
     s.ctl_ok(&["stop", "e2e-k9"]);

@@ -116,6 +116,62 @@ print('capeff', [l.split()[1] for l in open('/proc/self/status') if l.startswith
     finish(s);
 }
 
+/// A setuid-root program gains nothing. The sandbox's own root file system is the one place
+/// without `nosuid`, so a setuid copy of python3 there (owned by root inside) isolates
+/// `no_new_privs`: run by user 1000 inside, its effective uid stays 1000.
+#[test]
+fn setuid_programs_gain_no_privileges() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let tree = s.home.join("e2e-suid-root");
+    let _ = std::fs::remove_dir_all(&tree);
+    root(
+        Command::new("cp")
+            .arg("-a")
+            .arg(s.busybox_root())
+            .arg(&tree),
+    );
+    for (link, to) in [("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        std::os::unix::fs::symlink(to, tree.join(link)).unwrap();
+    }
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    std::fs::copy(&python, tree.join("bin/spython")).unwrap();
+    s.chown(&tree);
+    root(
+        Command::new("chmod")
+            .arg("4755")
+            .arg(tree.join("bin/spython")),
+    );
+    s.write_profile(
+        "e2e-suid",
+        "[rootfs]\npath = \"~/e2e-suid-root\"\n[process]\ncommand = [\"sleep\", \"1000\"]\n\
+         [network]\nmode = \"none\"\n[[mount]]\nsource = \"/usr\"\ndestination = \"/usr\"\nreadonly = true\n",
+    );
+    s.ctl_ok(&["start", "e2e-suid"]);
+    let code = "import os, stat; st = os.stat('/bin/spython'); \
+                print('mode', oct(st.st_mode), 'owner', st.st_uid); print('ids', os.getuid(), os.geteuid())";
+    let out = s.ctl_ok(&[
+        "exec",
+        "e2e-suid",
+        "--user",
+        "1000",
+        "--",
+        "/bin/spython",
+        "-c",
+        code,
+    ]);
+    assert!(
+        out.contains("mode 0o104755 owner 0"),
+        "not a setuid-root program: {out}"
+    );
+    assert!(out.contains("ids 1000 1000"), "{out}");
+    s.ctl_ok(&["stop", "e2e-suid"]);
+    s.remove_profile("e2e-suid");
+    let _ = std::fs::remove_dir_all(&tree);
+}
+
 #[test]
 fn host_processes_and_sockets_are_out_of_reach() {
     let _g = lock();

@@ -113,7 +113,7 @@ impl Session {
         self.runtime_dir.join("sandboxd-test.log")
     }
 
-    fn chown(&self, path: &Path) {
+    pub fn chown(&self, path: &Path) {
         root(
             Command::new("chown")
                 .args(["-R", &format!("{USER}:{USER}")])
@@ -399,4 +399,62 @@ pub fn bus_latency(secs: u32) -> Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// A host folder bound into a sandbox at `/data`, for checking that what a sandbox wrote
+/// there survives a fault.
+pub struct BoundData {
+    pub dir: PathBuf,
+}
+
+impl BoundData {
+    /// The shell command (inside) that writes 4 MiB, syncs, then marks it done.
+    pub const WRITE: &'static str =
+        "dd if=/dev/zero bs=1M count=4 2>/dev/null | tr '\\0' k > /data/file && sync && echo done > /data/ready";
+
+    /// An empty folder in the test user's home, and the profile lines that bind it.
+    pub fn new(s: &Session, name: &str) -> (Self, String) {
+        let dir = s.home.join(format!("{name}-data"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        s.chown(&dir);
+        let toml = format!(
+            "[[mount]]\nsource = \"{}\"\ndestination = \"/data\"\n",
+            dir.display()
+        );
+        (Self { dir }, toml)
+    }
+
+    /// Waits until the sandbox has written and synced its file.
+    pub fn wait_written(&self, s: &Session) {
+        s.wait_for(
+            "the sandbox to write /data",
+            Duration::from_secs(20),
+            || {
+                std::fs::read_to_string(self.dir.join("ready"))
+                    .is_ok_and(|t| t == "done\n")
+                    .then_some(())
+            },
+        );
+    }
+
+    /// The file is all there.
+    pub fn assert_intact(&self) {
+        let data = std::fs::read(self.dir.join("file")).unwrap();
+        assert_eq!(
+            data.len(),
+            4 << 20,
+            "the file in the bound folder lost data"
+        );
+        assert!(
+            data.iter().all(|b| *b == b'k'),
+            "the file in the bound folder changed"
+        );
+    }
+}
+
+impl Drop for BoundData {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
