@@ -10,6 +10,7 @@
 //! Container leaders being waited for are skipped whatever their name.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,8 +42,16 @@ impl Drop for Watch {
     }
 }
 
-/// A zombie child: pid, name, start time (which tells a reused pid apart).
-fn zombie_children() -> Vec<(u32, String, u64)> {
+/// One child of this process, from /proc.
+struct ChildProc {
+    pid: u32,
+    comm: String,
+    zombie: bool,
+    /// Start time: tells a reused pid apart.
+    start: u64,
+}
+
+fn children() -> Vec<ChildProc> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -57,11 +66,56 @@ fn zombie_children() -> Vec<(u32, String, u64)> {
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let (head, rest) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1.to_string();
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            (fields.first() == Some(&"Z")).then_some((pid, comm, fields.get(19)?.parse().ok()?))
+            Some(ChildProc {
+                pid,
+                comm: head.split_once('(')?.1.to_string(),
+                zombie: fields.first() == Some(&"Z"),
+                start: fields.get(19)?.parse().ok()?,
+            })
         })
         .collect()
+}
+
+/// Live children with an open file whose path starts with `path` (deleted or not).
+fn children_holding(path: &Path) -> Vec<u32> {
+    let want = path.as_os_str().as_encoded_bytes();
+    children()
+        .into_iter()
+        .filter(|c| !c.zombie)
+        .filter(|c| {
+            std::fs::read_dir(format!("/proc/{}/fd", c.pid)).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| l.as_os_str().as_encoded_bytes().starts_with(want))
+                })
+            })
+        })
+        .map(|c| c.pid)
+        .collect()
+}
+
+/// Kills what a failed `runc create` of container `id` left running, and waits (bounded)
+/// until it is gone: the `runc init` stages, known by the exec fifo in runc's state
+/// folder they all hold. One blocked on that fifo would live for ever, and while one lives
+/// its mounts keep the bundle's rootfs folder busy.
+pub(crate) async fn kill_half_made(runc_root: &Path, id: &str) {
+    let fifo = runc_root.join(id).join("exec.fifo");
+    for _ in 0..80 {
+        let holders = children_holding(&fifo);
+        if holders.is_empty() {
+            return;
+        }
+        for pid in holders {
+            tracing::debug!(pid, id, "killing a runc init stage its runc left behind");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tracing::warn!(id, "runc init stages of a failed start would not die");
 }
 
 fn reap(pid: u32) {
@@ -79,8 +133,14 @@ type Suspects = HashMap<u32, (u64, Instant)>;
 fn sweep(suspects: &Suspects) -> Suspects {
     let watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut again = HashMap::new();
-    for (pid, comm, start) in zombie_children() {
-        if watched.contains(&pid) || !comm.starts_with("runc") {
+    for ChildProc {
+        pid,
+        comm,
+        zombie,
+        start,
+    } in children()
+    {
+        if !zombie || watched.contains(&pid) || !comm.starts_with("runc") {
             continue;
         }
         let seen = match suspects.get(&pid) {

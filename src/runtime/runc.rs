@@ -248,8 +248,16 @@ impl Runtime for Runc {
             program: self.program.display().to_string(),
             source,
         })?;
-        let status = self.bounded("create", id, child.wait()).await?;
+        let status = match self.bounded("create", id, child.wait()).await {
+            Ok(status) => status,
+            Err(e) => {
+                drop(child);
+                super::reaper::kill_half_made(&self.root, id).await;
+                return Err(e);
+            }
+        };
         if !status.success() {
+            super::reaper::kill_half_made(&self.root, id).await;
             return Err(RuntimeError::Failed {
                 op: "create",
                 id: id.to_string(),

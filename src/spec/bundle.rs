@@ -116,10 +116,19 @@ impl Bundle {
     }
 
     /// Removes the bundle; absent is fine.
+    /// Removes the bundle. A mount point in it stays busy (EBUSY) while a mount namespace
+    /// that used it is still going away, so that is retried for up to a second.
     pub fn remove(&self) -> Result<(), BundleError> {
-        match std::fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&self.dir)(e)),
-            _ => Ok(()),
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir_all(&self.dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&self.dir)(e)),
+                _ => return Ok(()),
+            }
         }
     }
 }
