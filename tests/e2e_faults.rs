@@ -91,14 +91,7 @@ fn rootfs_removed_under_a_stopped_sandbox() {
     let _g = lock();
     let s = session();
     s.ready();
-    let tree = s.home.join("e2e-gone-root");
-    let _ = std::fs::remove_dir_all(&tree);
-    root(
-        Command::new("cp")
-            .arg("-a")
-            .arg(s.busybox_root())
-            .arg(&tree),
-    );
+    let tree = s.busybox_root_copy("e2e-gone-root");
     s.write_profile("e2e-gone", "[rootfs]\npath = \"~/e2e-gone-root\"\n[process]\ncommand = [\"sleep\", \"1000\"]\n[network]\nmode = \"none\"\n");
     s.ctl_ok(&["start", "e2e-gone"]);
     s.ctl_ok(&["stop", "e2e-gone"]);
@@ -293,20 +286,7 @@ fn kill_9_of_the_namespace_holder() {
     s.ctl_ok(&["start", "e2e-holder"]);
     let leader = s.leader_of("e2e-holder");
     let daemon = s.daemon_pid();
-    let holder = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().nth(1))
-                .unwrap_or("");
-            stat.contains("(sleep)") && ppid == daemon.to_string()
-        })
-        .expect("the daemon's namespace holder");
+    let holder = child_named(daemon, "sleep").expect("the daemon's namespace holder");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(holder as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -358,6 +338,41 @@ fn find_process(parts: &[&str]) -> Option<u32> {
         })
 }
 
+/// How many processes of `uid` run under each command name.
+fn process_names(uid: u32) -> std::collections::BTreeMap<String, usize> {
+    let mut names = std::collections::BTreeMap::new();
+    for p in processes_of(uid) {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        if let Some((head, _)) = stat.rsplit_once(')') {
+            let name = head.split_once('(').map_or("", |(_, n)| n).to_string();
+            *names.entry(name).or_insert(0) += 1;
+        }
+    }
+    names
+}
+
+fn mount_count(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map(|m| m.lines().count())
+        .unwrap_or(0)
+}
+
+/// A child of `parent` whose command name is `comm`.
+fn child_named(parent: u32, comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            head.ends_with(&format!("({comm}"))
+                && rest.split_whitespace().nth(1) == Some(&parent.to_string())
+        })
+}
+
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -381,7 +396,10 @@ fn kill_9_of_runc_mid_start() {
     s.ctl_ok(&["start", NAME]);
     s.ctl_ok(&["stop", NAME]);
     let daemon = s.daemon_pid();
-    let (procs, fds) = (processes_of(s.uid).len(), fd_count(daemon));
+    let (procs, fds) = (process_names(s.uid), fd_count(daemon));
+    // Mounts seen by the daemon and by the namespace runc works in.
+    let holder = child_named(daemon, "sleep").expect("the namespace holder");
+    let mounts = (mount_count(daemon), mount_count(holder));
     let ctl = s.bin().join("sandboxctl");
     // runc is killed at different points of its work: as soon as it is seen, and later.
     let mut caught = 0;
@@ -434,35 +452,34 @@ fn kill_9_of_runc_mid_start() {
         caught >= 3,
         "runc create was caught running only {caught} times"
     );
+    // No process the user did not have before (by name: the daemon replaces its spare
+    // network helper), and the daemon's fds as they were.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (processes_of(s.uid).len(), fd_count(daemon)) != (procs, fds) {
+    loop {
+        let now = process_names(s.uid);
+        let new: Vec<&String> = now
+            .iter()
+            .filter(|(name, n)| procs.get(*name).copied().unwrap_or(0) < **n)
+            .map(|(name, _)| name)
+            .collect();
+        if new.is_empty() && fd_count(daemon) == fds {
+            break;
+        }
         if std::time::Instant::now() > deadline {
-            let left: Vec<String> = processes_of(s.uid)
-                .iter()
-                .map(|p| {
-                    let stat =
-                        std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                    format!(
-                        "{p}: {}",
-                        stat.split(' ').take(4).collect::<Vec<_>>().join(" ")
-                    )
-                })
-                .collect();
             let links: Vec<String> = std::fs::read_dir(format!("/proc/{daemon}/fd"))
                 .unwrap()
                 .flatten()
                 .map(|e| format!("{:?}", std::fs::read_link(e.path())))
                 .collect();
             panic!(
-                "left behind: {} processes (were {procs}), {} daemon fds (were {fds}):\n{}\n{}",
-                left.len(),
+                "left behind: processes {new:?} (now {now:?}, were {procs:?}); {} daemon fds (were {fds}):\n{}",
                 fd_count(daemon),
-                left.join("\n"),
                 links.join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!((mount_count(daemon), mount_count(holder)), mounts);
     assert_eq!(s.daemon_pid(), daemon);
     s.ctl_ok(&["start", NAME]);
     assert_eq!(s.status(NAME).unwrap()["state"], "running");

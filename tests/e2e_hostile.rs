@@ -124,14 +124,7 @@ fn setuid_programs_gain_no_privileges() {
     let _g = lock();
     let s = session();
     s.ready();
-    let tree = s.home.join("e2e-suid-root");
-    let _ = std::fs::remove_dir_all(&tree);
-    root(
-        Command::new("cp")
-            .arg("-a")
-            .arg(s.busybox_root())
-            .arg(&tree),
-    );
+    let tree = s.busybox_root_copy("e2e-suid-root");
     for (link, to) in [("lib", "usr/lib"), ("lib64", "usr/lib64")] {
         std::os::unix::fs::symlink(to, tree.join(link)).unwrap();
     }
@@ -274,6 +267,17 @@ fn limits_enforcement(s: &Session) -> &'static str {
     }
 }
 
+/// Starts the hostile sandbox with `limits`; returns how they are enforced here.
+fn start_limited(s: &Session, limits: &str) -> &'static str {
+    let how = limits_enforcement(s);
+    s.write_profile(
+        NAME,
+        &format!("[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[limits]\n{limits}\n"),
+    );
+    s.ctl_ok(&["start", NAME]);
+    how
+}
+
 /// Starts a bystander sandbox and a bus-latency probe; returns the probe.
 fn bystander(s: &Session) -> Child {
     s.write_profile(
@@ -308,12 +312,7 @@ fn a_fork_bomb_is_held_to_limits_pids() {
     let _g = lock();
     let s = session();
     s.ready();
-    let how = limits_enforcement(s);
-    s.write_profile(
-        NAME,
-        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[limits]\npids = 64\n",
-    );
-    s.ctl_ok(&["start", NAME]);
+    let how = start_limited(s, "pids = 64");
     let leader = s.leader_of(NAME);
     // Measured first: forking until the kernel refuses, and switching to another id.
     let out = py(
@@ -384,12 +383,7 @@ fn a_memory_hog_is_held_to_limits_memory() {
     let _g = lock();
     let s = session();
     s.ready();
-    let how = limits_enforcement(s);
-    s.write_profile(
-        NAME,
-        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[limits]\nmemory = \"256M\"\n",
-    );
-    s.ctl_ok(&["start", NAME]);
+    let how = start_limited(s, "memory = \"256M\"");
     let latency = bystander(s);
     // 16 MiB at a time, every page touched, up to 2 GiB.
     let out = s.ctl(&[

@@ -3,9 +3,10 @@
 //! because the daemon is a subreaper, nobody waits for them, and without this they would
 //! stay zombies for the daemon's lifetime.
 //!
-//! Only `runc` processes are touched, so no other waiter loses an exit status: the
-//! `runc:[N:…]` stages never are anyone's direct child, and a plain `runc` zombie (a stage
-//! killed before it renamed itself, or the daemon's own runc call) is reaped only when it
+//! Only runc's processes are touched, so no other waiter loses an exit status: the
+//! `runc:[N:…]` stages never are anyone's direct child, and a zombie named `runc` or
+//! `exe` (runc re-executes itself through /proc/self/exe: a stage killed before it renamed
+//! itself; but also the daemon's own runc calls and netns helpers) is reaped only when it
 //! is still there a second later, long after the daemon's own wait would have taken it.
 //! Container leaders being waited for are skipped whatever their name.
 
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a plain `runc` zombie must stay before it counts as left behind.
+/// How long a zombie named `runc` or `exe` must stay before it counts as left behind.
 const GRACE: Duration = Duration::from_secs(1);
 
 /// Leaders whose exit [`super::wait_exit`] is collecting.
@@ -126,10 +127,10 @@ fn reap(pid: u32) {
     );
 }
 
-/// Plain `runc` zombies: pid → (start time, first seen).
+/// Zombies named `runc` or `exe`: pid → (start time, first seen).
 type Suspects = HashMap<u32, (u64, Instant)>;
 
-/// One pass: reaps what is certainly left over, returns the `runc` zombies to look at again.
+/// One pass: reaps what is certainly left over, returns the zombies to look at again.
 fn sweep(suspects: &Suspects) -> Suspects {
     let watched = WATCHED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut again = HashMap::new();
@@ -140,14 +141,15 @@ fn sweep(suspects: &Suspects) -> Suspects {
         start,
     } in children()
     {
-        if !zombie || watched.contains(&pid) || !comm.starts_with("runc") {
+        let stage = comm.starts_with("runc:[");
+        if !zombie || watched.contains(&pid) || !(stage || comm == "runc" || comm == "exe") {
             continue;
         }
         let seen = match suspects.get(&pid) {
             Some(&(s, seen)) if s == start => seen,
             _ => Instant::now(),
         };
-        if comm.starts_with("runc:[") || seen.elapsed() >= GRACE {
+        if stage || seen.elapsed() >= GRACE {
             tracing::debug!(pid, comm, "reaping a process runc left behind");
             reap(pid);
         } else {

@@ -197,6 +197,19 @@ impl Session {
         self.chown(&self.busybox_root());
     }
 
+    /// A copy of the busybox root file system at `~/DIR` (replacing what was there).
+    pub fn busybox_root_copy(&self, dir: &str) -> PathBuf {
+        let tree = self.home.join(dir);
+        let _ = std::fs::remove_dir_all(&tree);
+        root(
+            Command::new("cp")
+                .arg("-a")
+                .arg(self.busybox_root())
+                .arg(&tree),
+        );
+        tree
+    }
+
     /// Writes profile `name` with a busybox root and no network; `extra` is appended.
     pub fn busybox_profile(&self, name: &str, command: &str, extra: &str) {
         let cmd = serde_json::to_string(&["/bin/sh", "-c", command]).unwrap();
