@@ -181,6 +181,13 @@ fn doctor_names_what_is_missing() {
         "{}",
         stdout(&out)
     );
+    // A sandbox's network is really set up (tproxy, transparent sockets) in a throwaway
+    // namespace.
+    assert!(
+        stdout(&out).contains("ok    transparent proxy"),
+        "{}",
+        stdout(&out)
+    );
     // How limits are enforced here, and what would make it better.
     let text = stdout(&out);
     assert!(

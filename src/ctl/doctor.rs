@@ -330,6 +330,79 @@ fn cgroups(uid: u32) -> Finding {
     }
 }
 
+/// Sets up a sandbox's network the way the daemon does, in a throwaway user and network
+/// namespace: the netns helper (`sandboxd netns-helper`) adds the veth pair, routes, the
+/// policy rule, the nf_tables table with its `tproxy` rule and the transparent listeners.
+async fn transparent_proxy() -> Finding {
+    let what = "transparent proxy";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("sandboxd")))
+        .filter(|p| p.is_file());
+    let Some(daemon) = beside.or_else(|| find_program("sandboxd")) else {
+        return finding(
+            Level::Fail,
+            what,
+            "sandboxd not found next to sandboxctl or on PATH",
+            Some("make install".into()),
+        );
+    };
+    let target = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn();
+    let mut target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            return finding(
+                Level::Warn,
+                what,
+                format!("could not test with unshare(1): {e}"),
+                Some("sudo apt-get install util-linux".into()),
+            )
+        }
+    };
+    // unshare(1) is exec'd into sleep once the namespaces exist.
+    let pid = target.id();
+    let own_net = std::fs::read_link("/proc/self/ns/net").ok();
+    for _ in 0..100 {
+        if std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() != own_net
+            && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("sleep"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let result = match crate::netns::spawn(&daemon) {
+        Ok(mut helper) => {
+            let r = helper
+                .client
+                .join(pid, std::time::Duration::from_secs(5))
+                .await;
+            let _ = helper.child.start_kill();
+            let _ = helper.child.wait().await;
+            r.map(drop).map_err(|e| crate::error_chain(&e))
+        }
+        Err(e) => Err(crate::error_chain(&e)),
+    };
+    let _ = target.kill();
+    let _ = target.wait();
+    match result {
+        Ok(()) => finding(
+            Level::Ok,
+            what,
+            "nf_tables tproxy, policy routing and transparent sockets work in a new namespace",
+            None,
+        ),
+        Err(e) => finding(
+            Level::Fail,
+            what,
+            format!("a sandbox's network cannot be set up: {e}"),
+            Some("a kernel with nf_tables and its tproxy and socket expressions (CONFIG_NFT_TPROXY, CONFIG_NFT_SOCKET), veth and policy routing; network.mode = \"none\" profiles still work".into()),
+        ),
+    }
+}
+
 /// Runs every check.
 pub async fn run() -> Vec<Finding> {
     let uid = nix::unistd::getuid().as_raw();
@@ -350,6 +423,7 @@ pub async fn run() -> Vec<Finding> {
     out.extend(id_mappers());
     out.push(runc());
     out.push(init_binary());
+    out.push(transparent_proxy().await);
     out.extend(session(&env).await);
     out.push(cgroups(uid));
     out
