@@ -2,9 +2,9 @@
 //!
 //! A sandbox as a whole is bounded only by a cgroup. Where the user's systemd manager has
 //! the cgroup v2 `memory` and `pids` controllers delegated to it (a unified hierarchy, the
-//! common desktop case), runc asks that manager over the session bus for one scope per
-//! sandbox (`--systemd-cgroup`, as rootless podman and docker do) with `TasksMax=` and
-//! `MemoryMax=`. Elsewhere (a cgroup v1/v2 hybrid whose v2 tree has no controllers) the
+//! common desktop case), runc asks that manager over the session bus for a scope for each
+//! sandbox with a limit (`--systemd-cgroup`, as rootless podman and docker do) with
+//! `TasksMax=` and `MemoryMax=`; sandboxes without limits stay where runc puts them. Elsewhere (a cgroup v1/v2 hybrid whose v2 tree has no controllers) the
 //! daemon says so at start and falls back to rlimits, see [`Enforcement::Rlimits`].
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ const CONTROLLERS: [&str; 2] = ["memory", "pids"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enforcement {
-    /// Each sandbox runs in `app.slice/sandboxd-NAME.scope` of the user's manager.
+    /// A sandbox with a limit runs in `app.slice/sandboxd-NAME.scope` of the user's manager.
     SystemdScopes,
     /// No delegated controllers (`why` says what is missing). `limits.pids` becomes
     /// RLIMIT_NPROC, which the kernel counts per user id and user namespace: every sandbox
@@ -96,6 +96,12 @@ fn detect_from(
         return rlimits("no session bus to ask the user manager for scopes".into());
     }
     Enforcement::SystemdScopes
+}
+
+/// Whether a sandbox with `limits` runs in its own scope: only where scopes are available,
+/// and only when it has a limit for them to enforce.
+pub fn in_scope(enforcement: &Enforcement, limits: &crate::profile::Limits) -> bool {
+    *enforcement == Enforcement::SystemdScopes && (limits.pids.is_some() || limits.memory.is_some())
 }
 
 /// runc's `cgroupsPath` for a sandbox under `--systemd-cgroup`: `slice:prefix:name`, which

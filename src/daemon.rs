@@ -179,7 +179,6 @@ fn notify(state: &[sd_notify::NotifyState]) {
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let mut runc = Runc::new(settings.runc, settings.paths.runc_root());
     let mut host = settings.host;
-    runc.systemd_cgroup = host.limits == Enforcement::SystemdScopes;
     // runc runs inside it. It outlives a crash (recorded for the next daemon, which must
     // enter the sandboxes created in it) and ends with an orderly exit.
     let userns = match (host.subuid, host.subgid) {

@@ -104,12 +104,14 @@ pub struct Started {
 pub trait Runtime: Send + Sync + 'static {
     /// `runc create`: sets the container up, stopped before its process runs; returns the
     /// host pid of its init. The container's stdout and stderr go to `output`. A leftover
-    /// container of the same id is removed first.
+    /// container of the same id is removed first. With `systemd_cgroup` the container
+    /// gets a scope from the user's systemd manager (the spec's `cgroupsPath` names it).
     fn create(
         &self,
         id: &str,
         bundle: &Path,
         output: Output,
+        systemd_cgroup: bool,
     ) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
     /// `runc start`: lets the created container's process run.
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;

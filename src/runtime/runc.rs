@@ -28,9 +28,6 @@ pub struct Runc {
     pub wrapper: Vec<String>,
     /// The user namespace the wrapper runs runc in (its nsfs inode), when there is one.
     pub userns: Option<u64>,
-    /// `--systemd-cgroup`: containers get scopes from the user's systemd manager
-    /// ([`crate::cgroups::Enforcement::SystemdScopes`]).
-    pub systemd_cgroup: bool,
 }
 
 impl Runc {
@@ -40,7 +37,6 @@ impl Runc {
             root,
             wrapper: Vec::new(),
             userns: None,
-            systemd_cgroup: false,
         }
     }
 
@@ -54,11 +50,7 @@ impl Runc {
             }
             None => Command::new(&self.program),
         };
-        cmd.arg("--root").arg(&self.root);
-        if self.systemd_cgroup {
-            cmd.arg("--systemd-cgroup");
-        }
-        cmd.args(args);
+        cmd.arg("--root").arg(&self.root).args(args);
         // runc passes a NOTIFY_SOCKET it inherits into the container: that would hand the
         // sandbox the service manager's notification socket. Keep it, and any other
         // socket-activation variables, to ourselves.
@@ -215,7 +207,13 @@ impl Drop for ExecFiles {
 }
 
 impl Runtime for Runc {
-    async fn create(&self, id: &str, bundle: &Path, output: Output) -> Result<u32, RuntimeError> {
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        output: Output,
+        systemd_cgroup: bool,
+    ) -> Result<u32, RuntimeError> {
         // A container of this name can only be a leftover (runc keeps its state in
         // ROOT/ID): clear it first. Checking the folder spares a runc call on every start.
         if self.root.join(id).exists() {
@@ -230,18 +228,30 @@ impl Runtime for Runc {
         );
         // Detached, non-terminal: runc hands its own stdio to the container, so the
         // sandbox's stdout/stderr are runc's. runc's messages go to a JSON log instead.
-        let mut cmd = self.command(&[
-            "--log",
-            &log_s,
-            "--log-format",
-            "json",
-            "create",
-            "--bundle",
-            &bundle_s,
-            "--pid-file",
-            &pid_s,
-            id,
-        ]);
+        // runc records the cgroup manager in its state: only create needs the flag.
+        let manager: &[&str] = if systemd_cgroup {
+            &["--systemd-cgroup"]
+        } else {
+            &[]
+        };
+        let mut cmd = self.command(
+            &[
+                manager,
+                &[
+                    "--log",
+                    &log_s,
+                    "--log-format",
+                    "json",
+                    "create",
+                    "--bundle",
+                    &bundle_s,
+                    "--pid-file",
+                    &pid_s,
+                    id,
+                ],
+            ]
+            .concat(),
+        );
         cmd.stdout(Stdio::from(output.stdout))
             .stderr(Stdio::from(output.stderr));
         let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {

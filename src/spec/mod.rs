@@ -397,6 +397,7 @@ fn resource_limits(profile: &Profile, ctx: &HostContext) -> Result<ResourceLimit
         resources: None,
     };
     match &ctx.limits {
+        _ if l.pids.is_none() && l.memory.is_none() => {}
         Enforcement::SystemdScopes => {
             out.cgroups_path = Some(crate::cgroups::scope_path(&profile.name));
             let mut resources = LinuxResourcesBuilder::default().devices(vec![]);
@@ -759,6 +760,25 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&"CAP_SETUID".into()));
+        // Without limits a sandbox stays out of scopes and keeps every capability.
+        let free = build(
+            &Profile::builtin_default(),
+            &scoped,
+            Path::new("/r"),
+            &SessionEnv::new(),
+            None,
+        )
+        .unwrap();
+        let free = serde_json::to_value(&free).unwrap();
+        assert!(free["linux"].get("cgroupsPath").is_none());
+        assert!(caps(&free)
+            .as_array()
+            .unwrap()
+            .contains(&"CAP_SETUID".into()));
+        let defaults = Profile::builtin_default().limits;
+        assert!(!crate::cgroups::in_scope(&scoped.limits, &defaults));
+        assert!(crate::cgroups::in_scope(&scoped.limits, &p.limits));
+        assert!(!crate::cgroups::in_scope(&ctx(true).limits, &p.limits));
 
         let json = json_for(&ctx(true));
         assert!(json["linux"].get("cgroupsPath").is_none());

@@ -362,7 +362,12 @@ impl<R: Runtime> Supervisor<R> {
         let pid = self
             .inner
             .runtime
-            .create(name, &bundle.dir, output)
+            .create(
+                name,
+                &bundle.dir,
+                output,
+                crate::cgroups::in_scope(&self.inner.host.limits, &profile.limits),
+            )
             .await
             .map_err(|e| failed(&e))?;
         if profile.network.mode == NetworkMode::Proxy {

@@ -42,7 +42,13 @@ impl Fake {
 }
 
 impl Runtime for Fake {
-    async fn create(&self, id: &str, bundle: &Path, _output: Output) -> Result<u32, RuntimeError> {
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        _output: Output,
+        _systemd_cgroup: bool,
+    ) -> Result<u32, RuntimeError> {
         assert!(bundle.join("config.json").is_file());
         let mut s = self.lock();
         s.next_pid += 1;
