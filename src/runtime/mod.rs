@@ -2,6 +2,7 @@
 //! [`Runc`] drives the real `runc` CLI, and tests substitute a fake.
 
 mod console;
+mod execfifo;
 mod exit;
 mod output;
 mod reaper;

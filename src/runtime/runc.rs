@@ -283,7 +283,16 @@ impl Runtime for Runc {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.run("start", id, &["start", id]).await.map(drop)
+        use super::execfifo::{start, Outcome, INIT_WAIT};
+        match start(&self.root.join(id), INIT_WAIT, RUNC_TIMEOUT).await {
+            Outcome::Started => Ok(()),
+            Outcome::AlreadyRunning => Err(RuntimeError::Failed {
+                op: "start",
+                id: id.to_string(),
+                message: "cannot start an already running container".into(),
+            }),
+            Outcome::Fallback => self.run("start", id, &["start", id]).await.map(drop),
+        }
     }
 
     async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
