@@ -98,6 +98,21 @@ fn finish(fifo: &Path) -> Outcome {
 mod tests {
     use super::*;
 
+    /// A short wait for the init, so a fifo nobody opens falls back quickly.
+    async fn try_start(dir: &Path) -> Outcome {
+        start(dir, Duration::from_millis(200), Duration::from_secs(5)).await
+    }
+
+    /// The init's side: a blocking open for writing, `bytes`, then close (its exec).
+    fn init_writes(fifo: &Path, bytes: &'static [u8]) -> std::thread::JoinHandle<()> {
+        let fifo = fifo.to_path_buf();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            std::io::Write::write_all(&mut f, bytes).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        })
+    }
+
     fn mkfifo(path: &Path) {
         nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     }
@@ -107,25 +122,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("exec.fifo");
         mkfifo(&fifo);
-        let writer_path = fifo.clone();
-        // The init's side: a blocking open for writing, one byte, then close (exec).
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(writer_path)
-                .unwrap();
-            std::io::Write::write_all(&mut f, b"0").unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-        });
-        assert_eq!(
-            start(
-                dir.path(),
-                Duration::from_millis(200),
-                Duration::from_secs(5)
-            )
-            .await,
-            Outcome::Started
-        );
+        let writer = init_writes(&fifo, b"0");
+        assert_eq!(try_start(dir.path()).await, Outcome::Started);
         writer.join().unwrap();
         assert!(!fifo.exists(), "the fifo is removed, as runc start does");
     }
@@ -133,38 +131,14 @@ mod tests {
     #[tokio::test]
     async fn no_fifo_or_no_writer_falls_back_to_runc() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            start(
-                dir.path(),
-                Duration::from_millis(200),
-                Duration::from_secs(5)
-            )
-            .await,
-            Outcome::Fallback
-        );
+        assert_eq!(try_start(dir.path()).await, Outcome::Fallback);
         // A plain file where the fifo should be is not ours to read.
         std::fs::write(dir.path().join("exec.fifo"), "0").unwrap();
-        assert_eq!(
-            start(
-                dir.path(),
-                Duration::from_millis(200),
-                Duration::from_secs(5)
-            )
-            .await,
-            Outcome::Fallback
-        );
+        assert_eq!(try_start(dir.path()).await, Outcome::Fallback);
         // A fifo nobody opens: after the wait, runc is asked, and the fifo is left alone.
         std::fs::remove_file(dir.path().join("exec.fifo")).unwrap();
         mkfifo(&dir.path().join("exec.fifo"));
-        assert_eq!(
-            start(
-                dir.path(),
-                Duration::from_millis(200),
-                Duration::from_secs(5)
-            )
-            .await,
-            Outcome::Fallback
-        );
+        assert_eq!(try_start(dir.path()).await, Outcome::Fallback);
         assert!(dir.path().join("exec.fifo").exists());
     }
 
@@ -173,24 +147,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("exec.fifo");
         mkfifo(&fifo);
-        let writer_path = fifo.clone();
-        let writer = std::thread::spawn(move || {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(writer_path)
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-            drop(f);
-        });
-        assert_eq!(
-            start(
-                dir.path(),
-                Duration::from_millis(200),
-                Duration::from_secs(5)
-            )
-            .await,
-            Outcome::AlreadyRunning
-        );
+        let writer = init_writes(&fifo, b"");
+        assert_eq!(try_start(dir.path()).await, Outcome::AlreadyRunning);
         writer.join().unwrap();
     }
 }

@@ -61,6 +61,16 @@ def read_head(s):
     return head, rest
 
 
+def read_body(s):
+    """The whole response body, to the end of the connection."""
+    _, body = read_head(s)
+    while True:
+        more = s.recv(4096)
+        if not more:
+            return body
+        body += more
+
+
 def download(host, n):
     s = get(host, "/bytes/%d" % n)
     _, body = read_head(s)
@@ -93,12 +103,7 @@ def cmd_upload(host, n):
         s.sendall(chunk)
         h.update(chunk)
         left -= len(chunk)
-    _, body = read_head(s)
-    while True:
-        more = s.recv(4096)
-        if not more:
-            break
-        body += more
+    body = read_body(s)
     print("ok" if body.decode() == h.hexdigest() else "mismatch %s %s" % (body, h.hexdigest()))
 
 
@@ -263,14 +268,7 @@ def cmd_udpflows(host, n):
 
 def cmd_whoami(host):
     try:
-        s = get(host, "/whoami")
-        _, body = read_head(s)
-        while True:
-            more = s.recv(4096)
-            if not more:
-                break
-            body += more
-        print(body.decode() or "failed")
+        print(read_body(get(host, "/whoami")).decode() or "failed")
     except OSError:
         print("failed")
 
