@@ -19,6 +19,9 @@ fn main() -> std::process::ExitCode {
     if argv.get(1).map(String::as_str) == Some(sandboxd::netns::HELPER_ARG) {
         sandboxd::netns::helper_main(&argv[2..]);
     }
+    if argv.get(1).map(String::as_str) == Some(sandboxd::runtime::LOCK_ARG) {
+        sandboxd::runtime::lock_main(&argv[2..]);
+    }
     let args = Args::parse();
     sandboxd::logging::init("sandboxd");
     // Before any thread exists: orphaned container inits must come to this process.

@@ -39,6 +39,9 @@ impl<R: Runtime> SandboxObject<R> {
         if old.restarts != now.restarts {
             self.restarts_changed(emitter).await?;
         }
+        if old.security != now.security {
+            self.security_changed(emitter).await?;
+        }
         if old.exit_status != now.exit_status {
             self.exit_status_changed(emitter).await?;
         }
@@ -93,6 +96,12 @@ impl<R: Runtime> SandboxObject<R> {
     #[zbus(property)]
     fn restarts(&self) -> u32 {
         self.info.restarts
+    }
+
+    /// The run's kernel surface: its seccomp filter and what `[security]` opens.
+    #[zbus(property)]
+    fn security(&self) -> &str {
+        &self.info.security
     }
 
     /// Exit code of the last run (128+N for signal N); -1 while running or unknown.

@@ -455,10 +455,11 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                 sb.connections_denied().await?,
             );
             let hits = sb.name_hits().await?;
+            let security = sb.security().await?;
             if json {
                 println!(
                     "{}",
-                    json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit,
+                    json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit, "security": security,
                            "connections_active": active, "bytes_sent": sent, "bytes_received": received, "connections_denied": denied,
                            "name_hits": hits})
                 );
@@ -482,6 +483,9 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                     }
                 );
                 println!("  restarts:    {restarts}");
+                if !security.is_empty() {
+                    println!("  security:    {security}");
+                }
                 if exit >= 0 {
                     println!("  exit status: {exit}");
                 }

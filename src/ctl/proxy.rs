@@ -80,6 +80,8 @@ pub trait Sandbox {
     fn restarts(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn exit_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn security(&self) -> zbus::Result<String>;
     #[zbus(property(emits_changed_signal = "false"))]
     fn connections_active(&self) -> zbus::Result<u32>;
     #[zbus(property(emits_changed_signal = "false"))]

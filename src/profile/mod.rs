@@ -44,6 +44,7 @@ pub struct Profile {
     pub devices: Devices,
     pub limits: Limits,
     pub restart: Restart,
+    pub security: Security,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +133,55 @@ pub struct Limits {
     pub nofile: Option<u64>,
 }
 
+/// How far a sandbox may build namespaces of its own (`security.nested`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Nested {
+    /// None: no nested user namespace, no mount API (the filter and the userns lock).
+    #[default]
+    Off,
+    /// `"namespaces"`: user, pid, net, uts and ipc namespaces, which browsers and
+    /// Electron apps build their own sandbox from; still no mount namespace or mount API.
+    Namespaces,
+    /// `true`: every namespace and the mount API, for podman, bubblewrap, flatpak-builder.
+    Full,
+}
+
+impl Nested {
+    /// The value as a profile writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "false",
+            Self::Namespaces => "\"namespaces\"",
+            Self::Full => "true",
+        }
+    }
+}
+
+/// The `[security]` table: what of the kernel's surface the sandbox's filter opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Security {
+    pub nested: Nested,
+    /// 32-bit x86 syscalls too (Wine, old binaries).
+    pub multiarch: bool,
+}
+
+impl Security {
+    /// One line for `status`: the filter and what it opens.
+    pub fn describe(&self) -> String {
+        let mut s = match self.nested {
+            Nested::Off => "seccomp filter, no nested namespaces".to_string(),
+            Nested::Namespaces => {
+                "seccomp filter, nested user/pid/net namespaces (weaker)".to_string()
+            }
+            Nested::Full => "seccomp filter, nested namespaces and mounts (weaker)".to_string(),
+        };
+        if self.multiarch {
+            s.push_str(", 32-bit syscalls");
+        }
+        s
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restart {
     pub policy: RestartPolicy,
@@ -186,6 +236,7 @@ impl Profile {
             devices: Devices::default(),
             limits: Limits::default(),
             restart: Restart::default(),
+            security: Security::default(),
         }
     }
 

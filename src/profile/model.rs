@@ -33,6 +33,8 @@ pub struct RawProfile {
     pub limits: RawLimits,
     #[serde(default)]
     pub restart: RawRestart,
+    #[serde(default)]
+    pub security: RawSecurity,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,4 +222,27 @@ pub struct RawRestart {
     pub max: Option<u32>,
     #[serde(default, deserialize_with = "de_duration")]
     pub stop_timeout: Option<Duration>,
+}
+
+/// `security.nested`: `false`, `true`, or the name of a narrower setting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawNested {
+    Switch(bool),
+    Name(String),
+}
+
+impl Default for RawNested {
+    fn default() -> Self {
+        Self::Switch(false)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    #[serde(default)]
+    pub nested: RawNested,
+    #[serde(default)]
+    pub multiarch: bool,
 }

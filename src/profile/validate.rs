@@ -5,10 +5,10 @@
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use super::model::{NetworkMode, RawAllowHost, RawProfile, RawUser};
+use super::model::{NetworkMode, RawAllowHost, RawNested, RawProfile, RawUser};
 use super::{
-    validate_name, AllowHost, Audio, Devices, Gui, Limits, Mount, Network, Process, Profile,
-    Restart, Rootfs, RootfsSource, User,
+    validate_name, AllowHost, Audio, Devices, Gui, Limits, Mount, Nested, Network, Process,
+    Profile, Restart, Rootfs, RootfsSource, Security, User,
 };
 
 /// A failed check: the dotted key (`mount[1].source`) and what is wrong with it.
@@ -343,6 +343,22 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         return Err(invalid("restart.stop_timeout", "must be above zero"));
     }
 
+    let nested = match raw.security.nested {
+        RawNested::Switch(false) => Nested::Off,
+        RawNested::Switch(true) => Nested::Full,
+        RawNested::Name(n) if n == "namespaces" => Nested::Namespaces,
+        RawNested::Name(n) => {
+            return Err(invalid(
+                "security.nested",
+                format!("{n:?}: expected false, true or \"namespaces\""),
+            ))
+        }
+    };
+    let security = Security {
+        nested,
+        multiarch: raw.security.multiarch,
+    };
+
     Ok(Profile {
         name: name.to_string(),
         file: Some(file.to_path_buf()),
@@ -372,6 +388,7 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
             nofile: raw.limits.nofile,
         },
         restart,
+        security,
     })
 }
 

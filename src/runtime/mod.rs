@@ -4,6 +4,7 @@
 mod console;
 mod execfifo;
 mod exit;
+mod nested;
 mod output;
 mod reaper;
 mod runc;
@@ -18,6 +19,7 @@ use thiserror::Error;
 
 pub use console::ConsoleSocket;
 pub use exit::{wait_exit, ExitWaitError};
+pub use nested::{lock_in as lock_nested_userns, lock_main, LockError, LOCK_ARG};
 pub use output::{recover_stored_output, Output};
 pub use reaper::reap_orphans;
 pub use runc::{Runc, RUNC_TIMEOUT};
@@ -65,6 +67,12 @@ pub enum RuntimeError {
         op: &'static str,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("closing nested user namespaces in {id}")]
+    Lock {
+        id: String,
+        #[source]
+        source: LockError,
     },
     #[error("sandbox output for {id}")]
     Stdio {
@@ -114,6 +122,13 @@ pub trait Runtime: Send + Sync + 'static {
         output: Output,
         systemd_cgroup: bool,
     ) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+    /// Sets the created container's limit of nested user namespaces to 0 (the lock that
+    /// holds even without its seccomp filter); `pid` is its init.
+    fn lock_nested(
+        &self,
+        id: &str,
+        pid: u32,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `runc start`: lets the created container's process run.
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `runc state`: `None` when runc does not know the id.

@@ -28,6 +28,8 @@ pub struct Runc {
     pub wrapper: Vec<String>,
     /// The user namespace the wrapper runs runc in (its nsfs inode), when there is one.
     pub userns: Option<u64>,
+    /// The `sandboxd` binary, run in its `userns-lock` mode (see [`Runtime::lock_nested`]).
+    pub helper: PathBuf,
 }
 
 impl Runc {
@@ -37,6 +39,7 @@ impl Runc {
             root,
             wrapper: Vec::new(),
             userns: None,
+            helper: PathBuf::from("/proc/self/exe"),
         }
     }
 
@@ -207,6 +210,15 @@ impl Drop for ExecFiles {
 }
 
 impl Runtime for Runc {
+    async fn lock_nested(&self, id: &str, pid: u32) -> Result<(), RuntimeError> {
+        super::nested::lock(&self.helper, pid)
+            .await
+            .map_err(|source| RuntimeError::Lock {
+                id: id.to_string(),
+                source,
+            })
+    }
+
     async fn create(
         &self,
         id: &str,

@@ -67,7 +67,14 @@ impl Bundle {
             for d in HOST_ROOT_DIRS {
                 let p = root.join(d);
                 std::fs::create_dir_all(&p).map_err(io_err(&p))?;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                // runc gives a tmpfs the mode of the directory it is mounted on, whatever
+                // its `mode=` says: these modes are the ones the sandbox sees.
+                let mode = match *d {
+                    "tmp" => 0o1777,
+                    "root" => 0o700,
+                    _ => 0o755,
+                };
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
                     .map_err(io_err(&p))?;
             }
             for link in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {

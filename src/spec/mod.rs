@@ -10,6 +10,7 @@ mod desktop;
 mod idmap;
 mod imported;
 mod passwd;
+mod seccomp;
 
 use std::path::{Path, PathBuf};
 
@@ -28,9 +29,10 @@ pub use idmap::{
 };
 pub use imported::RootfsRecord;
 pub use passwd::{resolve, Account};
+pub use seccomp::filter as seccomp_filter;
 
 use crate::cgroups::Enforcement;
-use crate::profile::{Profile, RootfsSource};
+use crate::profile::{Nested, Profile, RootfsSource};
 
 /// Where sandbox-init appears inside every sandbox. `/dev` is a tmpfs runc creates, so the
 /// bind leaves no trace in the user's root file system.
@@ -593,22 +595,20 @@ pub fn build(
     if let Some(resources) = limits.resources {
         linux = linux.resources(resources);
     }
+    // Fully nested sandboxes mount a /proc of their own, which the kernel refuses while
+    // parts of this one are covered ("mount too revealing"); their filter still closes
+    // what the masks protect most (keys, kcore need capabilities outside).
+    let (masked, readonly) = match profile.security.nested {
+        Nested::Full => (&[][..], &[][..]),
+        Nested::Off | Nested::Namespaces => (MASKED_PATHS, READONLY_PATHS),
+    };
     let linux = linux
+        .seccomp(seccomp::filter(&profile.security)?)
         .namespaces(namespaces)
         .uid_mappings(id_maps(&uid_map)?)
         .gid_mappings(id_maps(&gid_map)?)
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .masked_paths(masked.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(readonly.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .build()?;
 
     Ok(SpecBuilder::default()

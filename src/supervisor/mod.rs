@@ -25,7 +25,7 @@ pub use state::{exit_code, now_us, SandboxInfo, State};
 
 use crate::environ::SessionSource;
 use crate::profile::{
-    validate_name, NetworkMode, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource,
+    validate_name, Nested, NetworkMode, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource,
 };
 use crate::proxy::{Denied, Networking, Stats};
 use crate::runtime::{Output, Runtime};
@@ -328,6 +328,7 @@ impl<R: Runtime> Supervisor<R> {
             e.info.since = since;
             e.info.restarts = restarts;
             e.info.exit_status = -1;
+            e.info.security = profile.security.describe();
             e.run = Some(Run {
                 id: run_id,
                 exited: rx,
@@ -370,16 +371,26 @@ impl<R: Runtime> Supervisor<R> {
             )
             .await
             .map_err(|e| failed(&e))?;
-        if profile.network.mode == NetworkMode::Proxy {
-            self.inner
-                .net
-                .attach(name, pid, &profile.network)
-                .await
-                .map_err(|message| Error::RuntimeFailed {
-                    name: name.into(),
-                    message: format!("network: {message}"),
-                })?;
-        }
+        // The lock and the network are independent: set both up at once.
+        let lock = async {
+            match profile.security.nested {
+                Nested::Off => self.inner.runtime.lock_nested(name, pid).await,
+                Nested::Namespaces | Nested::Full => Ok(()),
+            }
+        };
+        let network = async {
+            match profile.network.mode {
+                NetworkMode::Proxy => self.inner.net.attach(name, pid, &profile.network).await,
+                NetworkMode::None => Ok(()),
+            }
+        };
+        let (locked, attached) = tokio::join!(lock, network);
+        // Never start a sandbox with the lock missing.
+        locked.map_err(|e| failed(&e))?;
+        attached.map_err(|message| Error::RuntimeFailed {
+            name: name.into(),
+            message: format!("network: {message}"),
+        })?;
         self.inner
             .runtime
             .start(name)
@@ -643,6 +654,7 @@ impl<R: Runtime> Supervisor<R> {
             profile: record.profile.clone(),
             restarts: record.restarts,
             exit_status: -1,
+            security: record.security.clone(),
         };
         self.table().insert(
             name.into(),

@@ -13,6 +13,9 @@ pub struct RunRecord {
     pub stop_timeout_ms: u64,
     pub restarts: u32,
     pub since: u64,
+    /// The run's `[security]`, described; absent in records of older daemons.
+    #[serde(default)]
+    pub security: String,
 }
 
 impl RunRecord {
@@ -28,6 +31,7 @@ impl RunRecord {
             stop_timeout_ms: profile.restart.stop_timeout.as_millis() as u64,
             restarts,
             since,
+            security: profile.security.describe(),
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct SandboxInfo {
     pub restarts: u32,
     /// The main command's exit code, 128+N for a signal, -1 when unknown or still running.
     pub exit_status: i32,
+    /// The run's `[security]`, described ([`crate::profile::Security::describe`]); "" when
+    /// not running.
+    pub security: String,
 }
 
 impl SandboxInfo {
@@ -75,6 +78,7 @@ impl SandboxInfo {
             profile: String::new(),
             restarts: 0,
             exit_status: -1,
+            security: String::new(),
         }
     }
 }

@@ -18,6 +18,8 @@ struct FakeState {
     /// Exit status each started container reports at once (`None`: runs until killed).
     exit_on_start: Option<i32>,
     ignore_term: bool,
+    /// `lock_nested` fails with this message.
+    lock_fails: Option<String>,
     calls: Vec<String>,
 }
 
@@ -65,6 +67,19 @@ impl Runtime for Fake {
         );
         s.exits.insert(pid, watch::channel(None).0);
         Ok(pid)
+    }
+
+    async fn lock_nested(&self, id: &str, pid: u32) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        s.calls.push(format!("lock {id}"));
+        assert_eq!(s.containers[id].pid, pid);
+        match &s.lock_fails {
+            Some(why) => Err(RuntimeError::Lock {
+                id: id.into(),
+                source: crate::runtime::LockError::Failed(why.clone()),
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -554,4 +569,34 @@ async fn proxied_sandboxes_get_their_network_before_start_and_lose_it_at_stop() 
         calls[at..].contains(&"detach proxied".to_string()),
         "{calls:?}"
     );
+}
+
+/// The nested-userns lock runs between create and start for every sandbox without
+/// `security.nested`; when it fails the sandbox never starts and nothing is left.
+#[tokio::test]
+async fn a_failed_userns_lock_fails_the_start_and_leaves_nothing() {
+    let h = Harness::new();
+    h.profile("locked", "");
+    h.profile("nested", "[security]\nnested = true\n");
+    h.sup.start("locked").await.unwrap();
+    h.sup.start("nested").await.unwrap();
+    let calls = h.fake.lock().calls.clone();
+    let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+    assert!(at("create locked") < at("lock locked") && at("lock locked") < at("start locked"));
+    assert!(!calls.iter().any(|c| c == "lock nested"), "{calls:?}");
+    assert_eq!(
+        h.sup.get("locked").unwrap().security,
+        "seccomp filter, no nested namespaces"
+    );
+    h.sup.stop("locked").await.unwrap();
+
+    h.fake.lock().lock_fails = Some("cannot write /proc/sys/user/max_user_namespaces".into());
+    let err = h.sup.start("locked").await.unwrap_err();
+    let text = crate::error_chain(&err);
+    assert!(text.contains("max_user_namespaces"), "{text}");
+    assert_eq!(h.sup.get("locked").unwrap().state, State::Failed);
+    let calls = h.fake.lock().calls.clone();
+    assert_eq!(calls.iter().filter(|c| *c == "start locked").count(), 1);
+    assert!(!h.fake.lock().containers.contains_key("locked"));
+    assert!(!h.dir.path().join("bundles/locked").exists());
 }
