@@ -5,9 +5,13 @@
    sandbox's main command running (it writes a file into a bound folder), for a sandbox
    with networking (the proxy and its netns helper), against plain
    rootless `runc run --detach` of the same config.json (same root, mounts and namespaces;
-   id maps made direct, as a user without sandboxd would write them), and against
-   `podman run --rootfs` of the same root when podman is installed.
-2. Scale: 50 sandboxes running at once: daemon RSS, daemon CPU ticks over 10 s idle, and
+   id maps made direct, as a user without sandboxd would write them) without the seccomp
+   filter and with it, and against `podman run --rootfs` of the same root when podman is
+   installed.
+2. The seccomp filter's cost, interleaved: bench/syscalls.rs (10^6 getppid, 10^5 stat, one
+   1 GiB loopback TCP stream) in `runc run` of that config.json with and without its filter,
+   and through `sandboxctl exec` (the filter, the real path).
+3. Scale: 50 sandboxes running at once: daemon RSS, daemon CPU ticks over 10 s idle, and
    `sandboxctl list` latency.
 
 Prints a Markdown table. Every loop is bounded."""
@@ -15,12 +19,14 @@ Prints a Markdown table. Every loop is bounded."""
 import json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 ROUNDS = int(os.environ.get("ROUNDS", "15"))
+SYS_ROUNDS = int(os.environ.get("SYS_ROUNDS", "7"))
 SCALE = int(os.environ.get("SCALE", "50"))
 HOME = os.environ["HOME"]
 RT = os.environ["XDG_RUNTIME_DIR"]
 PROFILES = os.path.join(HOME, ".config/sandboxd/profiles")
 ROOT = os.path.join(HOME, ".local/share/sandboxd/rootfs/bench-busybox")
 OUT = os.path.join(HOME, "bench-out")
+SYSCALLS = os.path.join(HOME, "bench-syscalls")  # the static bench/syscalls.rs
 
 
 def run(*args, check=True):
@@ -29,11 +35,13 @@ def run(*args, check=True):
 
 def make_root():
     if os.path.isdir(ROOT):
+        shutil.copy(SYSCALLS, os.path.join(ROOT, "bin/syscalls"))
         return
     os.makedirs(os.path.join(ROOT, "bin"))
     shutil.copy("/bin/busybox", os.path.join(ROOT, "bin/busybox"))
     for applet in ["sh", "sleep", "touch"]:
         os.symlink("busybox", os.path.join(ROOT, "bin", applet))
+    shutil.copy(SYSCALLS, os.path.join(ROOT, "bin/syscalls"))
     for d in ["etc", "mnt/out", "tmp"]:
         os.makedirs(os.path.join(ROOT, d), exist_ok=True)
     with open(os.path.join(ROOT, "etc/passwd"), "w") as f:
@@ -71,10 +79,15 @@ def sandboxd_once(name):
     return t1 - t0
 
 
-def direct_config(src, dst_dir):
-    """The sandboxd bundle's config.json with direct rootless id maps."""
+def direct_config(src, dst_dir, seccomp=True, args=None):
+    """The sandboxd bundle's config.json with direct rootless id maps, with or without its
+    seccomp filter, optionally with another command."""
     with open(src) as f:
         cfg = json.load(f)
+    if not seccomp:
+        del cfg["linux"]["seccomp"]
+    if args:
+        cfg["process"]["args"] = args
     uid, gid = os.getuid(), os.getgid()
     def rng(file, name, me):
         for line in open(file):
@@ -105,6 +118,24 @@ def runc_once(bundle, state):
             break
         time.sleep(0.01)
     return t1 - t0
+
+
+def syscalls_runc(bundle, state):
+    out = subprocess.run(["runc", "--root", state, "run", "--bundle", bundle, "bench-sys"],
+                         check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=120)
+    run("runc", "--root", state, "delete", "--force", "bench-sys", check=False)
+    return parse_syscalls(out.stdout)
+
+
+def syscalls_exec(name):
+    out = subprocess.run(["sandboxctl", "exec", name, "--", "/bin/syscalls"], check=True,
+                         capture_output=True, text=True, timeout=120)
+    return parse_syscalls(out.stdout)
+
+
+def parse_syscalls(text):
+    return {k: float(v) for k, v in (l.split() for l in text.splitlines() if l.strip())}
 
 
 def podman_once(name="bench-podman"):
@@ -153,8 +184,18 @@ def main():
     bundle_cfg = os.path.join(RT, "sandboxd/bundles/bench-start/config.json")
     tmp = tempfile.mkdtemp(prefix="sandboxd-bench-")
     direct_config(bundle_cfg, os.path.join(tmp, "bundle"))
-    run("sandboxctl", "stop", "bench-start")
+    direct_config(bundle_cfg, os.path.join(tmp, "bundle-nofilter"), seccomp=False)
+    loop = ["/dev/.sandbox-init", "--", "/bin/syscalls"]
+    direct_config(bundle_cfg, os.path.join(tmp, "sys"), args=loop)
+    direct_config(bundle_cfg, os.path.join(tmp, "sys-nofilter"), seccomp=False, args=loop)
     state = os.path.join(tmp, "runc")
+    # The filter's cost on syscall-bound work, interleaved; the sandbox is still running.
+    sys_with, sys_without, sys_exec = [], [], []
+    for _ in range(SYS_ROUNDS):
+        sys_with.append(syscalls_runc(os.path.join(tmp, "sys"), state))
+        sys_without.append(syscalls_runc(os.path.join(tmp, "sys-nofilter"), state))
+        sys_exec.append(syscalls_exec("bench-start"))
+    run("sandboxctl", "stop", "bench-start")
 
     podman = shutil.which("podman") is not None
     if podman:
@@ -162,14 +203,16 @@ def main():
         # (not counted).
         run("podman", "--runtime", "runc", "rm", "--force", "--time", "0", "bench-podman", check=False)
         podman_once()
-    sandboxd_t, runc_t, podman_t = [], [], []
+    sandboxd_t, runc_t, runc_f, podman_t = [], [], [], []
     for _ in range(ROUNDS):
         sandboxd_t.append(sandboxd_once("bench-start"))
-        runc_t.append(runc_once(os.path.join(tmp, "bundle"), state))
+        runc_t.append(runc_once(os.path.join(tmp, "bundle-nofilter"), state))
+        runc_f.append(runc_once(os.path.join(tmp, "bundle"), state))
         if podman:
             podman_t.append(podman_once())
     shutil.rmtree(tmp, ignore_errors=True)
     s_med, r_med = statistics.median(sandboxd_t), statistics.median(runc_t)
+    f_med = statistics.median(runc_f)
 
     names = [f"bench-scale-{i}" for i in range(SCALE)]
     for n in names:
@@ -201,6 +244,19 @@ def main():
     print(f"|---|---|---|---|")
     print(f"| start → command running (median of {ROUNDS}) | {ms(s_med)} | plain `runc run`: {ms(r_med)} | {s_med / r_med:.2f}× |")
     print(f"| start → command running (min) | {ms(min(sandboxd_t))} | {ms(min(runc_t))} | {min(sandboxd_t) / min(runc_t):.2f}× |")
+    print(f"| `runc run` with the filter → command running (median of {ROUNDS}) | {ms(f_med)} | without: {ms(r_med)} | {f_med / r_med:.2f}× |")
+    for key, what, unit, lower in [("getppid_ns", "10⁶ getppid", "ns/call", True),
+                                   ("stat_ns", "10⁵ stat", "ns/call", True),
+                                   ("stream_mbps", "1 GiB loopback TCP stream", "MB/s", False)]:
+        w = [r[key] for r in sys_with]
+        wo = [r[key] for r in sys_without]
+        ex = [r[key] for r in sys_exec]
+        mw, mwo, mex = statistics.median(w), statistics.median(wo), statistics.median(ex)
+        spread = lambda xs: f"{min(xs):.0f}–{max(xs):.0f}"
+        print(f"| {what} in `runc run`, filter (median of {SYS_ROUNDS}; range) | {mw:.1f} {unit} ({spread(w)}) | "
+              f"without: {mwo:.1f} ({spread(wo)}) | {mw / mwo:.2f}× |")
+        print(f"| {what} through `sandboxctl exec` (filter) | {mex:.1f} {unit} ({spread(ex)}) | "
+              f"`runc run` without: {mwo:.1f} | {mex / mwo:.2f}× |")
     if podman_t:
         p_med = statistics.median(podman_t)
         print(f"| start → command running (median of {ROUNDS}) | {ms(s_med)} | `podman run --rootfs`: {ms(p_med)} | {s_med / p_med:.2f}× |")

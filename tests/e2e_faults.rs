@@ -188,6 +188,12 @@ fn doctor_names_what_is_missing() {
         "{}",
         stdout(&out)
     );
+    // runc applies the filter here, read from inside a throwaway sandbox.
+    assert!(
+        stdout(&out).contains("ok    seccomp filter     runc applies it (Seccomp: 2 inside)"),
+        "{}",
+        stdout(&out)
+    );
     // How limits are enforced here, and what would make it better.
     let text = stdout(&out);
     assert!(

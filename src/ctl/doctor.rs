@@ -191,15 +191,18 @@ fn runc() -> Finding {
     }
 }
 
-fn init_binary() -> Finding {
+fn find_init() -> Option<PathBuf> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(|d| d.join("sandbox-init")));
-    let found = beside
+    beside
         .into_iter()
         .chain([PathBuf::from("/usr/lib/sandboxd/sandbox-init")])
-        .find(|p| p.is_file());
-    match found {
+        .find(|p| p.is_file())
+}
+
+fn init_binary() -> Finding {
+    match find_init() {
         None => finding(
             Level::Fail,
             "sandbox-init",
@@ -403,6 +406,83 @@ async fn transparent_proxy() -> Finding {
     }
 }
 
+/// Runs a throwaway sandbox with the spec a default profile gets and reads, from inside,
+/// that its seccomp filter is applied and a nested user namespace is refused.
+async fn seccomp(init: Option<PathBuf>) -> Finding {
+    let what = "seccomp filter";
+    let (Some(init), Some(runc)) = (init, find_program("runc")) else {
+        return finding(
+            Level::Warn,
+            what,
+            "not checked: runc or sandbox-init is missing",
+            None,
+        );
+    };
+    let dir = std::env::temp_dir().join(format!("sandboxd-doctor-{}", std::process::id()));
+    let result = seccomp_probe(&dir, init, runc).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(()) => finding(
+            Level::Ok,
+            what,
+            "runc applies it (Seccomp: 2 inside) and nested user namespaces are refused",
+            None,
+        ),
+        Err(e) => finding(
+            Level::Fail,
+            what,
+            format!("a sandbox would run without its filter: {e}"),
+            Some("runc built with libseccomp (Debian's runc package is)".into()),
+        ),
+    }
+}
+
+async fn seccomp_probe(dir: &Path, init: PathBuf, runc: PathBuf) -> Result<(), String> {
+    use crate::profile::{NetworkMode, Profile};
+    use crate::spec::{Bundle, HostContext, SessionEnv};
+    let mut profile = Profile::builtin_default();
+    profile.network.mode = NetworkMode::None;
+    profile.process.command = Some(
+        [
+            "/bin/sh",
+            "-c",
+            "grep ^Seccomp: /proc/self/status; unshare --user true 2>/dev/null; echo nested=$?",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let bundle = Bundle::prepare(dir.join("bundle"), true).map_err(|e| crate::error_chain(&e))?;
+    let spec = crate::spec::build(
+        &profile,
+        &HostContext::current(init),
+        &bundle.host_root(),
+        &SessionEnv::new(),
+        None,
+    )
+    .map_err(|e| crate::error_chain(&e))?;
+    bundle
+        .write_spec(&spec)
+        .map_err(|e| crate::error_chain(&e))?;
+    let id = format!("doctor-{}", std::process::id());
+    let out = crate::runtime::Runc::new(runc, dir.join("runc"))
+        .run_once(&id, &bundle.dir)
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    let text = String::from_utf8_lossy(&out);
+    let seccomp = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim);
+    match (seccomp, text.contains("nested=1")) {
+        (Some("2"), true) => Ok(()),
+        (Some("2"), false) => Err(format!(
+            "a nested user namespace was allowed ({})",
+            text.trim()
+        )),
+        _ => Err(format!("inside, /proc/self/status says {:?}", text.trim())),
+    }
+}
+
 /// Runs every check.
 pub async fn run() -> Vec<Finding> {
     let uid = nix::unistd::getuid().as_raw();
@@ -423,6 +503,7 @@ pub async fn run() -> Vec<Finding> {
     out.extend(id_mappers());
     out.push(runc());
     out.push(init_binary());
+    out.push(seccomp(find_init().filter(|p| crate::daemon::is_static_elf(p))).await);
     out.push(transparent_proxy().await);
     out.extend(session(&env).await);
     out.push(cgroups(uid));

@@ -99,6 +99,15 @@ impl Runc {
             })
     }
 
+    /// `runc run` of a throwaway container in the foreground: its stdout, once it ended
+    /// (with status 0). For probes such as `sandboxctl doctor`.
+    pub async fn run_once(&self, id: &str, bundle: &Path) -> Result<Vec<u8>, RuntimeError> {
+        let bundle = bundle.to_string_lossy();
+        let out = self.run("run", id, &["run", "--bundle", &bundle, id]).await;
+        let _ = self.run("delete", id, &["delete", "--force", id]).await;
+        out
+    }
+
     /// Runs runc to completion with its output captured; a non-zero exit becomes
     /// [`RuntimeError::Failed`] carrying runc's own message.
     async fn run(
