@@ -79,13 +79,21 @@ def sandboxd_once(name):
     return t1 - t0
 
 
+# The smallest filter there is (allow everything, deny one call): what any seccomp filter
+# costs a syscall, whatever its rules.
+ONE_RULE = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
+
+
 def direct_config(src, dst_dir, seccomp=True, args=None):
-    """The sandboxd bundle's config.json with direct rootless id maps, with or without its
-    seccomp filter, optionally with another command."""
+    """The sandboxd bundle's config.json with direct rootless id maps, with its seccomp
+    filter, without one (False) or with another (a dict), optionally with another command."""
     with open(src) as f:
         cfg = json.load(f)
-    if not seccomp:
+    if seccomp is False:
         del cfg["linux"]["seccomp"]
+    elif isinstance(seccomp, dict):
+        cfg["linux"]["seccomp"] = seccomp
     if args:
         cfg["process"]["args"] = args
     uid, gid = os.getuid(), os.getgid()
@@ -188,12 +196,14 @@ def main():
     loop = ["/dev/.sandbox-init", "--", "/bin/syscalls"]
     direct_config(bundle_cfg, os.path.join(tmp, "sys"), args=loop)
     direct_config(bundle_cfg, os.path.join(tmp, "sys-nofilter"), seccomp=False, args=loop)
+    direct_config(bundle_cfg, os.path.join(tmp, "sys-onerule"), seccomp=ONE_RULE, args=loop)
     state = os.path.join(tmp, "runc")
     # The filter's cost on syscall-bound work, interleaved; the sandbox is still running.
-    sys_with, sys_without, sys_exec = [], [], []
+    sys_with, sys_without, sys_one, sys_exec = [], [], [], []
     for _ in range(SYS_ROUNDS):
         sys_with.append(syscalls_runc(os.path.join(tmp, "sys"), state))
         sys_without.append(syscalls_runc(os.path.join(tmp, "sys-nofilter"), state))
+        sys_one.append(syscalls_runc(os.path.join(tmp, "sys-onerule"), state))
         sys_exec.append(syscalls_exec("bench-start"))
     run("sandboxctl", "stop", "bench-start")
 
@@ -251,10 +261,14 @@ def main():
         w = [r[key] for r in sys_with]
         wo = [r[key] for r in sys_without]
         ex = [r[key] for r in sys_exec]
+        one = [r[key] for r in sys_one]
         mw, mwo, mex = statistics.median(w), statistics.median(wo), statistics.median(ex)
+        mone = statistics.median(one)
         spread = lambda xs: f"{min(xs):.0f}–{max(xs):.0f}"
         print(f"| {what} in `runc run`, filter (median of {SYS_ROUNDS}; range) | {mw:.1f} {unit} ({spread(w)}) | "
               f"without: {mwo:.1f} ({spread(wo)}) | {mw / mwo:.2f}× |")
+        print(f"| {what} in `runc run`, a one-rule filter | {mone:.1f} {unit} ({spread(one)}) | "
+              f"without: {mwo:.1f} | {mone / mwo:.2f}× |")
         print(f"| {what} through `sandboxctl exec` (filter) | {mex:.1f} {unit} ({spread(ex)}) | "
               f"`runc run` without: {mwo:.1f} | {mex / mwo:.2f}× |")
     if podman_t:

@@ -38,10 +38,64 @@ pub enum StartupError {
     },
     #[error("cannot connect to the D-Bus session bus (is DBUS_SESSION_BUS_ADDRESS set?)")]
     Bus(#[source] zbus::Error),
-    #[error("cannot own the bus name {BUS_NAME}: is another sandboxd running?")]
+    #[error("cannot own the bus name {BUS_NAME}")]
     BusName(#[source] zbus::Error),
+    #[error("the bus name {BUS_NAME} is owned by another process (pid {}) on this bus; see its log with `journalctl --user -u sandboxd`; to run sandboxd in a terminal, stop the service first: `systemctl --user stop sandboxd`", .0.map_or("unknown".into(), |p| p.to_string()))]
+    NameOwned(Option<u32>),
+    #[error("lost the bus name {BUS_NAME}; exiting without stopping any sandbox (the next daemon adopts them)")]
+    NameLost,
     #[error("the intermediate user namespace (holder pid {0}) went away; exiting so that systemd restarts the daemon, which adopts the running sandboxes")]
     UsernsLost(u32),
+}
+
+/// Why sandboxd cannot run here at all: it is not in a user session.
+#[derive(Debug, Error)]
+pub enum NoSession {
+    #[error("not in a user session: {0}")]
+    RuntimeDir(NoRuntimeDir),
+    #[error("not in a user session: no session bus (DBUS_SESSION_BUS_ADDRESS is unset and {} does not exist); sandboxd is a user service: start it with `systemctl --user start sandboxd` in a login session", .0.display())]
+    NoBus(PathBuf),
+}
+
+/// Checks, touching nothing, that this is a user session sandboxd can serve: a runtime
+/// directory and a session bus. Returns the runtime paths.
+pub fn check_session() -> Result<RuntimePaths, NoSession> {
+    let paths = RuntimePaths::from_env().map_err(NoSession::RuntimeDir)?;
+    let runtime = paths
+        .base
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if !runtime.is_dir() {
+        return Err(NoSession::RuntimeDir(NoRuntimeDir));
+    }
+    let bus = runtime.join("bus");
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() && !bus.exists() {
+        return Err(NoSession::NoBus(bus));
+    }
+    Ok(paths)
+}
+
+/// Owns the bus name without taking it from anyone and without letting anyone take it:
+/// a name already owned means another daemon serves this bus.
+async fn own_name(conn: &zbus::Connection) -> Result<(), StartupError> {
+    use zbus::fdo::{RequestNameFlags, RequestNameReply};
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await;
+    match reply {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(()),
+        Ok(RequestNameReply::Exists | RequestNameReply::InQueue) | Err(zbus::Error::NameTaken) => {
+            Err(StartupError::NameOwned(name_owner_pid(conn).await))
+        }
+        Err(e) => Err(StartupError::BusName(e)),
+    }
+}
+
+async fn name_owner_pid(conn: &zbus::Connection) -> Option<u32> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.ok()?;
+    let name = zbus::names::BusName::try_from(BUS_NAME).ok()?;
+    dbus.get_connection_unix_process_id(name).await.ok()
 }
 
 /// Everything checked and resolved before the async core starts.
@@ -244,11 +298,24 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         notify(&[sd_notify::NotifyState::Status(&status)]);
     }));
 
+    // Another daemon on this bus (with another runtime directory): leave at once, before
+    // adopting anything. The request below settles a race between two such starts.
+    let dbus = zbus::fdo::DBusProxy::new(&conn)
+        .await
+        .map_err(StartupError::Bus)?;
+    let well_known =
+        zbus::names::BusName::try_from(BUS_NAME).map_err(|e| StartupError::Bus(e.into()))?;
+    if dbus
+        .name_has_owner(well_known)
+        .await
+        .map_err(|e| StartupError::Bus(e.into()))?
+    {
+        return Err(StartupError::NameOwned(name_owner_pid(&conn).await));
+    }
+    let mut name_lost = dbus.receive_name_lost().await.map_err(StartupError::Bus)?;
     // Adopt before owning the name, so the first caller already sees adopted sandboxes.
     sup.reconcile().await;
-    conn.request_name(BUS_NAME)
-        .await
-        .map_err(StartupError::BusName)?;
+    own_name(&conn).await?;
     tracing::info!("ready on the session bus as {BUS_NAME}");
     let status = format!("{} sandbox(es) running", sup.running_count());
     notify(&[
@@ -281,9 +348,24 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
             None => std::future::pending().await,
         }
     };
+    let lost = async {
+        use futures_util::StreamExt;
+        while let Some(signal) = name_lost.next().await {
+            if signal.args().is_ok_and(|a| a.name() == BUS_NAME) {
+                return;
+            }
+        }
+        // The bus connection itself ended.
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        () = lost => {
+            // Serving without the name would answer nobody; stopping sandboxes would harm
+            // whoever has it now. Leave them running, as after a crash.
+            notify(&[sd_notify::NotifyState::Status("lost the bus name; exiting")]);
+            return Err(StartupError::NameLost);
+        }
         pid = holder_gone => {
             notify(&[sd_notify::NotifyState::Status("intermediate user namespace lost; restarting")]);
             return Err(StartupError::UsernsLost(pid));

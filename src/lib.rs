@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod environ;
 pub mod init;
+pub mod instance;
 pub mod logging;
 pub mod netns;
 pub mod paths;

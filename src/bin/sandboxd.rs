@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use clap::Parser;
 
 /// Runs rootless runc sandboxes from TOML profiles, managed over the D-Bus session bus.
+///
+/// One daemon runs per user, normally as the user service (`systemctl --user start
+/// sandboxd`); its log is `journalctl --user -u sandboxd`. To watch one in a terminal, stop
+/// the service first: a second daemon refuses to start.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -24,6 +28,19 @@ fn main() -> std::process::ExitCode {
     }
     let args = Args::parse();
     sandboxd::logging::init("sandboxd");
+    // Before anything touches state: a user session, and no other daemon of this user.
+    let instance = sandboxd::daemon::check_session()
+        .map_err(|e| e.to_string())
+        .and_then(|paths| {
+            sandboxd::instance::acquire(&paths.base).map_err(|e| sandboxd::error_chain(&e))
+        });
+    let _instance = match instance {
+        Ok(lock) => lock,
+        Err(msg) => {
+            eprintln!("sandboxd: {msg}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // Before any thread exists: orphaned container inits must come to this process.
     sandboxd::daemon::become_subreaper();
     // Output pipes of sandboxes an earlier daemon ran, kept by systemd across its crash.
