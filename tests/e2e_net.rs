@@ -617,7 +617,7 @@ fn names_are_answered_by_the_daemon_and_judged_by_name() {
     );
     // The real address of allowed.test (as the host knows it), which shared.test shares,
     // is judged by the address rules alone: refused.
-    let out = probe(s, "net-names", &["connect", INET_V4, "8000"]);
+    let out = probe(s, "net-names", &["connect", PUBLIC_V4, "8000"]);
     assert!(out.starts_with("reset "), "{out}");
     // Wildcards and ports; deny wins over allow.
     assert!(probe(s, "net-names", &["connect", "a.wild.test", "8000"]).starts_with("ok:HTTP"));
@@ -652,6 +652,47 @@ fn names_are_answered_by_the_daemon_and_judged_by_name() {
     }
     s.ctl_ok(&["stop", "net-names"]);
     s.remove_profile("net-names");
+}
+
+/// An allowed name that resolves into a special range the host really routes (198.18.0.0/15
+/// here to the test internet; 192.0.2.0/24 is this machine's LAN) is refused, with a reason
+/// naming the range; with allow_lan it is reached.
+#[test]
+fn rebinding_into_routed_special_ranges_is_refused() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    use_test_dns(s);
+    let routes = String::from_utf8_lossy(&root(Command::new("ip").args(["-4", "route"])).stdout)
+        .into_owned();
+    assert!(routes.contains("198.18.0.0/24 dev sbxtest0"), "{routes}");
+    let allow = r#"allow = ["bench.test", "lanrebind.test"]"#;
+    proxied_profile(s, "net-rebind", allow);
+    s.ctl_ok(&["start", "net-rebind"]);
+    for (name, range) in [
+        ("bench.test", "198.18.0.0/15"),
+        ("lanrebind.test", "192.0.2.0/24"),
+    ] {
+        let out = probe(s, "net-rebind", &["connect", name, "8000"]);
+        assert!(
+            out.starts_with("reset ") || out.starts_with("refused"),
+            "{name}: {out}"
+        );
+        let log = s.ctl_ok(&["netlog", "net-rebind"]);
+        let line = log
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not in the log:\n{log}"));
+        assert!(line.contains(range) && line.contains("allow_lan"), "{line}");
+    }
+    s.ctl_ok(&["stop", "net-rebind"]);
+    proxied_profile(s, "net-rebind", &format!("{allow}\nallow_lan = true"));
+    s.ctl_ok(&["start", "net-rebind"]);
+    let out = probe(s, "net-rebind", &["connect", "bench.test", "8000"]);
+    assert!(out.starts_with("ok:HTTP"), "{out}");
+    s.ctl_ok(&["stop", "net-rebind"]);
+    s.remove_profile("net-rebind");
 }
 
 /// A port free on the host's loopback right now.
@@ -850,7 +891,7 @@ fn upstream_socks5_proxies_carry_the_traffic_and_nothing_goes_direct() {
     // A SOCKS5 server on a unix socket (it may pick either address of allowed.test; both
     // are its own, where a direct connection would come from the host's).
     let seen = probe(s, "net-socksu", &["whoami", "allowed.test"]);
-    assert!(seen == INET_V4 || seen == INET_V6, "{seen}");
+    assert!(seen == PUBLIC_V4 || seen == PUBLIC_V6, "{seen}");
 
     // The upstream goes away: connections fail, and none is made directly instead.
     socks.stop_server();

@@ -60,32 +60,109 @@ impl Cidr {
     }
 }
 
+/// A private or special-purpose range, and the reason a refusal into it gives.
+struct Special {
+    net: Cidr,
+    reason: &'static str,
+}
+
 /// Private and special-purpose ranges (IANA special registries), apart from the host's
-/// own loopback and unspecified ranges, which count as the host.
-const SPECIAL: &[Cidr] = &[
-    Cidr::v4([10, 0, 0, 0], 8),
-    Cidr::v4([100, 64, 0, 0], 10),
-    Cidr::v4([169, 254, 0, 0], 16),
-    Cidr::v4([172, 16, 0, 0], 12),
-    Cidr::v4([192, 0, 0, 0], 24),
-    Cidr::v4([192, 0, 2, 0], 24),
-    Cidr::v4([192, 88, 99, 0], 24),
-    Cidr::v4([192, 168, 0, 0], 16),
-    Cidr::v4([198, 18, 0, 0], 15),
-    Cidr::v4([198, 51, 100, 0], 24),
-    Cidr::v4([203, 0, 113, 0], 24),
-    Cidr::v4([224, 0, 0, 0], 4),
-    Cidr::v4([240, 0, 0, 0], 4),
-    Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),
-    Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
-    Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
-    Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),
-    Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
-    Cidr::v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),
-    Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
-    Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
-    Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
-    Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+/// own loopback and unspecified ranges, which count as the host. None is assumed to route
+/// nowhere: documentation and benchmarking ranges are real LANs on some machines and the
+/// fake-IP range of common proxy clients, so they are refused like the rest.
+const SPECIAL: &[Special] = &[
+    Special {
+        net: Cidr::v4([10, 0, 0, 0], 8),
+        reason: "10.0.0.0/8, a private range (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([100, 64, 0, 0], 10),
+        reason: "100.64.0.0/10, carrier-grade NAT (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([169, 254, 0, 0], 16),
+        reason: "169.254.0.0/16, link-local (cloud metadata) (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([172, 16, 0, 0], 12),
+        reason: "172.16.0.0/12, a private range (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([192, 0, 0, 0], 24),
+        reason: "192.0.0.0/24, IETF protocol assignments (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([192, 0, 2, 0], 24),
+        reason: "192.0.2.0/24, documentation (TEST-NET-1) (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([192, 88, 99, 0], 24),
+        reason: "192.88.99.0/24, 6to4 relays (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([192, 168, 0, 0], 16),
+        reason: "192.168.0.0/16, a private range (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([198, 18, 0, 0], 15),
+        reason: "198.18.0.0/15, benchmarking (proxy clients' fake-IP range) (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([198, 51, 100, 0], 24),
+        reason: "198.51.100.0/24, documentation (TEST-NET-2) (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([203, 0, 113, 0], 24),
+        reason: "203.0.113.0/24, documentation (TEST-NET-3) (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([224, 0, 0, 0], 4),
+        reason: "224.0.0.0/4, multicast (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v4([240, 0, 0, 0], 4),
+        reason: "240.0.0.0/4, reserved (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96),
+        reason: "64:ff9b::/96, NAT64 (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        reason: "64:ff9b:1::/48, local NAT64 (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
+        reason: "100::/64, discard (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),
+        reason: "2001::/23, IETF protocol assignments (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        reason: "2001:db8::/32, documentation (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),
+        reason: "2002::/16, 6to4 (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        reason: "fc00::/7, unique local (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        reason: "fe80::/10, link-local (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
+        reason: "fec0::/10, site-local (network.allow_lan)",
+    },
+    Special {
+        net: Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+        reason: "ff00::/8, multicast (network.allow_lan)",
+    },
 ];
 
 /// Ranges that reach the host itself whatever its interfaces are.
@@ -180,22 +257,13 @@ impl NameEntry {
     }
 }
 
-/// Documentation and benchmarking ranges: special, but nothing a rebinding attack could
-/// reach (they route nowhere), so a name the profile allows may resolve into them.
-const UNROUTED: &[Cidr] = &[
-    Cidr::v4([192, 0, 2, 0], 24),
-    Cidr::v4([198, 18, 0, 0], 15),
-    Cidr::v4([198, 51, 100, 0], 24),
-    Cidr::v4([203, 0, 113, 0], 24),
-    Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
-];
-
 /// Why a destination was refused; shown in logs and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
     Denied,
     Host,
-    Special,
+    /// In a private or special range: the range's own reason.
+    Special(&'static str),
     NotAllowed,
     NameNotAllowed,
     NameDenied,
@@ -206,7 +274,7 @@ impl Denial {
         match self {
             Denial::Denied => "matches network.deny",
             Denial::Host => "the host itself (network.allow_host)",
-            Denial::Special => "a private or special range (network.allow_lan)",
+            Denial::Special(reason) => reason,
             Denial::NotAllowed => "not in network.allow",
             Denial::NameNotAllowed => "name not in network.allow",
             Denial::NameDenied => "name matches network.deny",
@@ -295,11 +363,10 @@ impl Policy {
                 d => d,
             });
         }
+        // The name stands in for an address entry, never for allow_lan: an allowed name
+        // that resolves into a private or special range is refused (DNS rebinding).
         match self.decide(dst, host) {
             Err(Denial::NotAllowed) => Ok(()),
-            Err(Denial::Special) if UNROUTED.iter().any(|c| c.contains(canonical(dst).ip())) => {
-                Ok(())
-            }
             r => r,
         }
     }
@@ -345,15 +412,15 @@ impl Policy {
         if HOST.iter().any(|c| c.contains(ip)) || is_host {
             return self.decide_host_port(dst.port());
         }
-        if let Some(range) = SPECIAL.iter().find(|c| c.contains(ip)) {
+        if let Some(range) = SPECIAL.iter().find(|c| c.net.contains(ip)) {
             let explicit = self
                 .allow
                 .iter()
-                .any(|e| e.matches(dst) && e.net.within(range));
+                .any(|e| e.matches(dst) && e.net.within(&range.net));
             return if self.allow_lan || explicit {
                 Ok(())
             } else {
-                Err(Denial::Special)
+                Err(Denial::Special(range.reason))
             };
         }
         if self.allow.iter().any(|e| e.matches(dst)) {
@@ -407,9 +474,8 @@ mod tests {
             "[2001:db8::1]:80",
             "[::ffff:192.168.1.1]:80",
         ] {
-            assert_eq!(
-                p.decide(at(special), &[]),
-                Err(Denial::Special),
+            assert!(
+                matches!(p.decide(at(special), &[]), Err(Denial::Special(_))),
                 "{special}"
             );
         }
@@ -450,9 +516,19 @@ mod tests {
             false,
         );
         assert_eq!(p.decide(at("10.9.9.9:5432"), &[]), Ok(()));
-        assert_eq!(p.decide(at("10.9.9.9:5433"), &[]), Err(Denial::Special));
+        assert_eq!(
+            p.decide(at("10.9.9.9:5433"), &[]),
+            Err(Denial::Special(
+                "10.0.0.0/8, a private range (network.allow_lan)"
+            ))
+        );
         assert_eq!(p.decide(at("[fd00::5]:85"), &[]), Ok(()));
-        assert_eq!(p.decide(at("[fd00::5]:91"), &[]), Err(Denial::Special));
+        assert_eq!(
+            p.decide(at("[fd00::5]:91"), &[]),
+            Err(Denial::Special(
+                "fc00::/7, unique local (network.allow_lan)"
+            ))
+        );
         assert_eq!(p.decide(at("1.1.1.1:443"), &[]), Err(Denial::Denied));
         assert_eq!(p.decide(at("8.8.8.8:53"), &[]), Err(Denial::Denied));
         assert_eq!(p.decide(at("8.8.8.8:443"), &[]), Ok(()));
@@ -499,8 +575,9 @@ mod tests {
             p.decide_named("ports.test", at("1.2.3.4:8011"), &[me]),
             Err(Denial::NameNotAllowed)
         );
-        // An allowed name cannot be pointed at the host or the LAN, but may resolve into
-        // documentation ranges.
+        // An allowed name cannot be pointed at the host, the LAN or any other special
+        // range, documentation and benchmarking ranges included (DNS rebinding); the
+        // refusal names the range.
         assert_eq!(
             p.decide_named("allowed.test", at("203.0.113.1:80"), &[me]),
             Err(Denial::Host)
@@ -509,16 +586,54 @@ mod tests {
             p.decide_named("allowed.test", at("127.0.0.1:80"), &[me]),
             Err(Denial::Host)
         );
+        for (addr, range) in [
+            ("192.168.1.1:80", "192.168.0.0/16"),
+            ("203.0.113.2:80", "203.0.113.0/24"),
+            ("192.0.2.7:80", "192.0.2.0/24"),
+            ("198.18.3.4:80", "198.18.0.0/15"),
+            ("[2001:db8::1]:80", "2001:db8::/32"),
+        ] {
+            match p.decide_named("allowed.test", at(addr), &[me]) {
+                Err(Denial::Special(why)) => assert!(why.starts_with(range), "{why}"),
+                other => panic!("{addr}: {other:?}"),
+            }
+        }
+        // allow_lan, or an allow entry inside the range, opens it for names too.
+        let mut lan = p.clone();
+        lan.allow_lan = true;
         assert_eq!(
-            p.decide_named("allowed.test", at("192.168.1.1:80"), &[me]),
-            Err(Denial::Special)
-        );
-        assert_eq!(
-            p.decide_named("allowed.test", at("203.0.113.2:80"), &[me]),
+            lan.decide_named("allowed.test", at("192.0.2.7:80"), &[me]),
             Ok(())
         );
-        // The same address by itself is judged by the address rules alone.
-        assert_eq!(p.decide(at("203.0.113.2:80"), &[me]), Err(Denial::Special));
+        let cidr = policy(
+            &["allowed.test", "192.0.2.0/24:80"],
+            &[],
+            AllowHost::None,
+            false,
+        );
+        assert_eq!(
+            cidr.decide_named("allowed.test", at("192.0.2.7:80"), &[me]),
+            Ok(())
+        );
+        assert!(matches!(
+            cidr.decide_named("allowed.test", at("198.18.3.4:80"), &[me]),
+            Err(Denial::Special(_))
+        ));
+        let v6 = policy(
+            &["allowed.test", "[2001:db8:113::2/128]:8000"],
+            &[],
+            AllowHost::None,
+            false,
+        );
+        assert_eq!(
+            v6.decide_named("allowed.test", at("[2001:db8:113::2]:8000"), &[me]),
+            Ok(())
+        );
+        // An address by itself is judged by the address rules alone.
+        assert!(matches!(
+            p.decide(at("203.0.113.2:80"), &[me]),
+            Err(Denial::Special(_))
+        ));
         assert_eq!(p.decide(at("1.2.3.4:80"), &[me]), Err(Denial::NotAllowed));
         // With address entries every name is answerable; the address decides.
         let open = policy(&["0.0.0.0/0"], &["*.ads.test"], AllowHost::None, false);
@@ -528,10 +643,10 @@ mod tests {
             open.decide_named("anything.test", at("1.2.3.4:80"), &[]),
             Ok(())
         );
-        assert_eq!(
+        assert!(matches!(
             open.decide_named("anything.test", at("10.0.0.1:80"), &[]),
-            Err(Denial::Special)
-        );
+            Err(Denial::Special(_))
+        ));
     }
 
     /// Found by tests/fuzz_net.rs: an IPv4-mapped entry must match the IPv4 destination

@@ -95,7 +95,24 @@ impl IntermediateUserns {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
                 }
                 nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-                    .map_err(std::io::Error::from)
+                    .map_err(std::io::Error::from)?;
+                // Every mount a slave of the host's: what the host mounts or unmounts later
+                // (a USB stick, an sshfs, an unlocked folder) reaches sandboxes started
+                // afterwards, and nothing mounted here or in a sandbox reaches the host.
+                // The kernel already demotes shared mounts copied into a less privileged
+                // namespace; this says so and covers any that are not.
+                // SAFETY: mount(2) with static arguments; no allocation after fork.
+                if libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
         }
         // spawn() returns after exec, so the namespaces already exist.

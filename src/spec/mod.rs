@@ -204,10 +204,22 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
         .build()?)
 }
 
+/// A bind of a host path and every mount below it, with its flags applied at every depth:
+/// `ro`, `nosuid` and `nodev` act on the top mount only, so their recursive forms (runc ≥
+/// 1.1: mount_setattr with AT_RECURSIVE) carry them to every submount. Without them a
+/// read-only bind of a home with a FUSE mount below, or of `/`, is writable underneath.
 fn bind(source: &Path, dest: &str, readonly: bool) -> Result<Mount, SpecError> {
-    let mut opts = vec!["rbind", "nosuid", "nodev"];
+    bind_with(source, dest, readonly, true)
+}
+
+/// [`bind`], keeping device nodes usable (`nodev` left out) for device binds.
+fn bind_with(source: &Path, dest: &str, readonly: bool, nodev: bool) -> Result<Mount, SpecError> {
+    let mut opts = vec!["rbind", "nosuid", "rnosuid"];
+    if nodev {
+        opts.extend(["nodev", "rnodev"]);
+    }
     if readonly {
-        opts.push("ro");
+        opts.extend(["ro", "rro"]);
     }
     mount(dest, "bind", &source.to_string_lossy(), &opts)
 }
@@ -531,21 +543,7 @@ pub fn build(
         )?);
     }
     for b in &desktop.binds {
-        if b.device {
-            let opts: &[&str] = if b.readonly {
-                &["rbind", "nosuid", "ro"]
-            } else {
-                &["rbind", "nosuid"]
-            };
-            mounts.push(mount(
-                &b.destination,
-                "bind",
-                &b.source.to_string_lossy(),
-                opts,
-            )?);
-        } else {
-            mounts.push(bind(&b.source, &b.destination, b.readonly)?);
-        }
+        mounts.push(bind_with(&b.source, &b.destination, b.readonly, !b.device)?);
     }
     for m in &profile.mounts {
         mounts.push(bind(&m.source, &m.destination, m.readonly)?);
@@ -696,14 +694,16 @@ mod tests {
                 .find(|m| m["destination"] == d)
                 .unwrap_or_else(|| panic!("no mount {d}"))
         };
-        assert!(find("/usr")["options"]
-            .as_array()
-            .unwrap()
-            .contains(&"ro".into()));
-        assert!(!find("/work")["options"]
-            .as_array()
-            .unwrap()
-            .contains(&"ro".into()));
+        let opts = |d: &str| find(d)["options"].as_array().unwrap().clone();
+        // Read-only, nosuid and nodev at every depth of a bind, not at its top only.
+        for want in ["ro", "rro", "nosuid", "rnosuid", "nodev", "rnodev"] {
+            assert!(opts("/usr").contains(&want.into()), "/usr lacks {want}");
+        }
+        for want in ["rnosuid", "rnodev"] {
+            assert!(opts("/work").contains(&want.into()), "/work lacks {want}");
+        }
+        assert!(!opts("/work").contains(&"ro".into()));
+        assert!(!opts("/work").contains(&"rro".into()));
         assert_eq!(find(INIT_PATH)["source"], "/opt/sandbox-init");
         // The generated resolver files replace the host's, once each.
         assert_eq!(find("/etc/hosts")["source"], "/b/hosts");

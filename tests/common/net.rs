@@ -10,6 +10,10 @@ pub const NETNS: &str = "sbxtest-inet";
 pub const HOST_V4: &str = "203.0.113.1";
 pub const INET_V4: &str = "203.0.113.2";
 pub const INET_V6: &str = "2001:db8:113::2";
+/// Public addresses the test internet also holds, routed by the host to it alone (for
+/// names, which may not resolve into special ranges).
+pub const PUBLIC_V4: &str = "1.2.3.4";
+pub const PUBLIC_V6: &str = "2a00:1::4";
 pub const ALLOW_INET: &str = r#"allow = ["203.0.113.0/24", "2001:db8:113::/64"]"#;
 
 pub fn scripts() -> &'static Path {
@@ -40,7 +44,13 @@ impl Internet {
             "sbxtest0",
             "nodad",
         ]);
+        // A benchmarking-range address, routed by the host to this namespace only.
+        ip(&["addr", "add", "198.18.0.1/24", "dev", "sbxtest0"]);
         ip(&["link", "set", "sbxtest0", "up"]);
+        // Public addresses for the test names, routed to this namespace only (the routes
+        // go with the link); nothing is sent before they exist.
+        ip(&["route", "add", "1.2.3.0/24", "dev", "sbxtest0"]);
+        ip(&["-6", "route", "add", "2a00:1::/64", "dev", "sbxtest0"]);
         let inside = |args: &[&str]| {
             let mut all = vec!["netns", "exec", NETNS, "ip"];
             all.extend_from_slice(args);
@@ -49,6 +59,17 @@ impl Internet {
         inside(&["link", "set", "lo", "up"]);
         inside(&["addr", "add", "203.0.113.2/24", "dev", "sbxtest1"]);
         inside(&["addr", "add", "203.0.113.3/24", "dev", "sbxtest1"]);
+        inside(&["addr", "add", "198.18.0.2/24", "dev", "sbxtest1"]);
+        inside(&["addr", "add", "1.2.3.4/24", "dev", "sbxtest1"]);
+        inside(&[
+            "-6",
+            "addr",
+            "add",
+            "2a00:1::4/64",
+            "dev",
+            "sbxtest1",
+            "nodad",
+        ]);
         inside(&[
             "-6",
             "addr",

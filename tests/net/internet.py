@@ -79,15 +79,21 @@ async def halfclose(reader, writer):
 
 
 # The test zone: allowed.test and shared.test share an address; other.test has its own.
+# Names a profile may allow resolve to public addresses (routed by the tests to this
+# namespace only): an allowed name that resolves into a special range is refused.
 NAMES = {
-    "allowed.test": ("203.0.113.2", "2001:db8:113::2"),
-    "shared.test": ("203.0.113.2", "2001:db8:113::2"),
+    "allowed.test": ("1.2.3.4", "2a00:1::4"),
+    "shared.test": ("1.2.3.4", "2a00:1::4"),
     "other.test": ("203.0.113.3", None),
-    "a.wild.test": ("203.0.113.2", None),
-    "bad.wild.test": ("203.0.113.2", None),
-    "wild.test": ("203.0.113.2", None),
+    "a.wild.test": ("1.2.3.4", None),
+    "bad.wild.test": ("1.2.3.4", None),
+    "wild.test": ("1.2.3.4", None),
     "lan.test": ("192.168.77.1", None),
     "host.test": ("203.0.113.1", None),
+    # Rebinding into special ranges the host routes: 198.18.0.0/15 to this namespace (the
+    # tests add it), 192.0.2.0/24 to the CI machine's own LAN (never dialed: refused).
+    "bench.test": ("198.18.0.2", None),
+    "lanrebind.test": ("192.0.2.77", None),
 }
 # Answered only to clients inside the test internet (such as a SOCKS5 server there), never
 # to the host: a name only an upstream proxy can resolve.
