@@ -1065,3 +1065,163 @@ fn a_gigabyte_written_to_tmpfs_leaves_the_daemon_responsive() {
     s.remove_profile("net-fill");
     s.remove_profile("net-other");
 }
+
+/// The service run with `LimitNOFILE=N` (a drop-in) until dropped; restarted both times.
+struct ServiceLimit<'a>(&'a Session, std::path::PathBuf);
+
+impl<'a> ServiceLimit<'a> {
+    fn set(s: &'a Session, n: u64) -> Self {
+        let file = s
+            .home
+            .join(".config/systemd/user/sandboxd.service.d/test-nofile.conf");
+        std::fs::write(&file, format!("[Service]\nLimitNOFILE={n}\n")).unwrap();
+        s.chown(&file);
+        s.user_ok(&["systemctl", "--user", "daemon-reload"]);
+        s.user_ok(&["systemctl", "--user", "restart", "sandboxd.service"]);
+        Self(s, file)
+    }
+}
+
+impl Drop for ServiceLimit<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.1);
+        let _ = self.0.user(&["systemctl", "--user", "daemon-reload"]);
+        let _ = self
+            .0
+            .user(&["systemctl", "--user", "restart", "sandboxd.service"]);
+    }
+}
+
+/// The daemon's soft RLIMIT_NOFILE and how many descriptors it holds now.
+fn daemon_fds(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    (soft, open)
+}
+
+/// Three sandboxes each opening connections up to their own limit at once (together more
+/// than the daemon has descriptors for): the daemon-wide budget refuses the excess with its
+/// reason, the daemon never runs out of descriptors, D-Bus stays fast, and a fourth sandbox
+/// can still be exec'd into and download.
+#[test]
+fn hostile_sandboxes_cannot_exhaust_the_daemons_descriptors() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    // A daemon with 8 000 descriptors (a session's limit is often 20 000; a smaller one
+    // keeps the load on this 2-core machine small), and three sandboxes whose own limits
+    // together need more than that.
+    let _limit = ServiceLimit::set(s, 8000);
+    const EACH: u64 = 1500;
+    let hostile = ["net-fd-a", "net-fd-b", "net-fd-c"];
+    // RLIMIT_NOFILE of each sandbox: below the daemon's hard limit, enough to hold them.
+    let profile = |n: &str, network: &str| {
+        s.write_profile(
+            n,
+            &format!("[rootfs]\nhost = true\n[network]\n{network}\n[limits]\nnofile = 4096\n"),
+        )
+    };
+    for n in hostile {
+        profile(n, &format!("{ALLOW_INET}\nmax_connections = {EACH}"));
+        s.ctl_ok(&["start", n]);
+    }
+    profile("net-fd-calm", ALLOW_INET);
+    s.ctl_ok(&["start", "net-fd-calm"]);
+    let daemon = s.daemon_pid();
+    let (limit, _) = daemon_fds(daemon);
+    assert_eq!(limit, 8000);
+    let share = counter(s, "net-fd-calm", "descriptor_share");
+    // Without the budget, the three would need more than the daemon has.
+    assert!(
+        3 * EACH * 2 > limit,
+        "limit {limit}: the test cannot exhaust it"
+    );
+    assert!(share > 0 && share < limit / 4, "share {share} of {limit}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut most, t0) = (0, Instant::now());
+            while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(180) {
+                most = most.max(daemon_fds(daemon).1);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        })
+    };
+    let latency = bus_latency(12);
+    let ctl = s.bin().join("sandboxctl");
+    let mut holders: Vec<Child> = hostile
+        .iter()
+        .map(|n| {
+            Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
+                .args(["run", USER])
+                .arg(&ctl)
+                .args([
+                    "exec",
+                    n,
+                    "--",
+                    "python3",
+                    "-",
+                    "holdmany",
+                    INET_V4,
+                    &EACH.to_string(),
+                    "8",
+                ])
+                .stdin(Stdio::from(
+                    std::fs::File::open(scripts().join("client.py")).unwrap(),
+                ))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut held = Vec::new();
+    for h in &mut holders {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(h.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        held.push(line.trim().parse::<u64>().unwrap_or(0));
+    }
+    // While all three hold what they could get: the fourth works.
+    s.ctl_ok(&["exec", "net-fd-calm", "--", "true"]);
+    let big = (4u64 << 20).to_string();
+    assert!(probe(s, "net-fd-calm", &["download", INET_V4, &big]).starts_with(&big));
+    let using = counter(s, "net-fd-a", "descriptors");
+    for h in &mut holders {
+        let _ = h.wait();
+    }
+    let (worst, calls) = latency_result(latency);
+    stop.store(true, Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    for (n, count) in hostile.iter().zip(&held) {
+        assert!(
+            *count > 0 && *count * 2 <= share + 2,
+            "{n} held {count} connections (share {share} descriptors; held {held:?}, a uses {using}, most {most} of {limit})"
+        );
+        let log = s.ctl_ok(&["netlog", n]);
+        assert!(log.contains("daemon connection budget"), "{n}: {log}");
+    }
+    assert!(using > 0 && using <= share, "{using} of {share}");
+    assert!(
+        most < limit,
+        "the daemon reached {most} of {limit} descriptors"
+    );
+    assert!(
+        calls >= 5 && worst < 200,
+        "D-Bus: {calls} calls, slowest {worst} ms"
+    );
+    for n in hostile.iter().chain(&["net-fd-calm"]) {
+        s.ctl_ok(&["stop", n]);
+        s.remove_profile(n);
+    }
+}

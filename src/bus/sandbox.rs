@@ -134,6 +134,18 @@ impl<R: Runtime> SandboxObject<R> {
         self.sup.name_hits(&self.info.name)
     }
 
+    /// Descriptors this sandbox's connections and flows hold of the daemon's budget.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn descriptors(&self) -> u64 {
+        self.sup.net_stats(&self.info.name).descriptors
+    }
+
+    /// This sandbox's share of the daemon's descriptor budget now (0 when not proxied).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn descriptor_share(&self) -> u64 {
+        self.sup.net_stats(&self.info.name).share
+    }
+
     /// Connections and UDP flows the policy (or a limit) refused.
     #[zbus(property(emits_changed_signal = "false"))]
     fn connections_denied(&self) -> u64 {

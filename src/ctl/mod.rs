@@ -456,10 +456,11 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
             );
             let hits = sb.name_hits().await?;
             let security = sb.security().await?;
+            let (fds, share) = (sb.descriptors().await?, sb.descriptor_share().await?);
             if json {
                 println!(
                     "{}",
-                    json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit, "security": security,
+                    json!({"name": name, "state": state, "leader": leader, "since": since, "profile": profile, "restarts": restarts, "exit_status": exit, "security": security, "descriptors": fds, "descriptor_share": share,
                            "connections_active": active, "bytes_sent": sent, "bytes_received": received, "connections_denied": denied,
                            "name_hits": hits})
                 );
@@ -490,6 +491,9 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                     println!("  exit status: {exit}");
                 }
                 println!("  network:     {active} open, {sent} bytes sent, {received} received, {denied} denied");
+                if share > 0 {
+                    println!("  descriptors: {fds} of a {share} share of the daemon's budget");
+                }
                 let mut hits: Vec<_> = hits.into_iter().collect();
                 hits.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 for (n, count) in hits.iter().take(10) {

@@ -91,5 +91,9 @@ pub trait Sandbox {
     #[zbus(property(emits_changed_signal = "false"))]
     fn connections_denied(&self) -> zbus::Result<u64>;
     #[zbus(property(emits_changed_signal = "false"))]
+    fn descriptors(&self) -> zbus::Result<u64>;
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn descriptor_share(&self) -> zbus::Result<u64>;
+    #[zbus(property(emits_changed_signal = "false"))]
     fn name_hits(&self) -> zbus::Result<HashMap<String, u64>>;
 }

@@ -4,6 +4,7 @@
 //! relays, counting bytes and refusals. When the helper dies, the sandbox's listeners are
 //! closed: it loses its network, never gains any.
 
+mod budget;
 mod denials;
 pub mod dns;
 mod egress;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use budget::Budget;
 pub use denials::{Announce, Denied};
 pub use hostaddr::HostAddresses;
 pub use policy::{Denial, Policy};
@@ -51,6 +53,9 @@ pub struct Stats {
     pub sent: u64,
     pub received: u64,
     pub denied: u64,
+    /// Descriptors its connections and flows hold of the daemon's budget, and its share.
+    pub descriptors: u64,
+    pub share: u64,
 }
 
 /// Distinct names whose hits are counted per sandbox; later ones count as "(other)".
@@ -78,6 +83,11 @@ pub struct Shared {
     /// Cancelled when the helper dies (and at detach): every connection and flow ends,
     /// and new ones are refused at once rather than left to time out.
     cut: CancellationToken,
+    /// The daemon-wide descriptor budget, this sandbox's account in it, and its place in
+    /// the shares while it is attached.
+    budget: Arc<Budget>,
+    account: Arc<budget::Account>,
+    _member: budget::Member,
 }
 
 impl Shared {
@@ -225,6 +235,15 @@ impl Shared {
         .await
     }
 
+    /// Descriptors for one more connection or flow, or the refusal recorded.
+    fn slot(&self, dst: SocketAddr) -> Option<budget::Slot> {
+        let slot = self.budget.take(&self.account);
+        if slot.is_none() {
+            self.deny(self.shown(dst.ip()), dst.port(), budget::REASON);
+        }
+        slot
+    }
+
     fn max_connections(&self) -> u64 {
         self.max_connections.load(Ordering::Relaxed) as u64
     }
@@ -248,6 +267,7 @@ pub struct Proxy {
     upstream: Arc<dns::Upstream>,
     /// The next sandbox's helper, started ahead of need.
     spare: Mutex<Option<netns::Spawned>>,
+    budget: Arc<Budget>,
     sandboxes: Mutex<HashMap<String, Attached>>,
 }
 
@@ -265,8 +285,16 @@ impl Proxy {
     /// `helper_exe` is run as `helper_exe netns-helper PID`: normally this very binary.
     /// `announce` receives refusals (within the denial log's rate budget); `upstream`
     /// resolves names on the host for every sandbox.
+    /// The descriptor budget comes from this process's RLIMIT_NOFILE as it is now.
     pub fn new(helper_exe: PathBuf, announce: Option<Announce>, upstream: dns::Upstream) -> Self {
+        let budget = Arc::new(Budget::from_rlimit());
+        tracing::info!(
+            "proxy descriptor budget: {} for every sandbox together ({} connections or flows)",
+            budget.total(),
+            budget.total() / budget::PER_FLOW
+        );
         Self {
+            budget,
             helper_exe,
             announce,
             host: Arc::new(HostAddresses::new()),
@@ -330,6 +358,9 @@ impl Proxy {
                 egress::Egress::parse(&network.upstream).unwrap_or(egress::Egress::Direct),
             ),
             cut: stop.child_token(),
+            budget: self.budget.clone(),
+            account: Arc::default(),
+            _member: self.budget.join(),
         });
         let listeners = (|| {
             Ok::<_, std::io::Error>((
@@ -455,6 +486,8 @@ impl Proxy {
                     sent: c.sent.load(Ordering::Relaxed),
                     received: c.received.load(Ordering::Relaxed),
                     denied: c.denied.load(Ordering::Relaxed),
+                    descriptors: a.shared.account.used(),
+                    share: self.budget.share(),
                 }
             })
             .unwrap_or_default()

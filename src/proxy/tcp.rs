@@ -100,6 +100,9 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         );
         return reset(inside);
     }
+    let Some(_slot) = shared.slot(dst) else {
+        return reset(inside);
+    };
     if shared.is_resolver(dst) {
         return dns(inside, shared).await;
     }

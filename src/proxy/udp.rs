@@ -136,11 +136,15 @@ async fn datagram(shared: &Arc<Shared>, src: SocketAddr, dst: SocketAddr, data: 
         );
         return;
     }
+    let Some(slot) = shared.slot(dst) else {
+        return;
+    };
     let (tx, rx) = mpsc::channel(QUEUE);
     let _ = tx.try_send(data.to_vec());
     shared.flows.map().insert((src, dst), tx);
     let shared = shared.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let cut = shared.cut.clone();
         tokio::select! {
             _ = cut.cancelled() => {}

@@ -12,6 +12,8 @@ Each command prints one line the test parses:
                                 stalled reader on another connection
     privileged                  one "ACTION: OUTCOME" line per attempt
     hold HOST N                 "ALIVE_COUNT" of N connections opened and kept open at once
+    holdmany HOST N SECS        the same for thousands of connections (checked together, with
+                                epoll), printed once they are open; then kept SECS seconds
     udpflows HOST N             "ANSWERED_COUNT" of N UDP flows (one socket each) at once
     resolve NAME                "ADDRESS" (the system resolver, IPv4) or "nxdomain"
     whoami HOST                 the address the test internet's web server saw, or "failed"
@@ -249,6 +251,35 @@ def cmd_hold(host, n):
         except OSError:
             pass
     print(alive)
+
+
+def cmd_holdmany(host, n, secs):
+    import selectors
+    conns = []
+    for _ in range(int(n)):
+        try:
+            conns.append(connect(host, 7008, 5))
+        except OSError:
+            pass
+    time.sleep(0.5)
+    # A connection the proxy refused is readable (reset or end of stream); an open one,
+    # whose server waits for the end of the stream, is not.
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c, selectors.EVENT_READ)
+    # Until a whole second passes without another one ending (at most 20 s).
+    ended, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 20:
+        ready = sel.select(timeout=1.0)
+        if not ready:
+            break
+        for key, _ in ready:
+            sel.unregister(key.fileobj)
+            ended += 1
+    print(len(conns) - ended, flush=True)
+    time.sleep(float(secs))
+    for c in conns:
+        c.close()
 
 
 def cmd_udpflows(host, n):
