@@ -407,7 +407,9 @@ async fn transparent_proxy() -> Finding {
 }
 
 /// Runs a throwaway sandbox with the spec a default profile gets and reads, from inside,
-/// that its seccomp filter is applied and a nested user namespace is refused.
+/// that its seccomp filter is applied and a nested user namespace is refused. Its binds use
+/// the recursive flags (`rro`, `rnosuid`, `rnodev`): a runc or kernel without them fails
+/// the start, so a sandbox is never started half read-only, and this check says so.
 async fn seccomp(init: Option<PathBuf>) -> Finding {
     let what = "seccomp filter";
     let (Some(init), Some(runc)) = (init, find_program("runc")) else {
@@ -425,14 +427,14 @@ async fn seccomp(init: Option<PathBuf>) -> Finding {
         Ok(()) => finding(
             Level::Ok,
             what,
-            "runc applies it (Seccomp: 2 inside) and nested user namespaces are refused",
+            "runc applies it (Seccomp: 2 inside), nested user namespaces are refused, and binds are read-only, nosuid and nodev at every depth (rro)",
             None,
         ),
         Err(e) => finding(
             Level::Fail,
             what,
-            format!("a sandbox would run without its filter: {e}"),
-            Some("runc built with libseccomp (Debian's runc package is)".into()),
+            format!("a sandbox cannot start as sandboxd builds it: {e}"),
+            Some("runc ≥ 1.1 built with libseccomp (Debian 12's runc is) and a kernel with mount_setattr (≥ 5.12) for recursive read-only binds".into()),
         ),
     }
 }
