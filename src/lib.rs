@@ -20,6 +20,7 @@ pub mod paths;
 pub mod profile;
 pub mod proxy;
 pub mod runtime;
+pub mod seqpacket;
 pub mod spec;
 pub mod supervisor;
 

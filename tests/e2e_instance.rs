@@ -70,7 +70,24 @@ fn assert_same(after: &Snapshot, before: &Snapshot) {
     assert_eq!(after, before);
 }
 
+/// The user's processes once they stop changing (what an earlier test or the session
+/// itself started may still be ending): two equal readings 300 ms apart, within 10 s.
+fn settled_processes(uid: u32) -> BTreeSet<u32> {
+    let t0 = Instant::now();
+    let mut last: BTreeSet<u32> = processes_of(uid).into_iter().collect();
+    while t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(300));
+        let now: BTreeSet<u32> = processes_of(uid).into_iter().collect();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 fn snapshot(s: &Session, names: &[&str]) -> Snapshot {
+    let processes = settled_processes(s.uid);
     let leaders: Vec<u32> = names.iter().map(|n| s.leader_of(n)).collect();
     let mut files = BTreeSet::new();
     files_under(&s.runtime_dir.join("sandboxd"), &mut files);
@@ -78,7 +95,7 @@ fn snapshot(s: &Session, names: &[&str]) -> Snapshot {
         daemon: s.daemon_pid(),
         helper: helper_of(leaders[0]),
         leaders,
-        processes: processes_of(s.uid).into_iter().collect(),
+        processes,
         files,
         mounts: std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
     }
@@ -353,10 +370,22 @@ impl AltDaemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Asking for the name's owner never starts anything (a method call to the name
+        // would let the bus activate a second daemon from the user's service files).
         s.wait_for(
             "the daemon on the private bus",
             Duration::from_secs(20),
-            || self.ctl(s, &["list"]).status.success().then_some(()),
+            || {
+                s.user(&[
+                    "busctl",
+                    &format!("--address={}", self.address),
+                    "status",
+                    "org.sandboxd.Sandboxd1",
+                ])
+                .status
+                .success()
+                .then_some(())
+            },
         );
         child
     }
@@ -381,6 +410,7 @@ fn a_daemon_that_loses_its_bus_leaves_its_sandboxes_running() {
     let _g = lock();
     let s = session();
     s.ready();
+    let before: BTreeSet<u32> = settled_processes(s.uid);
     s.busybox_profile("inst-alt", "exec sleep 1000", "");
     let mut alt = AltDaemon::new(s);
     alt.start_bus(s);
@@ -430,5 +460,16 @@ fn a_daemon_that_loses_its_bus_leaves_its_sandboxes_running() {
     )
     .unwrap();
     let _ = next.wait();
+    alt.kill_bus();
     s.remove_profile("inst-alt");
+    // Everything the two daemons started ends with them (their namespace holder, spare
+    // helpers): wait for it, so that no later test sees it go.
+    s.wait_for(
+        "the second daemon's processes to end",
+        Duration::from_secs(10),
+        || {
+            let now: BTreeSet<u32> = processes_of(s.uid).into_iter().collect();
+            now.is_subset(&before).then_some(())
+        },
+    );
 }

@@ -123,3 +123,157 @@ fn idles_until_stopped() {
         Some(0)
     );
 }
+
+mod channel {
+    //! The exec channel, served by sandbox-init as a plain process (no namespaces, no root):
+    //! requests, started/exit replies, a pty, a program that cannot run, and a main command
+    //! that never sees the channel.
+
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+    use sandboxd::init::channel::{Reply, Request};
+    use sandboxd::seqpacket;
+
+    use super::{term, wait_with_deadline, INIT};
+
+    fn init_with_channel(command: &[&str]) -> (std::process::Child, OwnedFd) {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let raw = theirs.as_raw_fd();
+        let mut cmd = Command::new(INIT);
+        cmd.arg("--channel").args(command);
+        // SAFETY: dup2 only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(theirs);
+        (child, ours)
+    }
+
+    fn recv(fd: &OwnedFd) -> (Reply, Vec<OwnedFd>) {
+        // Bounded: a missing answer fails the test instead of hanging it.
+        let mut poll = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(fd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let n = nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(5000u16)).unwrap();
+        assert_eq!(n, 1, "no answer from sandbox-init within 5 s");
+        let mut buf = [0u8; 512];
+        let msg = seqpacket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+        let reply = Reply::decode(&buf[..msg.len])
+            .unwrap_or_else(|| panic!("bad reply {:?}", &buf[..msg.len]));
+        (reply, msg.fds)
+    }
+
+    fn request(id: u32, pty: bool, argv: &[&str]) -> Vec<u8> {
+        Request {
+            id,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            pty,
+            cwd: Some("/tmp".into()),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec!["CHANNEL_TEST=yes".into()],
+        }
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn starts_processes_reports_exits_and_failures() {
+        let (mut init, ch) = init_with_channel(&[]);
+        // stdio: /dev/null in, a pipe out, the same pipe for errors.
+        let (out_r, out_w) = nix::unistd::pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let fds = [null.as_raw_fd(), out_w.as_raw_fd(), out_w.as_raw_fd()];
+        let req = request(1, false, &["sh", "-c", "echo $CHANNEL_TEST $PWD; exit 3"]);
+        seqpacket::send(ch.as_raw_fd(), &req, &fds).unwrap();
+        drop(out_w);
+        let (reply, got) = recv(&ch);
+        assert_eq!(reply, Reply::Started(1));
+        assert_eq!(got.len(), 1, "a pidfd comes with the start");
+        let mut text = String::new();
+        std::fs::File::from(out_r)
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "yes /tmp\n");
+        assert_eq!(
+            recv(&ch).0,
+            Reply::Exit {
+                id: 1,
+                status: 3 << 8
+            }
+        );
+
+        // A program that does not exist: failed with ENOENT, no exit report.
+        let req = request(2, false, &["/nonexistent/program"]);
+        seqpacket::send(ch.as_raw_fd(), &req, &fds[..1].repeat(3)).unwrap();
+        assert_eq!(
+            recv(&ch).0,
+            Reply::Failed {
+                id: 2,
+                errno: libc::ENOENT
+            }
+        );
+
+        // A pty of its own: the master comes back, the process sees a terminal.
+        let req = request(3, true, &["sh", "-c", "test -t 0 && test -t 1 && echo tty"]);
+        seqpacket::send(ch.as_raw_fd(), &req, &[]).unwrap();
+        let (reply, mut got) = recv(&ch);
+        assert_eq!(reply, Reply::Started(3));
+        assert_eq!(got.len(), 2, "a pidfd and the pty master");
+        let master = std::fs::File::from(got.pop().unwrap());
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        let mut reader = &master;
+        while !String::from_utf8_lossy(&seen).contains("tty") {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("tty"), "{seen:?}");
+        assert_eq!(recv(&ch).0, Reply::Exit { id: 3, status: 0 });
+
+        // Garbage from the daemon is ignored; the channel keeps working.
+        seqpacket::send(ch.as_raw_fd(), b"\xff\xfe garbage", &[]).unwrap();
+        let req = request(4, false, &["true"]);
+        seqpacket::send(ch.as_raw_fd(), &req, &fds[..1].repeat(3)).unwrap();
+        assert_eq!(recv(&ch).0, Reply::Started(4));
+        assert_eq!(recv(&ch).0, Reply::Exit { id: 4, status: 0 });
+
+        term(init.id());
+        assert_eq!(
+            wait_with_deadline(&mut init, Duration::from_secs(5)).code(),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn the_main_command_never_inherits_the_channel() {
+        let (mut init, _ch) = init_with_channel(&[
+            "--",
+            "sh",
+            "-c",
+            "if [ -e /proc/$$/fd/3 ]; then exit 9; else exit 4; fi",
+        ]);
+        let status = wait_with_deadline(&mut init, Duration::from_secs(5));
+        assert_eq!(status.code(), Some(4), "fd 3 leaked into the command");
+    }
+}

@@ -1,30 +1,63 @@
 //! sandbox-init: pid 1 of every sandbox. It runs the profile's command (or idles when
 //! there is none), reaps every process re-parented to it, forwards SIGTERM, SIGINT and
-//! SIGHUP to everything else in the sandbox, and exits with the main command's status.
+//! SIGHUP to everything else in the sandbox, exits with the main command's status, and
+//! starts the processes the daemon asks for over its exec channel ([`channel`]).
 //!
 //! It is linked statically so that it runs in a root file system without any libc, and it
-//! stays single-threaded: signals are blocked and taken synchronously with sigwait(3),
-//! so there is no handler and no async-signal-safety to worry about.
+//! stays single-threaded: signals are blocked and read from a signalfd in one poll loop
+//! with the channel, so there is no handler and no async-signal-safety to worry about.
+
+pub mod channel;
 
 use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+/// The argument naming the user (`UID:GID`) the command runs as, when pid 1 is root.
+pub const USER_ARG: &str = "--user";
 
 /// Signals passed on to the sandbox's processes.
 const FORWARDED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
-/// Runs init with `args` (without argv[0]): empty, or `--` followed by the command.
+/// `UID:GID`.
+fn parse_user(raw: &OsString) -> Option<(u32, u32)> {
+    let (u, g) = raw.to_str()?.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
+/// Runs init with `args` (without argv[0]): `[--channel] [--user UID:GID] [-- COMMAND…]`.
 /// Returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
+    const USAGE: &str = "usage: sandbox-init [--channel] [--user UID:GID] [-- COMMAND [ARG…]]";
+    let (serve, args) = match args.split_first() {
+        Some((c, rest)) if c == channel::CHANNEL_ARG => (true, rest.to_vec()),
+        _ => (false, args),
+    };
+    let (user, args) = match args.split_first() {
+        Some((u, rest)) if u == USER_ARG => match rest
+            .split_first()
+            .and_then(|(v, r)| Some((parse_user(v)?, r)))
+        {
+            Some((user, rest)) => (Some(user), rest.to_vec()),
+            None => {
+                eprintln!("{USAGE}");
+                return 2;
+            }
+        },
+        _ => (None, args),
+    };
     let command: Vec<OsString> = match args.split_first() {
         None => Vec::new(),
         Some((dd, rest)) if dd == "--" => rest.to_vec(),
         Some(_) => {
-            eprintln!("usage: sandbox-init [-- COMMAND [ARG…]]");
+            eprintln!("{USAGE}");
             return 2;
         }
     };
@@ -38,13 +71,22 @@ pub fn run(args: Vec<OsString>) -> i32 {
         eprintln!("sandbox-init: cannot block signals: {e}");
         return 1;
     }
+    let signals = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sandbox-init: cannot read signals: {e}");
+            return 1;
+        }
+    };
     // Outside a pid namespace (tests, or a future exec mode) orphans must still come to us.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // Before the command starts, so that it never inherits the channel.
+    let mut server = if serve { channel::Server::open() } else { None };
 
     let main = match command.split_first() {
         None => None,
-        Some((prog, rest)) => match spawn(prog, rest) {
+        Some((prog, rest)) => match spawn(prog, rest, user) {
             Ok(child) => Some(Pid::from_raw(child.id() as i32)),
             Err(e) => {
                 eprintln!("sandbox-init: cannot run {}: {e}", prog.to_string_lossy());
@@ -58,12 +100,38 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
 
     loop {
-        let sig = match set.wait() {
-            Ok(s) => s,
-            Err(_) => continue,
+        let (sig_ready, chan_ready) = {
+            // SAFETY: the channel's fd stays open while this borrow lives (the server is
+            // only replaced after the poll).
+            let chan = server
+                .as_ref()
+                .map(|s| unsafe { BorrowedFd::borrow_raw(s.raw()) });
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            if let Some(c) = chan {
+                fds.push(PollFd::new(c, PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+        };
+        if chan_ready && !server.as_mut().is_some_and(channel::Server::handle) {
+            // The daemon went away: its successor uses `runc exec`.
+            server = None;
+        }
+        if !sig_ready {
+            continue;
+        }
+        let Ok(Some(info)) = signals.read_signal() else {
+            continue;
+        };
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
         };
         if sig == Signal::SIGCHLD {
-            if let Some(code) = reap(main) {
+            if let Some(code) = reap(main, &mut server) {
                 return code;
             }
             continue;
@@ -84,30 +152,57 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// Starts the main command with an empty signal mask: a mask survives exec(2), and a
-/// command that inherited ours would never see SIGTERM.
-fn spawn(prog: &OsString, args: &[OsString]) -> std::io::Result<std::process::Child> {
+/// Starts the main command with an empty signal mask (a mask survives exec(2), and a
+/// command that inherited ours would never see SIGTERM), as `user` when given.
+fn spawn(
+    prog: &OsString,
+    args: &[OsString],
+    user: Option<(u32, u32)>,
+) -> std::io::Result<std::process::Child> {
     let mut cmd = Command::new(prog);
     cmd.args(args);
-    // SAFETY: the closure runs between fork and exec and only calls sigprocmask(2), which
-    // is async-signal-safe.
+    // SAFETY: the closure runs between fork and exec and only makes system calls
+    // (sigprocmask, prctl, capget/capset, setres[ug]id), which are async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| SigSet::all().thread_unblock().map_err(std::io::Error::from));
+        cmd.pre_exec(move || {
+            SigSet::all().thread_unblock()?;
+            if let Some((uid, gid)) = user {
+                channel::become_user(uid, gid)?;
+            }
+            Ok(())
+        });
     }
     cmd.spawn()
 }
 
-/// Reaps every exited child; returns the exit code once the main command is among them.
-fn reap(main: Option<Pid>) -> Option<i32> {
+/// The wait(2) status a [`WaitStatus`] stands for.
+fn raw_status(st: &WaitStatus) -> Option<(Pid, i32)> {
+    match *st {
+        WaitStatus::Exited(pid, code) => Some((pid, (code & 0xff) << 8)),
+        WaitStatus::Signaled(pid, sig, core) => {
+            Some((pid, sig as i32 | if core { 0x80 } else { 0 }))
+        }
+        _ => None,
+    }
+}
+
+/// Reaps every exited child, reporting those the channel started; returns the exit code
+/// once the main command is among them.
+fn reap(main: Option<Pid>, server: &mut Option<channel::Server>) -> Option<i32> {
     let mut result = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if Some(pid) == main => result = Some(code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid) == main => {
-                result = Some(128 + sig as i32)
-            }
             Ok(WaitStatus::StillAlive) | Err(_) => return result,
-            Ok(_) => {}
+            Ok(st) => {
+                let Some((pid, status)) = raw_status(&st) else {
+                    continue;
+                };
+                if Some(pid) == main {
+                    result = Some(crate::supervisor::exit_code(Some(status)));
+                } else if let Some(s) = server.as_mut() {
+                    s.exited(pid, status);
+                }
+            }
         }
     }
 }

@@ -8,16 +8,13 @@
 //! helper → daemon   "ok" + [fd]                          |  "error MESSAGE"
 //! ```
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
 
@@ -67,32 +64,17 @@ impl Request {
 }
 
 fn send(fd: RawFd, text: &str, fds: &[RawFd]) -> nix::Result<usize> {
-    let iov = [IoSlice::new(text.as_bytes())];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+    crate::seqpacket::send(fd, text.as_bytes(), fds)
 }
 
 /// One message: its text (empty at end of stream) and the fds that came with it.
 fn recv(fd: RawFd, flags: MsgFlags) -> nix::Result<(String, Vec<OwnedFd>)> {
     let mut buf = [0u8; MAX_MESSAGE];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut space),
-        flags | MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            // SAFETY: the kernel just installed these fds in this process for us.
-            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
-        }
-    }
-    let n = msg.bytes;
-    Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), fds))
+    let msg = crate::seqpacket::recv(fd, &mut buf, flags)?;
+    Ok((
+        String::from_utf8_lossy(&buf[..msg.len]).into_owned(),
+        msg.fds,
+    ))
 }
 
 /// The helper's (blocking) end.

@@ -4,6 +4,7 @@
 mod console;
 mod execfifo;
 mod exit;
+mod fastexec;
 mod nested;
 mod output;
 mod reaper;
@@ -107,6 +108,26 @@ pub enum ExecStdio {
 pub struct Started {
     pub pid: u32,
     pub pty: Option<OwnedFd>,
+    /// How it was started, for the log.
+    pub via: ExecPath,
+}
+
+/// The two ways into a running sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecPath {
+    /// Forked by the sandbox's pid 1 on request over its exec channel.
+    Channel,
+    /// `runc exec`, for sandboxes without a channel.
+    Runc,
+}
+
+impl ExecPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Channel => "init channel",
+            Self::Runc => "runc exec",
+        }
+    }
 }
 
 /// What the supervisor asks of a container runtime. Every call is bounded in time.

@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::fastexec::{Channel, FastExecError};
 
 use super::console::ConsoleSocket;
 use super::{
@@ -18,7 +23,10 @@ use super::{
 /// Upper bound for one runc invocation; runc itself never needs nearly this long.
 pub const RUNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone)]
+/// The exec channels of this daemon's containers, by container id.
+type Channels = Arc<std::sync::Mutex<HashMap<String, Arc<Channel>>>>;
+
+#[derive(Clone)]
 pub struct Runc {
     /// The runc binary.
     pub program: PathBuf,
@@ -30,6 +38,8 @@ pub struct Runc {
     pub userns: Option<u64>,
     /// The `sandboxd` binary, run in its `userns-lock` mode (see [`Runtime::lock_nested`]).
     pub helper: PathBuf,
+    /// Each created container's exec channel to its pid 1 (none for adopted ones).
+    channels: Channels,
 }
 
 impl Runc {
@@ -40,6 +50,7 @@ impl Runc {
             wrapper: Vec::new(),
             userns: None,
             helper: PathBuf::from("/proc/self/exe"),
+            channels: Channels::default(),
         }
     }
 
@@ -210,6 +221,31 @@ impl ExecFiles {
     }
 }
 
+/// The user the container's pid 1 runs as, from its bundle's `config.json`.
+fn init_user(bundle: &Path) -> (u32, u32) {
+    let spec: Option<serde_json::Value> = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let id = |k: &str| {
+        spec.as_ref()
+            .and_then(|s| s["process"]["user"][k].as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(u32::MAX)
+    };
+    (id("uid"), id("gid"))
+}
+
+/// The exec channel's two ends, close-on-exec (the child's end is dup'ed to fd 3).
+fn channel_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
 impl Drop for ExecFiles {
     fn drop(&mut self) {
         for f in [&self.pid, &self.log, &self.console] {
@@ -268,6 +304,9 @@ impl Runtime for Runc {
                     &bundle_s,
                     "--pid-file",
                     &pid_s,
+                    // The exec channel: fd 3 of the container's pid 1.
+                    "--preserve-fds",
+                    "1",
                     id,
                 ],
             ]
@@ -275,10 +314,23 @@ impl Runtime for Runc {
         );
         cmd.stdout(Stdio::from(output.stdout))
             .stderr(Stdio::from(output.stderr));
-        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+        let spawn_err = |source| RuntimeError::Spawn {
             program: self.program.display().to_string(),
             source,
-        })?;
+        };
+        let (ours, theirs) = channel_pair().map_err(spawn_err)?;
+        let theirs_raw = theirs.as_raw_fd();
+        // SAFETY: dup2(2) only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(theirs_raw, crate::init::channel::CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        drop(theirs);
         let status = match self.bounded("create", id, child.wait()).await {
             Ok(status) => status,
             Err(e) => {
@@ -296,11 +348,18 @@ impl Runtime for Runc {
             });
         }
         let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
-        pid.trim().parse().map_err(|_| RuntimeError::Failed {
+        let pid = pid.trim().parse().map_err(|_| RuntimeError::Failed {
             op: "create",
             id: id.to_string(),
             message: format!("no pid in {}", pid_file.display()),
-        })
+        })?;
+        match Channel::new(ours, id, init_user(bundle)) {
+            Ok(ch) => {
+                self.channels().insert(id.to_string(), ch);
+            }
+            Err(e) => tracing::warn!(SANDBOX = id, "no exec channel ({e}); exec uses runc exec"),
+        }
+        Ok(pid)
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -349,6 +408,7 @@ impl Runtime for Runc {
     }
 
     async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        self.channels().remove(id);
         match self.run("delete", id, &["delete", "--force", id]).await {
             Err(RuntimeError::Failed { message, .. }) if message.contains("does not exist") => {
                 Ok(())
@@ -358,6 +418,64 @@ impl Runtime for Runc {
     }
 
     async fn exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        stdio: ExecStdio,
+    ) -> Result<Started, RuntimeError> {
+        let channel = self.channels().get(id).cloned();
+        let Some(channel) = channel.filter(|c| c.fits(req)) else {
+            tracing::info!(
+                SANDBOX = id,
+                "no exec channel to this sandbox's init for this request (adopted from an earlier daemon, closed, or too large): using runc exec"
+            );
+            return self.runc_exec(id, req, stdio).await;
+        };
+        match channel.exec(req, stdio).await {
+            Ok(started) => Ok(started),
+            Err(FastExecError::Unavailable(why)) => {
+                // The descriptors went to the channel: a fallback cannot have them.
+                Err(RuntimeError::Failed {
+                    op: "exec",
+                    id: id.to_string(),
+                    message: why,
+                })
+            }
+            Err(e @ FastExecError::Exec { .. }) => Err(RuntimeError::Failed {
+                op: "exec",
+                id: id.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn wait(&self, pid: u32) -> Option<i32> {
+        let channel = self.channels().values().find(|c| c.owns(pid)).cloned();
+        if let Some(c) = channel {
+            return c.wait(pid).await;
+        }
+        match wait_exit(pid).await {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::warn!(pid, error = %crate::error_chain(&e), "cannot watch sandbox init; assuming it has exited");
+                None
+            }
+        }
+    }
+}
+
+impl Runc {
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Channel>>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when an exec into `id` takes the fast path (its init's channel is open).
+    pub fn has_channel(&self, id: &str) -> bool {
+        self.channels().get(id).is_some_and(|c| c.is_open())
+    }
+
+    /// `runc exec --detach`: the path for sandboxes without an exec channel.
+    async fn runc_exec(
         &self,
         id: &str,
         req: &ExecRequest,
@@ -486,17 +604,11 @@ impl Runtime for Runc {
                 id: id.to_string(),
                 message: "runc wrote no pid file".into(),
             })?;
-        Ok(Started { pid, pty })
-    }
-
-    async fn wait(&self, pid: u32) -> Option<i32> {
-        match wait_exit(pid).await {
-            Ok(status) => status,
-            Err(e) => {
-                tracing::warn!(pid, error = %crate::error_chain(&e), "cannot watch sandbox init; assuming it has exited");
-                None
-            }
-        }
+        Ok(Started {
+            pid,
+            pty,
+            via: super::ExecPath::Runc,
+        })
     }
 }
 

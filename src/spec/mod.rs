@@ -467,11 +467,31 @@ pub fn build(
         Some(u) => resolve(&passwd, u).map_err(SpecError::User)?,
     };
 
-    let mut args = vec![INIT_PATH.to_string()];
+    let limits = resource_limits(profile, ctx)?;
+    // pid 1 runs as root inside, so that it can start processes as any user over its exec
+    // channel, and runs the command as `process.user` itself. Without CAP_SETUID (the
+    // rlimit fallback of limits.pids drops it) pid 1 runs as that user, as runc would.
+    let can_switch = !limits.drop_caps.contains(&Capability::Setuid);
+    let init_as_root = can_switch && (account.uid != 0 || account.gid != 0);
+    let mut args = vec![
+        INIT_PATH.to_string(),
+        crate::init::channel::CHANNEL_ARG.to_string(),
+    ];
+    if init_as_root {
+        args.extend([
+            crate::init::USER_ARG.to_string(),
+            format!("{}:{}", account.uid, account.gid),
+        ]);
+    }
     if let Some(cmd) = &profile.process.command {
         args.push("--".into());
         args.extend(cmd.iter().cloned());
     }
+    let (init_uid, init_gid) = if init_as_root {
+        (0, 0)
+    } else {
+        (account.uid, account.gid)
+    };
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         format!("HOME={}", account.home),
@@ -484,7 +504,6 @@ pub fn build(
     }
     env.extend(desktop.env.iter().cloned());
     env.extend(profile.process.env.iter().map(|(k, v)| format!("{k}={v}")));
-    let limits = resource_limits(profile, ctx)?;
     let caps: std::collections::HashSet<Capability> = CAPABILITIES
         .iter()
         .copied()
@@ -497,12 +516,7 @@ pub fn build(
         .build()?;
     let process = ProcessBuilder::default()
         .terminal(false)
-        .user(
-            UserBuilder::default()
-                .uid(account.uid)
-                .gid(account.gid)
-                .build()?,
-        )
+        .user(UserBuilder::default().uid(init_uid).gid(init_gid).build()?)
         .args(args)
         .env(env)
         .cwd(
@@ -683,7 +697,7 @@ mod tests {
         );
         assert_eq!(
             json["process"]["args"],
-            serde_json::json!([INIT_PATH, "--", "/usr/bin/env"])
+            serde_json::json!([INIT_PATH, "--channel", "--", "/usr/bin/env"])
         );
         assert_eq!(json["process"]["noNewPrivileges"], true);
         assert_eq!(json["root"]["readonly"], true);

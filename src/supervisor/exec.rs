@@ -95,7 +95,7 @@ impl<R: Runtime> Supervisor<R> {
                 message: crate::error_chain(&e),
             })?;
         let id = self.inner.next_process.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(SANDBOX = name, id, pid = started.pid, argv = ?req.argv, uid = req.uid, "process started");
+        tracing::info!(SANDBOX = name, id, pid = started.pid, argv = ?req.argv, uid = req.uid, via = started.via.as_str(), "process started");
         let sup = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {

@@ -143,7 +143,11 @@ impl Runtime for Fake {
             .push(format!("exec {id} {} {}", req.uid, req.argv.join(" ")));
         // The process ends at once with status 4.
         s.exits.insert(pid, watch::channel(Some(4 << 8)).0);
-        Ok(Started { pid, pty: None })
+        Ok(Started {
+            pid,
+            pty: None,
+            via: crate::runtime::ExecPath::Runc,
+        })
     }
 
     async fn wait(&self, pid: u32) -> Option<i32> {
