@@ -76,6 +76,8 @@ fn exec_streams_stdio_and_exit_status() {
         &format!("{ctl} exec e2e-exec -- /no/such/program </dev/null"),
     );
     assert_ne!(out.status.code(), Some(0));
+    // Every process of this test started through the sandbox's pid 1.
+    assert_exec_path(s, "e2e-exec", "init channel");
     s.ctl_ok(&["stop", "e2e-exec"]);
     let out = sh(s, &format!("{ctl} exec e2e-exec -- true </dev/null"));
     assert_eq!(out.status.code(), Some(1));
@@ -203,6 +205,8 @@ fn shell_in_a_real_terminal() {
     tmux.send("echo R\"\"C2=$?");
     assert!(tmux.wait("RC2=").contains("RC2=0"));
     drop(tmux);
+    // Every process of this test started through the sandbox's pid 1.
+    assert_exec_path(s, "e2e-shell", "init channel");
     s.ctl_ok(&["stop", "e2e-shell"]);
     s.remove_profile("e2e-shell");
 }
@@ -273,6 +277,8 @@ fn keep_id_maps_the_profile_user_to_you() {
         .parse()
         .unwrap();
     assert_eq!(owner, start, "container root is the first subordinate id");
+    // Every process of this test started through the sandbox's pid 1.
+    assert_exec_path(s, "e2e-keepid", "init channel");
     s.ctl_ok(&["stop", "e2e-keepid"]);
     s.remove_profile("e2e-keepid");
     let _ = std::fs::remove_dir_all(&share);
@@ -339,6 +345,8 @@ fn desktop_entry_launches_in_the_sandbox() {
         .status
         .success());
     assert!(share.join("out").exists());
+    // Every process of this test started through the sandbox's pid 1.
+    assert_exec_path(s, "e2e-desk", "init channel");
     s.ctl_ok(&["stop", "e2e-desk"]);
     s.remove_profile("e2e-desk");
     let _ = std::fs::remove_file(entry);
@@ -414,6 +422,8 @@ fn tiocsti_cannot_reach_the_host_terminal() {
     );
     drop(tmux);
     let _ = std::fs::remove_file(s.home.join("e2e-tiocsti.py"));
+    // Every process of this test started through the sandbox's pid 1.
+    assert_exec_path(s, "e2e-tty", "init channel");
     s.ctl_ok(&["stop", "e2e-tty"]);
     s.remove_profile("e2e-tty");
 }

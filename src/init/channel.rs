@@ -359,13 +359,27 @@ fn child(
     }
 }
 
-/// Switches to `uid`/`gid` keeping pid 1's capability sets, as runc gives a process the
-/// spec's capabilities whatever its user (setuid alone would clear them).
+/// Switches to `uid`/`gid` keeping pid 1's capability sets, ambient set included, as runc
+/// gives a process the spec's capabilities whatever its user (setuid alone would clear
+/// them, and a non-root program keeps across execve only what is ambient).
 pub(crate) fn become_user(uid: u32, gid: u32) -> nix::Result<()> {
     if uid == 0 && gid == 0 {
         return Ok(());
     }
     let caps = capget()?;
+    let mut ambient = [false; 64];
+    for (cap, set) in ambient.iter_mut().enumerate() {
+        // SAFETY: prctl with plain integers; -1 (EINVAL) past the last capability.
+        *set = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_IS_SET,
+                cap as libc::c_ulong,
+                0,
+                0,
+            )
+        } == 1;
+    }
     // SAFETY: prctl with plain integers.
     if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } < 0 {
         return Err(nix::Error::last());
@@ -378,7 +392,23 @@ pub(crate) fn become_user(uid: u32, gid: u32) -> nix::Result<()> {
     nix::unistd::setresuid(u, u, u)?;
     // SAFETY: prctl with plain integers.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    capset(&caps)
+    capset(&caps)?;
+    for (cap, _) in ambient.iter().enumerate().filter(|(_, set)| **set) {
+        // SAFETY: prctl with plain integers; the capability is permitted and inheritable.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                cap as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
 }
 
 #[repr(C)]

@@ -108,9 +108,14 @@ impl Channel {
         self.exits().contains_key(&pid)
     }
 
-    /// Ends the channel: every waiter learns that the status is unknown.
+    /// Ends the channel: every waiter learns that the status is unknown, and pid 1 sees
+    /// its end shut (a send blocked on a full socket fails instead of hanging pid 1).
     fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        let _ = nix::sys::socket::shutdown(
+            self.fd.get_ref().as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
         for (_, w) in self.waiting().drain() {
             drop(w.started);
         }

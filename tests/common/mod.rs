@@ -353,6 +353,27 @@ impl Session {
     }
 }
 
+/// Every process the daemon logged starting in sandbox `name` since it last started went
+/// the `via` way ("init channel" or "runc exec"), and there was at least one.
+pub fn assert_exec_path(s: &Session, name: &str, via: &str) {
+    let log = std::fs::read_to_string(s.daemon_log()).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tag = format!("SANDBOX=\"{name}\"");
+    let since = lines
+        .iter()
+        .rposition(|l| l.contains("sandbox running") && l.contains(&tag))
+        .unwrap_or(0);
+    let started: Vec<&&str> = lines[since..]
+        .iter()
+        .filter(|l| l.contains("process started") && l.contains(&tag))
+        .collect();
+    assert!(!started.is_empty(), "no process started in {name}");
+    let want = format!("via=\"{via}\"");
+    for l in started {
+        assert!(l.contains(&want), "{name}: not {via}: {l}");
+    }
+}
+
 /// Processes of `uid` (count), from /proc.
 pub fn processes_of(uid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
