@@ -256,9 +256,14 @@ impl Channel {
             },
         );
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        if let Err(e) = self.send(&wire, &raw).await {
+        // Bounded: a pid 1 that stopped reading must not hold the caller.
+        let sent = tokio::time::timeout(START_TIMEOUT, self.send(&wire, &raw)).await;
+        if let Err(why) = sent
+            .map_err(|_| "the sandbox's init stopped reading".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             self.waiting().remove(&id);
-            return Err(unavailable(&e.to_string()));
+            return Err(unavailable(&why));
         }
         drop(fds);
         match tokio::time::timeout(START_TIMEOUT, rx).await {
