@@ -16,7 +16,14 @@ SANDBOXCTL ?= target/release/sandboxctl
 INIT       ?= target/$(TRIPLE)/release/sandbox-init
 LOCKED     ?= $(if $(CI),--locked,)
 
-.PHONY: build init check test install install-files uninstall
+.PHONY: build init check test test-unit test-e2e bench install install-files uninstall
+
+# The tiers. test-unit needs no root, no network and no user session (under a minute after
+# the build): unit and property tests, the D-Bus contract over a peer-to-peer connection,
+# the netns helper in a throwaway `unshare -rn` namespace (skipped, saying why, where
+# unprivileged user namespaces are off), sandbox-init as a process, the docs and examples.
+UNIT_TESTS := --lib --bins --test unit_bus --test unit_netns --test init --test ctl \
+	--test docs --test examples --test fuzz_net --test fuzz_profile
 
 build: init
 	$(CARGO) build $(LOCKED) --release --bin sandboxd --bin sandboxctl
@@ -33,6 +40,16 @@ check:
 
 test:
 	scripts/test
+
+test-unit:
+	$(CARGO) test $(LOCKED) $(UNIT_TESTS)
+
+# The end-to-end suites: real runc, a real systemd --user and bus, real namespaces (root).
+test-e2e:
+	scripts/test --e2e
+
+bench:
+	bench/run
 
 install: build install-files
 	systemctl --user daemon-reload || true

@@ -146,6 +146,23 @@ fn import_keeps_owners_inside() {
         "{}",
         stderr(&out)
     );
+    // Over D-Bus it is a profile problem, not a runtime failure.
+    let out = s.user(&[
+        "dbus-send",
+        "--session",
+        "--print-reply",
+        "--dest=org.sandboxd.Sandboxd1",
+        "/org/sandboxd/Sandboxd1",
+        "org.sandboxd.Sandboxd1.Manager.StartSandbox",
+        "string:e2e-rootfs-wrong",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("org.sandboxd.Sandboxd1.Error.InvalidProfile")
+            && stderr(&out).contains("was imported with uid 1000 inside as you"),
+        "{}",
+        stderr(&out)
+    );
 
     for name in ["e2e-rootfs", "e2e-rootfsk", "e2e-rootfs-wrong"] {
         s.remove_profile(name);

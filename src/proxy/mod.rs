@@ -501,7 +501,7 @@ pub trait Networking: Send + Sync + 'static {
         name: &'a str,
         pid: u32,
         network: &'a Network,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProxyError>> + Send + 'a>>;
     fn detach(&self, name: &str);
     fn update(&self, name: &str, network: &Network) -> bool;
     fn stats(&self, name: &str) -> Stats;
@@ -515,12 +515,8 @@ impl Networking for Proxy {
         name: &'a str,
         pid: u32,
         network: &'a Network,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move {
-            Proxy::attach(self, name, pid, network)
-                .await
-                .map_err(|e| crate::error_chain(&e))
-        })
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProxyError>> + Send + 'a>> {
+        Box::pin(Proxy::attach(self, name, pid, network))
     }
 
     fn detach(&self, name: &str) {

@@ -4,6 +4,9 @@
 use thiserror::Error;
 
 use crate::profile::ProfileError;
+use crate::proxy::ProxyError;
+use crate::runtime::RuntimeError;
+use crate::spec::SpecError;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -21,8 +24,42 @@ pub enum Error {
     NotRunning(String),
     #[error("sandbox {name:?}: {message}")]
     RuntimeFailed { name: String, message: String },
+    /// The profile cannot become a spec here (a user missing from the root's passwd, a
+    /// keep-id mapping the imported root does not fit, a missing socket or device) or the
+    /// spec cannot be built.
+    #[error("sandbox {name:?}")]
+    Spec {
+        name: String,
+        #[source]
+        source: SpecError,
+    },
+    /// runc failed (its own message is in the source).
+    #[error("sandbox {name:?}")]
+    Runtime {
+        name: String,
+        #[source]
+        source: RuntimeError,
+    },
+    /// The sandbox's network could not be set up.
+    #[error("sandbox {name:?}: network")]
+    Network {
+        name: String,
+        #[source]
+        source: ProxyError,
+    },
     #[error("{0}")]
     InvalidArgument(String),
+}
+
+impl Error {
+    /// True for problems of the profile itself, as opposed to the machine or runc.
+    pub fn is_profile_problem(&self) -> bool {
+        match self {
+            Self::InvalidProfile(_) | Self::Unsupported { .. } => true,
+            Self::Spec { source, .. } => !matches!(source, SpecError::Build(_)),
+            _ => false,
+        }
+    }
 }
 
 impl From<ProfileError> for Error {

@@ -298,8 +298,12 @@ impl<R: Runtime> Supervisor<R> {
             } else {
                 None
             };
-            let spec = spec::build(profile, &self.inner.host, &root, &session, resolver)
-                .map_err(|e| failed(crate::error_chain(&e)))?;
+            let spec = spec::build(profile, &self.inner.host, &root, &session, resolver).map_err(
+                |source| Error::Spec {
+                    name: name.into(),
+                    source,
+                },
+            )?;
             bundle
                 .write_spec(&spec)
                 .map_err(|e| failed(crate::error_chain(&e)))?;
@@ -355,11 +359,14 @@ impl<R: Runtime> Supervisor<R> {
     /// instruction already runs with it), `runc start`.
     async fn create_and_start(&self, profile: &Profile, bundle: &Bundle) -> Result<u32, Error> {
         let name = profile.name.as_str();
-        let failed = |e: &dyn std::error::Error| Error::RuntimeFailed {
+        let failed = |source: crate::runtime::RuntimeError| Error::Runtime {
             name: name.into(),
-            message: crate::error_chain(e),
+            source,
         };
-        let output = Output::for_sandbox(name).map_err(|e| failed(&e))?;
+        let output = Output::for_sandbox(name).map_err(|e| Error::RuntimeFailed {
+            name: name.into(),
+            message: crate::error_chain(&e),
+        })?;
         let pid = self
             .inner
             .runtime
@@ -370,7 +377,7 @@ impl<R: Runtime> Supervisor<R> {
                 crate::cgroups::in_scope(&self.inner.host.limits, &profile.limits),
             )
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(failed)?;
         // The lock and the network are independent: set both up at once.
         let lock = async {
             match profile.security.nested {
@@ -386,16 +393,12 @@ impl<R: Runtime> Supervisor<R> {
         };
         let (locked, attached) = tokio::join!(lock, network);
         // Never start a sandbox with the lock missing.
-        locked.map_err(|e| failed(&e))?;
-        attached.map_err(|message| Error::RuntimeFailed {
+        locked.map_err(failed)?;
+        attached.map_err(|source| Error::Network {
             name: name.into(),
-            message: format!("network: {message}"),
+            source,
         })?;
-        self.inner
-            .runtime
-            .start(name)
-            .await
-            .map_err(|e| failed(&e))?;
+        self.inner.runtime.start(name).await.map_err(failed)?;
         Ok(pid)
     }
 
@@ -683,7 +686,11 @@ impl<R: Runtime> Supervisor<R> {
                 let name = name.to_string();
                 tokio::spawn(async move {
                     if let Err(e) = sup.inner.net.attach(&name, pid, &profile.network).await {
-                        tracing::warn!(SANDBOX = name.as_str(), "no network after adoption: {e}");
+                        tracing::warn!(
+                            SANDBOX = name.as_str(),
+                            "no network after adoption: {}",
+                            crate::error_chain(&e)
+                        );
                     }
                 });
             }

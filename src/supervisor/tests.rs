@@ -20,6 +20,8 @@ struct FakeState {
     ignore_term: bool,
     /// `lock_nested` fails with this message.
     lock_fails: Option<String>,
+    /// `create` fails with this message, as runc's.
+    create_fails: Option<String>,
     calls: Vec<String>,
 }
 
@@ -53,6 +55,13 @@ impl Runtime for Fake {
     ) -> Result<u32, RuntimeError> {
         assert!(bundle.join("config.json").is_file());
         let mut s = self.lock();
+        if let Some(message) = s.create_fails.clone() {
+            return Err(RuntimeError::Failed {
+                op: "create",
+                id: id.into(),
+                message,
+            });
+        }
         s.next_pid += 1;
         let pid = 1000 + s.next_pid;
         s.calls.push(format!("create {id}"));
@@ -169,7 +178,7 @@ impl Networking for NetLog {
         name: &'a str,
         pid: u32,
         _network: &'a crate::profile::Network,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), crate::proxy::ProxyError>> + Send + 'a>> {
         self.calls
             .lock()
             .unwrap()
@@ -603,4 +612,37 @@ async fn a_failed_userns_lock_fails_the_start_and_leaves_nothing() {
     assert_eq!(calls.iter().filter(|c| *c == "start locked").count(), 1);
     assert!(!h.fake.lock().containers.contains_key("locked"));
     assert!(!h.dir.path().join("bundles/locked").exists());
+}
+
+/// Errors keep their type to the edge: a profile the root cannot satisfy is the profile's
+/// problem (InvalidProfile over D-Bus), a runc failure a runtime one with runc's message.
+#[tokio::test]
+async fn spec_and_runtime_failures_keep_their_kind() {
+    let h = Harness::new();
+    std::fs::write(
+        h.dir.path().join("rootfs/etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\n",
+    )
+    .unwrap();
+    h.profile("nouser", "[process]\nuser = \"nosuchuser\"\n");
+    let err = h.sup.start("nouser").await.unwrap_err();
+    assert!(matches!(err, Error::Spec { .. }), "{err:?}");
+    assert!(err.is_profile_problem());
+    let bus = crate::bus::BusError::from(err);
+    assert!(
+        matches!(&bus, crate::bus::BusError::InvalidProfile(m) if m.contains("nosuchuser")),
+        "{bus:?}"
+    );
+
+    h.fake.lock().create_fails =
+        Some("container_linux.go: starting container process caused: exec: nope".into());
+    h.profile("broken", "");
+    let err = h.sup.start("broken").await.unwrap_err();
+    assert!(matches!(err, Error::Runtime { .. }), "{err:?}");
+    assert!(!err.is_profile_problem());
+    let bus = crate::bus::BusError::from(err);
+    assert!(
+        matches!(&bus, crate::bus::BusError::RuntimeFailed(m) if m.contains("starting container process")),
+        "{bus:?}"
+    );
 }
