@@ -523,21 +523,6 @@ fn introspection_matches_the_shipped_xml() {
     }
 }
 
-/// The first `<interface name="NAME">…</interface>` block of an introspection document.
-fn interface<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<interface name=\"{name}\">"))?;
-    let end = xml[start..].find("</interface>")? + start + "</interface>".len();
-    Some(&xml[start..end])
-}
-
-fn normalise(xml: &str) -> Vec<String> {
-    xml.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("<!--"))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Two hundred start/stop cycles leak no fds, processes, mounts or files.
 #[test]
 fn two_hundred_start_stop_cycles_leak_nothing() {

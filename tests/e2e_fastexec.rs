@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 const NAME: &str = "e2e-fast";
@@ -20,19 +18,6 @@ grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp|
 /// process into the sandbox's cgroup (it stays in the caller's), and hands it the soft
 /// RLIMIT_NOFILE that Go's runtime raised in runc rather than the spec's.
 const PLACE: &str = "cat /proc/$1/cgroup; cat /proc/$1/limits";
-
-fn start(s: &Session, name: &str, extra: &str) {
-    s.write_profile(
-        name,
-        &format!("[rootfs]\nhost = true\n[network]\nmode = \"none\"\n{extra}"),
-    );
-    s.ctl_ok(&["start", name]);
-}
-
-fn finish(s: &Session, name: &str) {
-    s.ctl_ok(&["stop", name]);
-    s.remove_profile(name);
-}
 
 /// `runc exec` into sandbox `name` as its daemon would run it, as the test user.
 fn runc_exec(s: &Session, name: &str, user: &str, cmd: &str) -> String {
@@ -62,7 +47,7 @@ fn a_process_started_by_pid_1_is_confined_exactly_like_runc_execs() {
     let _g = lock();
     let s = session();
     s.ready();
-    start(s, NAME, "");
+    s.start_host_root(NAME, "");
     for (user, ids) in [("root", "0:0"), ("nobody", "65534:65534")] {
         let fast = s.ctl_ok(&["exec", NAME, "--user", user, "--", "sh", "-c", IDENTITY]);
         let runc = runc_exec(s, NAME, ids, IDENTITY);
@@ -77,7 +62,7 @@ fn a_process_started_by_pid_1_is_confined_exactly_like_runc_execs() {
         assert!(fast.contains("NoNewPrivs:\t1"), "{fast}");
     }
     assert_exec_path(s, NAME, "init channel");
-    finish(s, NAME);
+    s.finish(NAME);
 }
 
 #[test]
@@ -85,7 +70,7 @@ fn nothing_inside_reaches_pid_1_or_its_channel() {
     let _g = lock();
     let s = session();
     s.ready();
-    start(s, "e2e-fast-hostile", "");
+    s.start_host_root("e2e-fast-hostile", "");
     let code = r#"
 import ctypes, errno, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -135,7 +120,7 @@ print("after-kill ok")
         "still\n"
     );
     assert_exec_path(s, "e2e-fast-hostile", "init channel");
-    finish(s, "e2e-fast-hostile");
+    s.finish("e2e-fast-hostile");
 }
 
 #[test]
@@ -143,22 +128,12 @@ fn after_a_daemon_crash_exec_falls_back_to_runc_exec_and_says_so() {
     let _g = lock();
     let s = session();
     s.ready();
-    start(s, "e2e-fast-adopt", "");
+    s.start_host_root("e2e-fast-adopt", "");
     assert_eq!(
         s.ctl_ok(&["exec", "e2e-fast-adopt", "--", "echo", "a"]),
         "a\n"
     );
-    let old = s.daemon_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    s.wait_for("a new daemon", Duration::from_secs(20), || {
-        let _ = s.systemctl(&["start", "sandboxd.service"]);
-        let pid = s.daemon_pid();
-        (pid != 0 && pid != old && s.unit_property("ActiveState") == "active").then_some(())
-    });
+    s.crash_daemon();
     assert_eq!(
         s.ctl_ok(&["exec", "e2e-fast-adopt", "--", "echo", "b"]),
         "b\n"
@@ -173,7 +148,7 @@ fn after_a_daemon_crash_exec_falls_back_to_runc_exec_and_says_so() {
     assert!(tail
         .iter()
         .any(|l| l.contains("e2e-fast-adopt") && l.contains("via=\"runc exec\"")));
-    finish(s, "e2e-fast-adopt");
+    s.finish("e2e-fast-adopt");
 }
 
 #[test]
@@ -181,11 +156,10 @@ fn a_pid_1_that_garbles_or_floods_its_channel_harms_only_itself() {
     let _g = lock();
     let s = session();
     s.ready();
-    start(s, "e2e-fast-calm", "");
+    s.start_host_root("e2e-fast-calm", "");
     for fault in ["garbage", "flood"] {
         let name = format!("e2e-fast-{fault}");
-        start(
-            s,
+        s.start_host_root(
             &name,
             &format!("[process]\nenv = {{ SANDBOXD_INIT_FAULT = \"{fault}\" }}\n"),
         );
@@ -211,8 +185,8 @@ fn a_pid_1_that_garbles_or_floods_its_channel_harms_only_itself() {
             "{fault}: D-Bus {calls} calls, slowest {worst} ms"
         );
         assert_eq!(s.status(&name).unwrap()["state"], "running");
-        finish(s, &name);
+        s.finish(&name);
     }
     assert_exec_path(s, "e2e-fast-calm", "init channel");
-    finish(s, "e2e-fast-calm");
+    s.finish("e2e-fast-calm");
 }

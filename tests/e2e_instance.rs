@@ -201,17 +201,7 @@ fn a_second_daemon_on_the_same_bus_is_refused_and_touches_nothing() {
     download_works(s);
 
     // A crash releases the lock: the restarted service takes it and adopts both.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(before.daemon as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let new = s.wait_for("a new daemon", Duration::from_secs(20), || {
-        let _ = s.systemctl(&["start", "sandboxd.service"]);
-        let pid = s.daemon_pid();
-        (pid != 0 && pid != before.daemon && s.unit_property("ActiveState") == "active")
-            .then_some(pid)
-    });
+    let new = s.crash_daemon();
     let holder = std::fs::read_to_string(s.runtime_dir.join("sandboxd/daemon.lock")).unwrap();
     assert_eq!(holder.trim(), new.to_string());
     assert_eq!(s.leader_of("inst-net"), before.leaders[0]);

@@ -1115,17 +1115,17 @@ fn hostile_sandboxes_cannot_exhaust_the_daemons_descriptors() {
     let s = session();
     s.ready();
     let _inet = Internet::up();
-    // A daemon with 8 000 descriptors (a session's limit is often 20 000; a smaller one
+    // A daemon with 4 000 descriptors (a session's limit is often 20 000; a smaller one
     // keeps the load on this 2-core machine small), and three sandboxes whose own limits
     // together need more than that.
-    let _limit = ServiceLimit::set(s, 8000);
-    const EACH: u64 = 1500;
+    let _limit = ServiceLimit::set(s, 4000);
+    const EACH: u64 = 800;
     let hostile = ["net-fd-a", "net-fd-b", "net-fd-c"];
     // RLIMIT_NOFILE of each sandbox: below the daemon's hard limit, enough to hold them.
     let profile = |n: &str, network: &str| {
         s.write_profile(
             n,
-            &format!("[rootfs]\nhost = true\n[network]\n{network}\n[limits]\nnofile = 4096\n"),
+            &format!("[rootfs]\nhost = true\n[network]\n{network}\n[limits]\nnofile = 2048\n"),
         )
     };
     for n in hostile {
@@ -1136,7 +1136,7 @@ fn hostile_sandboxes_cannot_exhaust_the_daemons_descriptors() {
     s.ctl_ok(&["start", "net-fd-calm"]);
     let daemon = s.daemon_pid();
     let (limit, _) = daemon_fds(daemon);
-    assert_eq!(limit, 8000);
+    assert_eq!(limit, 4000);
     let share = counter(s, "net-fd-calm", "descriptor_share");
     // Without the budget, the three would need more than the daemon has.
     assert!(

@@ -20,19 +20,6 @@ fn host_limit() -> String {
         .to_string()
 }
 
-fn start_host_root(s: &Session, name: &str, extra: &str) {
-    s.write_profile(
-        name,
-        &format!("[rootfs]\nhost = true\n[network]\nmode = \"none\"\n{extra}"),
-    );
-    s.ctl_ok(&["start", name]);
-}
-
-fn finish(s: &Session, name: &str) {
-    s.ctl_ok(&["stop", name]);
-    s.remove_profile(name);
-}
-
 /// Runs the probe's `part` inside `name` as `user`; its "LABEL RESULT" lines.
 fn probe(s: &Session, name: &str, user: &str, part: &str) -> BTreeMap<String, String> {
     let out = s.ctl(&[
@@ -103,7 +90,7 @@ fn the_kernel_surface_is_closed_as_root_and_as_a_user() {
     let s = session();
     s.ready();
     let before = host_limit();
-    start_host_root(s, "e2e-seccomp", "");
+    s.start_host_root("e2e-seccomp", "");
     for user in ["root", "nobody"] {
         let got = probe(s, "e2e-seccomp", user, "closed");
         expect(&got, CLOSED, user);
@@ -114,7 +101,7 @@ fn the_kernel_surface_is_closed_as_root_and_as_a_user() {
     assert_eq!(status["security"], "seccomp filter, no nested namespaces");
     let text = s.ctl_ok(&["status", "e2e-seccomp"]);
     assert!(text.contains("security:    seccomp filter"), "{text}");
-    finish(s, "e2e-seccomp");
+    s.finish("e2e-seccomp");
 }
 
 #[test]
@@ -122,7 +109,7 @@ fn ordinary_programs_keep_working_under_the_filter() {
     let _g = lock();
     let s = session();
     s.ready();
-    start_host_root(s, "e2e-seccomp-works", "");
+    s.start_host_root("e2e-seccomp-works", "");
     for user in ["root", "nobody"] {
         let got = probe(s, "e2e-seccomp-works", user, "works");
         expect(
@@ -156,7 +143,7 @@ fn ordinary_programs_keep_working_under_the_filter() {
         ]);
         assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     }
-    finish(s, "e2e-seccomp-works");
+    s.finish("e2e-seccomp-works");
 }
 
 /// `security.nested = true` opens namespaces and mounts, and nothing else.
@@ -165,7 +152,7 @@ fn nested_opens_namespaces_but_not_nf_tables_io_uring_or_keyrings() {
     let _g = lock();
     let s = session();
     s.ready();
-    start_host_root(s, "e2e-nested", "[security]\nnested = true\n");
+    s.start_host_root("e2e-nested", "[security]\nnested = true\n");
     let sh = |cmd: &str| {
         s.ctl(&[
             "exec",
@@ -214,7 +201,7 @@ fn nested_opens_namespaces_but_not_nf_tables_io_uring_or_keyrings() {
         s.status("e2e-nested").unwrap()["security"],
         "seccomp filter, nested namespaces and mounts (weaker)"
     );
-    finish(s, "e2e-nested");
+    s.finish("e2e-nested");
 }
 
 /// The browser example's setting: a Chromium-style namespace sandbox (user, pid and
@@ -234,7 +221,7 @@ fn the_browser_setting_allows_a_namespace_sandbox_only() {
         .find(|l| l.starts_with("nested ="))
         .expect("the browser example sets security.nested");
     assert_eq!(setting, "nested = \"namespaces\"");
-    start_host_root(s, "e2e-browserish", &format!("[security]\n{setting}\n"));
+    s.start_host_root("e2e-browserish", &format!("[security]\n{setting}\n"));
     let sh = |cmd: &str| {
         s.ctl(&[
             "exec",
@@ -263,7 +250,7 @@ fn the_browser_setting_allows_a_namespace_sandbox_only() {
         ],
         "namespaces",
     );
-    finish(s, "e2e-browserish");
+    s.finish("e2e-browserish");
 }
 
 #[test]
@@ -355,22 +342,9 @@ fn an_adopted_sandbox_keeps_its_filter_and_lock() {
     let _g = lock();
     let s = session();
     s.ready();
-    start_host_root(s, "e2e-seccomp-adopt", "");
+    s.start_host_root("e2e-seccomp-adopt", "");
     let leader = s.leader_of("e2e-seccomp-adopt");
-    let old = s.daemon_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    s.wait_for("the old daemon to die", Duration::from_secs(10), || {
-        (!alive(old)).then_some(())
-    });
-    s.wait_for("a new daemon", Duration::from_secs(20), || {
-        let _ = s.systemctl(&["start", "sandboxd.service"]);
-        let pid = s.daemon_pid();
-        (pid != 0 && pid != old && s.unit_property("ActiveState") == "active").then_some(())
-    });
+    s.crash_daemon();
     assert_eq!(s.leader_of("e2e-seccomp-adopt"), leader, "not adopted");
     let got = probe(s, "e2e-seccomp-adopt", "root", "closed");
     expect(
@@ -388,5 +362,5 @@ fn an_adopted_sandbox_keeps_its_filter_and_lock() {
         s.status("e2e-seccomp-adopt").unwrap()["security"],
         "seccomp filter, no nested namespaces"
     );
-    finish(s, "e2e-seccomp-adopt");
+    s.finish("e2e-seccomp-adopt");
 }

@@ -3,6 +3,8 @@
 //! exactly as the shipped dist/dbus/org.sandboxd.Sandboxd1.xml says, and its errors carry
 //! the contract's names.
 
+mod common;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -19,6 +21,8 @@ use sandboxd::runtime::{
 };
 use sandboxd::spec::{HostContext, SessionEnv};
 use sandboxd::supervisor::Supervisor;
+
+use common::{interface, normalise};
 
 /// Containers that are created and started at once and run until deleted.
 #[derive(Default)]
@@ -84,21 +88,6 @@ impl Networking for NoNetwork {
     fn name_hits(&self, _: &str) -> HashMap<String, u64> {
         HashMap::new()
     }
-}
-
-/// The first `<interface name="NAME">…</interface>` block of an introspection document.
-fn interface<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<interface name=\"{name}\">"))?;
-    let end = xml[start..].find("</interface>")? + start + "</interface>".len();
-    Some(&xml[start..end])
-}
-
-fn normalise(xml: &str) -> Vec<String> {
-    xml.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("<!--"))
-        .map(str::to_string)
-        .collect()
 }
 
 async fn introspect(conn: &zbus::Connection, path: &str) -> String {

@@ -345,6 +345,41 @@ impl Session {
         self.stop_all();
     }
 
+    /// SIGKILL of the service's daemon, and the new one systemd (or this) starts; returns
+    /// its pid.
+    pub fn crash_daemon(&self) -> u32 {
+        let old = self.daemon_pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(old as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        self.wait_for("the old daemon to die", Duration::from_secs(10), || {
+            (!alive(old)).then_some(())
+        });
+        self.wait_for("a new daemon", Duration::from_secs(20), || {
+            let _ = self.systemctl(&["start", "sandboxd.service"]);
+            let pid = self.daemon_pid();
+            (pid != 0 && pid != old && self.unit_property("ActiveState") == "active").then_some(pid)
+        })
+    }
+
+    /// Writes profile `name` with the host's /usr as root and no network (`extra`
+    /// appended) and starts it.
+    pub fn start_host_root(&self, name: &str, extra: &str) {
+        self.write_profile(
+            name,
+            &format!("[rootfs]\nhost = true\n[network]\nmode = \"none\"\n{extra}"),
+        );
+        self.ctl_ok(&["start", name]);
+    }
+
+    /// Stops sandbox `name` and removes its profile.
+    pub fn finish(&self, name: &str) {
+        self.ctl_ok(&["stop", name]);
+        self.remove_profile(name);
+    }
+
     /// Stops every sandbox the daemon knows, so the next test starts clean.
     pub fn stop_all(&self) {
         for s in self.list() {
@@ -372,6 +407,22 @@ pub fn assert_exec_path(s: &Session, name: &str, via: &str) {
     for l in started {
         assert!(l.contains(&want), "{name}: not {via}: {l}");
     }
+}
+
+/// The first `<interface name="NAME">…</interface>` block of an introspection document.
+pub fn interface<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<interface name=\"{name}\">"))?;
+    let end = xml[start..].find("</interface>")? + start + "</interface>".len();
+    Some(&xml[start..end])
+}
+
+/// Introspection XML as lines to compare: trimmed, without blank and comment-opening lines.
+pub fn normalise(xml: &str) -> Vec<String> {
+    xml.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("<!--"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Processes of `uid` (count), from /proc.
