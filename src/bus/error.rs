@@ -19,23 +19,26 @@ pub enum BusError {
     InvalidArgs(String),
 }
 
+/// True for a profile file the daemon may not read.
+fn unreadable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NoSuchProfile(ProfileError::Read { source, .. })
+            | Error::InvalidProfile(ProfileError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied
+    )
+}
+
 impl From<Error> for BusError {
     fn from(e: Error) -> Self {
         let msg = crate::error_chain(&e);
+        if unreadable(&e) {
+            return Self::PermissionDenied(msg);
+        }
         if e.is_profile_problem() {
             return Self::InvalidProfile(msg);
         }
         match e {
-            Error::NoSuchProfile(ProfileError::Read { ref source, .. })
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                Self::PermissionDenied(msg)
-            }
-            Error::InvalidProfile(ProfileError::Read { ref source, .. })
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                Self::PermissionDenied(msg)
-            }
             Error::NoSuchProfile(_) => Self::NoSuchProfile(msg),
             Error::InvalidProfile(_) | Error::Unsupported { .. } => Self::InvalidProfile(msg),
             Error::Spec { .. } | Error::Runtime { .. } | Error::Network { .. } => {
@@ -47,5 +50,24 @@ impl From<Error> for BusError {
             Error::RuntimeFailed { .. } => Self::RuntimeFailed(msg),
             Error::InvalidArgument(_) => Self::InvalidArgs(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_profile_is_permission_denied() {
+        let e = Error::from(ProfileError::Read {
+            path: "/home/u/.config/sandboxd/profiles/x.toml".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+        assert!(matches!(BusError::from(e), BusError::PermissionDenied(m) if m.contains("x.toml")));
+        let e = Error::from(ProfileError::Read {
+            path: "/x.toml".into(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        });
+        assert!(matches!(BusError::from(e), BusError::InvalidProfile(_)));
     }
 }
