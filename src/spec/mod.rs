@@ -9,6 +9,7 @@ mod bundle;
 mod desktop;
 mod idmap;
 mod imported;
+mod mounts;
 mod passwd;
 mod seccomp;
 
@@ -17,8 +18,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxResources, LinuxResourcesBuilder, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use thiserror::Error;
 
@@ -28,6 +29,7 @@ pub use idmap::{
     container_map, intermediate_root_map, keep_id_map, subordinate_range, IdRange, SUBORDINATE_SPAN,
 };
 pub use imported::RootfsRecord;
+use mounts::{base_mounts, bind, bind_with, host_root_mounts, mount};
 pub use passwd::{resolve, Account};
 pub use seccomp::filter as seccomp_filter;
 
@@ -195,127 +197,6 @@ fn id_maps(map: &[IdRange]) -> Result<Vec<LinuxIdMapping>, SpecError> {
         .collect()
 }
 
-fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
-    Ok(MountBuilder::default()
-        .destination(dest)
-        .typ(typ)
-        .source(source)
-        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
-        .build()?)
-}
-
-/// A bind of a host path and every mount below it, with its flags applied at every depth:
-/// `ro`, `nosuid` and `nodev` act on the top mount only, so their recursive forms (runc ≥
-/// 1.1: mount_setattr with AT_RECURSIVE) carry them to every submount. Without them a
-/// read-only bind of a home with a FUSE mount below, or of `/`, is writable underneath.
-fn bind(source: &Path, dest: &str, readonly: bool) -> Result<Mount, SpecError> {
-    bind_with(source, dest, readonly, true)
-}
-
-/// [`bind`], keeping device nodes usable (`nodev` left out) for device binds.
-fn bind_with(source: &Path, dest: &str, readonly: bool, nodev: bool) -> Result<Mount, SpecError> {
-    let mut opts = vec!["rbind", "nosuid", "rnosuid"];
-    if nodev {
-        opts.extend(["nodev", "rnodev"]);
-    }
-    if readonly {
-        opts.extend(["ro", "rro"]);
-    }
-    mount(dest, "bind", &source.to_string_lossy(), &opts)
-}
-
-/// The kernel file systems every sandbox has (the runc rootless defaults, with a sysfs of
-/// the sandbox's own network namespace rather than a bind of the host's).
-fn base_mounts() -> Result<Vec<Mount>, SpecError> {
-    Ok(vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-            ],
-        )?,
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        )?,
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
-    ])
-}
-
-/// Mounts that turn an empty root into a view of the host's `/usr` (DESIGN §4
-/// `rootfs.host`): `/usr` and parts of `/etc` read-only, private `/tmp`, `/home`, `/run`,
-/// `/var`, `/root`. The merged-/usr symlinks are created in the bundle's root by [`Bundle`].
-fn host_root_mounts(ctx: &HostContext) -> Result<Vec<Mount>, SpecError> {
-    let mut out = vec![bind(Path::new("/usr"), "/usr", true)?];
-    for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-        let p = Path::new(dir);
-        // A host without merged /usr has real directories here: bind them too.
-        if p.is_dir() && !p.is_symlink() {
-            out.push(bind(p, dir, true)?);
-        }
-    }
-    out.push(mount(
-        "/etc",
-        "tmpfs",
-        "tmpfs",
-        &["nosuid", "nodev", "mode=755", "size=16m"],
-    )?);
-    for entry in HOST_ETC {
-        let src = ctx.etc.join(entry);
-        if src.exists() {
-            out.push(bind(&src, &format!("/etc/{entry}"), true)?);
-        }
-    }
-    for (dir, mode) in [
-        ("/tmp", "1777"),
-        ("/var/tmp", "1777"),
-        ("/home", "755"),
-        ("/run", "755"),
-        ("/root", "700"),
-    ] {
-        let opts = ["nosuid", "nodev", &format!("mode={mode}")];
-        let parent_var = dir == "/var/tmp";
-        if parent_var {
-            out.push(mount(
-                "/var",
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "nodev", "mode=755"],
-            )?);
-        }
-        out.push(mount(dir, "tmpfs", "tmpfs", &opts)?);
-    }
-    Ok(out)
-}
-
-/// Builds the spec for `profile`. `root` is the directory runc uses as the root: the
-/// profile's tree, or the bundle's empty `rootfs/` for `rootfs.host`.
 /// The `resolv.conf` and `hosts` of a sandbox whose DNS the daemon answers: the
 /// daemon's resolver addresses inside, and `host.sandbox.internal`.
 pub fn resolver_files(hostname: &str) -> (String, String) {
@@ -446,38 +327,24 @@ fn resource_limits(profile: &Profile, ctx: &HostContext) -> Result<ResourceLimit
     Ok(out)
 }
 
-/// `session` is the user session's current environment, for the desktop options.
-///
-/// `resolver` is the directory holding the generated `resolv.conf` and `hosts` of a
-/// sandbox whose DNS the daemon answers ([`resolver_files`]); they are bound read-only
-/// over the root file system's.
-pub fn build(
-    profile: &Profile,
-    ctx: &HostContext,
-    root: &Path,
-    session: &SessionEnv,
-    resolver: Option<&Path>,
-) -> Result<Spec, SpecError> {
-    let passwd = match &profile.rootfs.source {
-        RootfsSource::Path(p) => p.join("etc/passwd"),
-        RootfsSource::Host => ctx.etc.join("passwd"),
-    };
-    let account = match &profile.process.user {
-        None => Account::root(),
-        Some(u) => resolve(&passwd, u).map_err(SpecError::User)?,
-    };
+/// Who pid 1 runs as, and how: the profile's account, the init arguments, its uid/gid.
+struct Init {
+    args: Vec<String>,
+    uid: u32,
+    gid: u32,
+}
 
-    let limits = resource_limits(profile, ctx)?;
-    // pid 1 runs as root inside, so that it can start processes as any user over its exec
-    // channel, and runs the command as `process.user` itself. Without CAP_SETUID (the
-    // rlimit fallback of limits.pids drops it) pid 1 runs as that user, as runc would.
+/// pid 1 runs as root inside, so that it can start processes as any user over its exec
+/// channel, and runs the command as `process.user` itself. Without CAP_SETUID (the rlimit
+/// fallback of limits.pids drops it) pid 1 runs as that user, as runc would.
+fn init(profile: &Profile, account: &Account, limits: &ResourceLimits) -> Init {
     let can_switch = !limits.drop_caps.contains(&Capability::Setuid);
-    let init_as_root = can_switch && (account.uid != 0 || account.gid != 0);
+    let as_root = can_switch && (account.uid != 0 || account.gid != 0);
     let mut args = vec![
         INIT_PATH.to_string(),
         crate::init::channel::CHANNEL_ARG.to_string(),
     ];
-    if init_as_root {
+    if as_root {
         args.extend([
             crate::init::USER_ARG.to_string(),
             format!("{}:{}", account.uid, account.gid),
@@ -487,21 +354,28 @@ pub fn build(
         args.push("--".into());
         args.extend(cmd.iter().cloned());
     }
-    let (init_uid, init_gid) = if init_as_root {
+    let (uid, gid) = if as_root {
         (0, 0)
     } else {
         (account.uid, account.gid)
     };
+    Init { args, uid, gid }
+}
+
+/// The spec's `process`: pid 1 with its environment, capabilities and rlimits.
+fn process(
+    profile: &Profile,
+    account: &Account,
+    desktop: &Desktop,
+    limits: ResourceLimits,
+) -> Result<oci_spec::runtime::Process, SpecError> {
+    let init = init(profile, account, &limits);
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         format!("HOME={}", account.home),
         "container=sandboxd".into(),
         format!("SANDBOX_NAME={}", profile.name),
     ];
-    let desktop = desktop::resolve(profile, account.uid, session, &ctx.home)?;
-    for w in &desktop.warnings {
-        tracing::warn!(SANDBOX = profile.name.as_str(), "{w}");
-    }
     env.extend(desktop.env.iter().cloned());
     env.extend(profile.process.env.iter().map(|(k, v)| format!("{k}={v}")));
     let caps: std::collections::HashSet<Capability> = CAPABILITIES
@@ -514,10 +388,10 @@ pub fn build(
         .effective(caps.clone())
         .permitted(caps)
         .build()?;
-    let process = ProcessBuilder::default()
+    Ok(ProcessBuilder::default()
         .terminal(false)
-        .user(UserBuilder::default().uid(init_uid).gid(init_gid).build()?)
-        .args(args)
+        .user(UserBuilder::default().uid(init.uid).gid(init.gid).build()?)
+        .args(init.args)
         .env(env)
         .cwd(
             profile
@@ -529,8 +403,17 @@ pub fn build(
         .capabilities(capabilities)
         .rlimits(limits.rlimits)
         .no_new_privileges(true)
-        .build()?;
+        .build()?)
+}
 
+/// Every mount of the sandbox, and whether its root is read-only.
+fn sandbox_mounts(
+    profile: &Profile,
+    ctx: &HostContext,
+    account: &Account,
+    desktop: &Desktop,
+    resolver: Option<&Path>,
+) -> Result<(Vec<Mount>, bool), SpecError> {
     let mut mounts = base_mounts()?;
     let readonly_root = match &profile.rootfs.source {
         RootfsSource::Host => {
@@ -568,25 +451,43 @@ pub fn build(
         &ctx.init.to_string_lossy(),
         &["bind", "ro", "nosuid", "nodev"],
     )?);
+    Ok((mounts, readonly_root))
+}
 
-    let (uid_map, gid_map) = id_maps_for(ctx, &account)?;
-    if let RootfsSource::Path(path) = &profile.rootfs.source {
-        if let Some(record) = RootfsRecord::of(path) {
-            let want = (account.uid != 0).then_some(account.uid);
-            if record.keep_id != want {
-                let (wanted, hint) = match want {
-                    None => ("as root".to_string(), String::new()),
-                    Some(uid) => (format!("as uid {uid}"), format!(" --user {uid}")),
-                };
-                return Err(SpecError::RootfsIds {
-                    path: path.clone(),
-                    recorded: record.describe(),
-                    wanted,
-                    hint,
-                });
-            }
-        }
+/// An imported root whose owners were shifted for another mapping than this profile's
+/// would show every owner wrong inside: refused, saying how to fix it.
+fn check_imported_ids(profile: &Profile, account: &Account) -> Result<(), SpecError> {
+    let RootfsSource::Path(path) = &profile.rootfs.source else {
+        return Ok(());
+    };
+    let Some(record) = RootfsRecord::of(path) else {
+        return Ok(());
+    };
+    let want = (account.uid != 0).then_some(account.uid);
+    if record.keep_id == want {
+        return Ok(());
     }
+    let (wanted, hint) = match want {
+        None => ("as root".to_string(), String::new()),
+        Some(uid) => (format!("as uid {uid}"), format!(" --user {uid}")),
+    };
+    Err(SpecError::RootfsIds {
+        path: path.clone(),
+        recorded: record.describe(),
+        wanted,
+        hint,
+    })
+}
+
+/// The spec's `linux`: namespaces, id maps, the seccomp filter, masks, cgroup limits.
+fn linux(
+    profile: &Profile,
+    ctx: &HostContext,
+    account: &Account,
+    cgroups_path: Option<String>,
+    resources: Option<LinuxResources>,
+) -> Result<oci_spec::runtime::Linux, SpecError> {
+    let (uid_map, gid_map) = id_maps_for(ctx, account)?;
     let namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
@@ -599,12 +500,11 @@ pub fn build(
     .into_iter()
     .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
     .collect::<Result<Vec<_>, _>>()?;
-
     let mut linux = LinuxBuilder::default();
-    if let Some(path) = limits.cgroups_path {
+    if let Some(path) = cgroups_path {
         linux = linux.cgroups_path(PathBuf::from(path));
     }
-    if let Some(resources) = limits.resources {
+    if let Some(resources) = resources {
         linux = linux.resources(resources);
     }
     // Fully nested sandboxes mount a /proc of their own, which the kernel refuses while
@@ -614,15 +514,48 @@ pub fn build(
         Nested::Full => (&[][..], &[][..]),
         Nested::Off | Nested::Namespaces => (MASKED_PATHS, READONLY_PATHS),
     };
-    let linux = linux
+    Ok(linux
         .seccomp(seccomp::filter(&profile.security)?)
         .namespaces(namespaces)
         .uid_mappings(id_maps(&uid_map)?)
         .gid_mappings(id_maps(&gid_map)?)
         .masked_paths(masked.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .readonly_paths(readonly.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .build()?;
+        .build()?)
+}
 
+/// Builds the spec for `profile`. `root` is the directory runc uses as the root: the
+/// profile's tree, or the bundle's empty `rootfs/` for `rootfs.host`. `session` is the
+/// user session's current environment, for the desktop options.
+///
+/// `resolver` is the directory holding the generated `resolv.conf` and `hosts` of a
+/// sandbox whose DNS the daemon answers ([`resolver_files`]); they are bound read-only
+/// over the root file system's.
+pub fn build(
+    profile: &Profile,
+    ctx: &HostContext,
+    root: &Path,
+    session: &SessionEnv,
+    resolver: Option<&Path>,
+) -> Result<Spec, SpecError> {
+    let passwd = match &profile.rootfs.source {
+        RootfsSource::Path(p) => p.join("etc/passwd"),
+        RootfsSource::Host => ctx.etc.join("passwd"),
+    };
+    let account = match &profile.process.user {
+        None => Account::root(),
+        Some(u) => resolve(&passwd, u).map_err(SpecError::User)?,
+    };
+    let desktop = desktop::resolve(profile, account.uid, session, &ctx.home)?;
+    for w in &desktop.warnings {
+        tracing::warn!(SANDBOX = profile.name.as_str(), "{w}");
+    }
+    let mut limits = resource_limits(profile, ctx)?;
+    let (cgroups_path, resources) = (limits.cgroups_path.take(), limits.resources.take());
+    let process = process(profile, &account, &desktop, limits)?;
+    let (mounts, readonly_root) = sandbox_mounts(profile, ctx, &account, &desktop, resolver)?;
+    let linux = linux(profile, ctx, &account, cgroups_path, resources)?;
+    check_imported_ids(profile, &account)?;
     Ok(SpecBuilder::default()
         .version("1.0.2")
         .hostname(profile.hostname.clone())
@@ -639,179 +572,4 @@ pub fn build(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::profile::{Mount as ProfileMount, Profile};
-
-    fn ctx(subids: bool) -> HostContext {
-        let r = subids.then_some((100000, 65536));
-        HostContext {
-            uid: 1000,
-            gid: 1000,
-            subuid: r,
-            subgid: r,
-            init: "/opt/sandbox-init".into(),
-            etc: "/etc".into(),
-            home: "/".into(),
-            intermediate: false,
-            nofile: (1024, 4096),
-            limits: Enforcement::Rlimits { why: "test".into() },
-        }
-    }
-
-    #[test]
-    fn namespaces_maps_and_init() {
-        let mut p = Profile::builtin_default();
-        p.process.command = Some(vec!["/usr/bin/env".into()]);
-        p.mounts.push(ProfileMount {
-            source: "/srv/work".into(),
-            destination: "/work".into(),
-            readonly: false,
-        });
-        p.limits.nofile = Some(512);
-        let spec = build(
-            &p,
-            &ctx(true),
-            Path::new("/b/rootfs"),
-            &SessionEnv::new(),
-            Some(Path::new("/b")),
-        )
-        .unwrap();
-        let json = serde_json::to_value(&spec).unwrap();
-        let ns: Vec<&str> = json["linux"]["namespaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["type"].as_str().unwrap())
-            .collect();
-        for want in ["pid", "mount", "uts", "ipc", "cgroup", "user", "network"] {
-            assert!(ns.contains(&want), "{want} missing from {ns:?}");
-        }
-        assert_eq!(
-            json["linux"]["uidMappings"][0],
-            serde_json::json!({"containerID": 0, "hostID": 1000, "size": 1})
-        );
-        assert_eq!(
-            json["linux"]["uidMappings"][1],
-            serde_json::json!({"containerID": 1, "hostID": 100000, "size": 65536})
-        );
-        assert_eq!(
-            json["process"]["args"],
-            serde_json::json!([INIT_PATH, "--channel", "--", "/usr/bin/env"])
-        );
-        assert_eq!(json["process"]["noNewPrivileges"], true);
-        assert_eq!(json["root"]["readonly"], true);
-        let mounts = json["mounts"].as_array().unwrap();
-        let find = |d: &str| {
-            mounts
-                .iter()
-                .find(|m| m["destination"] == d)
-                .unwrap_or_else(|| panic!("no mount {d}"))
-        };
-        let opts = |d: &str| find(d)["options"].as_array().unwrap().clone();
-        // Read-only, nosuid and nodev at every depth of a bind, not at its top only.
-        for want in ["ro", "rro", "nosuid", "rnosuid", "nodev", "rnodev"] {
-            assert!(opts("/usr").contains(&want.into()), "/usr lacks {want}");
-        }
-        for want in ["rnosuid", "rnodev"] {
-            assert!(opts("/work").contains(&want.into()), "/work lacks {want}");
-        }
-        assert!(!opts("/work").contains(&"ro".into()));
-        assert!(!opts("/work").contains(&"rro".into()));
-        assert_eq!(find(INIT_PATH)["source"], "/opt/sandbox-init");
-        // The generated resolver files replace the host's, once each.
-        assert_eq!(find("/etc/hosts")["source"], "/b/hosts");
-        assert_eq!(find("/etc/resolv.conf")["source"], "/b/resolv.conf");
-        assert_eq!(
-            mounts
-                .iter()
-                .filter(|m| m["destination"] == "/etc/hosts")
-                .count(),
-            1
-        );
-        let caps = json["process"]["capabilities"]["bounding"]
-            .as_array()
-            .unwrap();
-        assert!(!caps.contains(&"CAP_SYS_ADMIN".into()));
-        assert_eq!(json["process"]["rlimits"][0]["hard"], 512);
-    }
-
-    #[test]
-    fn single_map_without_subordinate_ids() {
-        let spec = build(
-            &Profile::builtin_default(),
-            &ctx(false),
-            Path::new("/r"),
-            &SessionEnv::new(),
-            None,
-        )
-        .unwrap();
-        let json = serde_json::to_value(&spec).unwrap();
-        assert_eq!(json["linux"]["gidMappings"].as_array().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn limits_become_a_scope_or_rlimits() {
-        let mut p = Profile::builtin_default();
-        p.name = "capped".into();
-        p.limits.pids = Some(64);
-        p.limits.memory = Some(256 << 20);
-        let json_for = |ctx: &HostContext| {
-            let spec = build(&p, ctx, Path::new("/r"), &SessionEnv::new(), None).unwrap();
-            serde_json::to_value(&spec).unwrap()
-        };
-        let caps = |json: &serde_json::Value| json["process"]["capabilities"]["bounding"].clone();
-
-        let mut scoped = ctx(true);
-        scoped.limits = Enforcement::SystemdScopes;
-        let json = json_for(&scoped);
-        assert_eq!(json["linux"]["cgroupsPath"], "app.slice:sandboxd:capped");
-        assert_eq!(json["linux"]["resources"]["pids"]["limit"], 64);
-        assert_eq!(json["linux"]["resources"]["memory"]["limit"], 256 << 20);
-        assert_eq!(json["linux"]["resources"]["memory"]["swap"], 256 << 20);
-        assert_eq!(json["process"]["rlimits"].as_array().unwrap().len(), 1);
-        assert!(caps(&json)
-            .as_array()
-            .unwrap()
-            .contains(&"CAP_SETUID".into()));
-        // Without limits a sandbox stays out of scopes and keeps every capability.
-        let free = build(
-            &Profile::builtin_default(),
-            &scoped,
-            Path::new("/r"),
-            &SessionEnv::new(),
-            None,
-        )
-        .unwrap();
-        let free = serde_json::to_value(&free).unwrap();
-        assert!(free["linux"].get("cgroupsPath").is_none());
-        assert!(caps(&free)
-            .as_array()
-            .unwrap()
-            .contains(&"CAP_SETUID".into()));
-        let defaults = Profile::builtin_default().limits;
-        assert!(!crate::cgroups::in_scope(&scoped.limits, &defaults));
-        assert!(crate::cgroups::in_scope(&scoped.limits, &p.limits));
-        assert!(!crate::cgroups::in_scope(&ctx(true).limits, &p.limits));
-
-        let json = json_for(&ctx(true));
-        assert!(json["linux"].get("cgroupsPath").is_none());
-        assert!(json["linux"]["resources"].get("pids").is_none());
-        assert!(json["linux"]["resources"].get("memory").is_none());
-        let rlimits = json["process"]["rlimits"].as_array().unwrap();
-        let find = |t: &str| {
-            rlimits
-                .iter()
-                .find(|r| r["type"] == t)
-                .unwrap_or_else(|| panic!("no {t}"))
-        };
-        assert_eq!(find("RLIMIT_NPROC")["hard"], 64);
-        assert_eq!(find("RLIMIT_NPROC")["soft"], 64);
-        assert_eq!(find("RLIMIT_DATA")["hard"], 256 << 20);
-        // Without setuid/setgid, root inside cannot move processes to ids the count misses.
-        let caps = caps(&json);
-        assert!(!caps.as_array().unwrap().contains(&"CAP_SETUID".into()));
-        assert!(!caps.as_array().unwrap().contains(&"CAP_SETGID".into()));
-        assert!(caps.as_array().unwrap().contains(&"CAP_CHOWN".into()));
-    }
-}
+mod tests;
