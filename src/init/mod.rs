@@ -32,49 +32,72 @@ fn parse_user(raw: &OsString) -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
-/// Runs init with `args` (without argv[0]): `[--channel] [--user UID:GID] [-- COMMAND…]`.
-/// Returns the process exit code.
-pub fn run(args: Vec<OsString>) -> i32 {
-    const USAGE: &str = "usage: sandbox-init [--channel] [--user UID:GID] [-- COMMAND [ARG…]]";
+/// What sandbox-init was asked to do.
+struct Args {
+    /// Serve the exec channel at fd 3.
+    serve: bool,
+    /// Run the command as this `(uid, gid)` (pid 1 itself stays root).
+    user: Option<(u32, u32)>,
+    command: Vec<OsString>,
+}
+
+const USAGE: &str = "usage: sandbox-init [--channel] [--user UID:GID] [-- COMMAND [ARG…]]";
+
+/// `[--channel] [--user UID:GID] [-- COMMAND…]`, in that order.
+fn parse(args: Vec<OsString>) -> Option<Args> {
     let (serve, args) = match args.split_first() {
         Some((c, rest)) if c == channel::CHANNEL_ARG => (true, rest.to_vec()),
         _ => (false, args),
     };
     let (user, args) = match args.split_first() {
-        Some((u, rest)) if u == USER_ARG => match rest
-            .split_first()
-            .and_then(|(v, r)| Some((parse_user(v)?, r)))
-        {
-            Some((user, rest)) => (Some(user), rest.to_vec()),
-            None => {
-                eprintln!("{USAGE}");
-                return 2;
-            }
-        },
+        Some((u, rest)) if u == USER_ARG => {
+            let (v, rest) = rest.split_first()?;
+            (Some(parse_user(v)?), rest.to_vec())
+        }
         _ => (None, args),
     };
-    let command: Vec<OsString> = match args.split_first() {
+    let command = match args.split_first() {
         None => Vec::new(),
         Some((dd, rest)) if dd == "--" => rest.to_vec(),
-        Some(_) => {
-            eprintln!("{USAGE}");
-            return 2;
-        }
+        Some(_) => return None,
     };
+    Some(Args {
+        serve,
+        user,
+        command,
+    })
+}
 
+/// Blocks the signals pid 1 handles and returns a descriptor to read them from.
+fn block_signals() -> Result<SignalFd, String> {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
     }
     set.add(Signal::SIGCHLD);
-    if let Err(e) = set.thread_block() {
-        eprintln!("sandbox-init: cannot block signals: {e}");
-        return 1;
-    }
-    let signals = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+    set.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("cannot read signals: {e}"))
+}
+
+/// Runs init with `args` (without argv[0]): `[--channel] [--user UID:GID] [-- COMMAND…]`.
+/// Returns the process exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let Some(Args {
+        serve,
+        user,
+        command,
+    }) = parse(args)
+    else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+
+    let signals = match block_signals() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sandbox-init: cannot read signals: {e}");
+            eprintln!("sandbox-init: {e}");
             return 1;
         }
     };
