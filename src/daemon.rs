@@ -230,39 +230,117 @@ fn notify(state: &[sd_notify::NotifyState]) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+/// The daemon's intermediate user namespace (0 → you, 1.. → your subordinate ids), where
+/// runc runs. It outlives a crash (recorded for the next daemon, which must enter the
+/// sandboxes created in it) and ends with an orderly exit.
+fn intermediate(
+    paths: &RuntimePaths,
+    host: &mut HostContext,
+    runc: &mut Runc,
+) -> Option<IntermediateUserns> {
+    let (Some(u), Some(g)) = (host.subuid, host.subgid) else {
+        return None;
+    };
+    let record = paths.base.join("userns.pid");
+    match IntermediateUserns::open_or_create(&record, host.uid, host.gid, u, g, SUBORDINATE_SPAN) {
+        Ok(ns) => {
+            runc.wrapper = ns.wrapper();
+            runc.userns = ns.inode();
+            host.intermediate = true;
+            Some(ns)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "no intermediate user namespace, so no keep-id: {}",
+                crate::error_chain(&e)
+            );
+            None
+        }
+    }
+}
+
+/// Why the daemon stops serving.
+enum End {
+    /// SIGTERM or SIGINT: stop every sandbox, then exit.
+    Asked,
+    Failed(StartupError),
+}
+
+/// Waits for SIGTERM/SIGINT, the loss of the bus name (or bus), or the end of the
+/// intermediate namespace's holder.
+async fn serve_until_end(
+    mut name_lost: zbus::fdo::NameLostStream,
+    holder: Option<u32>,
+) -> Result<End, StartupError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |kind| {
+        signal(kind).map_err(|source| StartupError::StateDir {
+            path: "signal".into(),
+            source,
+        })
+    };
+    let (mut term, mut int) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
+    // runc cannot run without the intermediate namespace: if its holder dies, exit and let
+    // systemd restart us (sandboxes keep running and are adopted); never stop them for it.
+    let holder_gone = async move {
+        match holder {
+            Some(pid) => {
+                let _ = crate::runtime::wait_exit(pid).await;
+                pid
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let lost = async {
+        use futures_util::StreamExt;
+        while let Some(signal) = name_lost.next().await {
+            if signal.args().is_ok_and(|a| a.name() == BUS_NAME) {
+                return;
+            }
+        }
+        // The bus connection itself ended.
+    };
+    Ok(tokio::select! {
+        _ = term.recv() => End::Asked,
+        _ = int.recv() => End::Asked,
+        () = lost => {
+            // Serving without the name would answer nobody; stopping sandboxes would harm
+            // whoever has it now. Leave them running, as after a crash.
+            notify(&[sd_notify::NotifyState::Status("lost the bus name; exiting")]);
+            End::Failed(StartupError::NameLost)
+        }
+        pid = holder_gone => {
+            notify(&[sd_notify::NotifyState::Status("intermediate user namespace lost; restarting")]);
+            End::Failed(StartupError::UsernsLost(pid))
+        }
+    })
+}
+
+/// Leaves at once when another daemon owns the name on this bus (with another runtime
+/// directory), before adopting anything; returns the stream that reports a later loss.
+async fn check_name_free(
+    conn: &zbus::Connection,
+) -> Result<zbus::fdo::NameLostStream, StartupError> {
+    let dbus = zbus::fdo::DBusProxy::new(conn)
+        .await
+        .map_err(StartupError::Bus)?;
+    let well_known =
+        zbus::names::BusName::try_from(BUS_NAME).map_err(|e| StartupError::Bus(e.into()))?;
+    if dbus
+        .name_has_owner(well_known)
+        .await
+        .map_err(|e| StartupError::Bus(e.into()))?
+    {
+        return Err(StartupError::NameOwned(name_owner_pid(conn).await));
+    }
+    dbus.receive_name_lost().await.map_err(StartupError::Bus)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let mut runc = Runc::new(settings.runc, settings.paths.runc_root());
     let mut host = settings.host;
-    // runc runs inside it. It outlives a crash (recorded for the next daemon, which must
-    // enter the sandboxes created in it) and ends with an orderly exit.
-    let userns = match (host.subuid, host.subgid) {
-        (Some(u), Some(g)) => {
-            let record = settings.paths.base.join("userns.pid");
-            match IntermediateUserns::open_or_create(
-                &record,
-                host.uid,
-                host.gid,
-                u,
-                g,
-                SUBORDINATE_SPAN,
-            ) {
-                Ok(ns) => {
-                    runc.wrapper = ns.wrapper();
-                    runc.userns = ns.inode();
-                    host.intermediate = true;
-                    Some(ns)
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "no intermediate user namespace, so no keep-id: {}",
-                        crate::error_chain(&e)
-                    );
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let userns = intermediate(&settings.paths, &mut host, &mut runc);
     let (tx, rx) = mpsc::unbounded_channel();
     let denied = tx.clone();
     let announce: crate::proxy::Announce = std::sync::Arc::new(move |d| {
@@ -298,22 +376,9 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         notify(&[sd_notify::NotifyState::Status(&status)]);
     }));
 
-    // Another daemon on this bus (with another runtime directory): leave at once, before
-    // adopting anything. The request below settles a race between two such starts.
-    let dbus = zbus::fdo::DBusProxy::new(&conn)
-        .await
-        .map_err(StartupError::Bus)?;
-    let well_known =
-        zbus::names::BusName::try_from(BUS_NAME).map_err(|e| StartupError::Bus(e.into()))?;
-    if dbus
-        .name_has_owner(well_known)
-        .await
-        .map_err(|e| StartupError::Bus(e.into()))?
-    {
-        return Err(StartupError::NameOwned(name_owner_pid(&conn).await));
-    }
-    let mut name_lost = dbus.receive_name_lost().await.map_err(StartupError::Bus)?;
+    let name_lost = check_name_free(&conn).await?;
     // Adopt before owning the name, so the first caller already sees adopted sandboxes.
+    // The request settles a race between two starts on one bus.
     sup.reconcile().await;
     own_name(&conn).await?;
     tracing::info!("ready on the session bus as {BUS_NAME}");
@@ -322,54 +387,11 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),
     ]);
-
     let autostart = sup.clone();
     tokio::spawn(async move { autostart.autostart().await });
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| StartupError::StateDir {
-            path: "signal".into(),
-            source,
-        })?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|source| StartupError::StateDir {
-            path: "signal".into(),
-            source,
-        })?;
-    // runc cannot run without the intermediate namespace: if its holder dies, exit and let
-    // systemd restart us (sandboxes keep running and are adopted); never stop them for it.
-    let holder = userns.as_ref().map(|ns| ns.pid());
-    let holder_gone = async move {
-        match holder {
-            Some(pid) => {
-                let _ = crate::runtime::wait_exit(pid).await;
-                pid
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let lost = async {
-        use futures_util::StreamExt;
-        while let Some(signal) = name_lost.next().await {
-            if signal.args().is_ok_and(|a| a.name() == BUS_NAME) {
-                return;
-            }
-        }
-        // The bus connection itself ended.
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        () = lost => {
-            // Serving without the name would answer nobody; stopping sandboxes would harm
-            // whoever has it now. Leave them running, as after a crash.
-            notify(&[sd_notify::NotifyState::Status("lost the bus name; exiting")]);
-            return Err(StartupError::NameLost);
-        }
-        pid = holder_gone => {
-            notify(&[sd_notify::NotifyState::Status("intermediate user namespace lost; restarting")]);
-            return Err(StartupError::UsernsLost(pid));
-        }
+    if let End::Failed(e) = serve_until_end(name_lost, userns.as_ref().map(|ns| ns.pid())).await? {
+        return Err(e);
     }
     tracing::info!("stopping every sandbox");
     notify(&[
