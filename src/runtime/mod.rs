@@ -9,6 +9,7 @@ mod nested;
 mod output;
 mod reaper;
 mod runc;
+mod runc_exec;
 mod userns;
 
 use std::future::Future;

@@ -10,12 +10,10 @@ use tokio::process::Command;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::fastexec::{Channel, FastExecError};
 
-use super::console::ConsoleSocket;
 use super::{
     wait_exit, ContainerState, ExecRequest, ExecStdio, Output, Runtime, RuntimeError, Started,
 };
@@ -55,7 +53,7 @@ impl Runc {
     }
 
     /// The single place a runc process is built.
-    fn command(&self, args: &[&str]) -> Command {
+    pub(super) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = match self.wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -91,7 +89,7 @@ impl Runc {
     }
 
     /// Awaits a runc process (or its output) for at most [`RUNC_TIMEOUT`].
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         op: &'static str,
         id: &str,
@@ -180,7 +178,7 @@ fn runc_message(stderr: &[u8], stdout: &[u8]) -> String {
 /// runc's own error from its JSON `--log` file: the last error-level message, preceded
 /// by the first fatal one (runc's init stages log the root cause as "fatal" and the
 /// parent only reports that the child went away).
-fn log_message(log_file: &Path) -> String {
+pub(super) fn log_message(log_file: &Path) -> String {
     let log = String::from_utf8_lossy(&std::fs::read(log_file).unwrap_or_default()).into_owned();
     let msg_of = |level: &str| -> Vec<String> {
         log.lines()
@@ -195,29 +193,6 @@ fn log_message(log_file: &Path) -> String {
     match msg_of("fatal").into_iter().next() {
         Some(fatal) => format!("{last_error} ({fatal})"),
         None => last_error,
-    }
-}
-
-/// Temporary files of one exec, removed when dropped.
-struct ExecFiles {
-    pid: PathBuf,
-    log: PathBuf,
-    console: PathBuf,
-}
-
-impl ExecFiles {
-    fn new(root: &Path) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        Self {
-            pid: root.join(format!(".exec-{n}.pid")),
-            log: root.join(format!(".exec-{n}.log")),
-            console: root.join(format!(".exec-{n}.sock")),
-        }
     }
 }
 
@@ -244,14 +219,6 @@ fn channel_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
         None,
         SockFlag::SOCK_CLOEXEC,
     )?)
-}
-
-impl Drop for ExecFiles {
-    fn drop(&mut self) {
-        for f in [&self.pid, &self.log, &self.console] {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
 
 impl Runtime for Runc {
@@ -472,143 +439,6 @@ impl Runc {
     /// True when an exec into `id` takes the fast path (its init's channel is open).
     pub fn has_channel(&self, id: &str) -> bool {
         self.channels().get(id).is_some_and(|c| c.is_open())
-    }
-
-    /// `runc exec --detach`: the path for sandboxes without an exec channel.
-    async fn runc_exec(
-        &self,
-        id: &str,
-        req: &ExecRequest,
-        stdio: ExecStdio,
-    ) -> Result<Started, RuntimeError> {
-        let files = ExecFiles::new(&self.root);
-        // Only runc inside the namespace a container was created from may enter it. One
-        // created under an earlier daemon whose namespace is gone cannot be entered.
-        if let Some(ours) = self.userns {
-            if let Some(state) = self.state(id).await? {
-                if super::parent_userns_inode(state.pid).is_ok_and(|parent| parent != ours) {
-                    return Err(RuntimeError::Failed {
-                        op: "exec",
-                        id: id.to_string(),
-                        message: "it runs in a user namespace of an earlier daemon that is gone, so no process can join it; restart the sandbox".into(),
-                    });
-                }
-            }
-        }
-        let (pid_s, log_s, console_s) = (
-            files.pid.to_string_lossy(),
-            files.log.to_string_lossy(),
-            files.console.to_string_lossy(),
-        );
-        let user = format!("{}:{}", req.uid, req.gid);
-        let mut args: Vec<&str> = vec![
-            "--log",
-            &log_s,
-            "--log-format",
-            "json",
-            "exec",
-            "--detach",
-            "--pid-file",
-            &pid_s,
-            "--user",
-            &user,
-        ];
-        if let Some(cwd) = &req.cwd {
-            args.extend(["--cwd", cwd]);
-        }
-        for e in &req.env {
-            args.extend(["--env", e]);
-        }
-        let spawn_err = |source| RuntimeError::Spawn {
-            program: self.program.display().to_string(),
-            source,
-        };
-        let stdio_err = |source| RuntimeError::Stdio {
-            id: id.to_string(),
-            source,
-        };
-        let console = match &stdio {
-            ExecStdio::Terminal => {
-                args.extend(["--tty", "--console-socket", &console_s]);
-                Some(ConsoleSocket::bind(&files.console).map_err(stdio_err)?)
-            }
-            ExecStdio::Fds(_) => None,
-        };
-        args.push(id);
-        args.extend(req.argv.iter().map(String::as_str));
-        let mut cmd = self.command(&args);
-        match stdio {
-            // Detached without a terminal, runc hands its own stdio to the process.
-            ExecStdio::Fds([i, o, e]) => {
-                cmd.stdin(Stdio::from(i))
-                    .stdout(Stdio::from(o))
-                    .stderr(Stdio::from(e));
-            }
-            ExecStdio::Terminal => {
-                cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-        }
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        let timeout = || RuntimeError::Timeout {
-            op: "exec",
-            id: id.to_string(),
-            secs: RUNC_TIMEOUT.as_secs(),
-        };
-        let failed = || RuntimeError::Failed {
-            op: "exec",
-            id: id.to_string(),
-            message: log_message(&files.log),
-        };
-        let pty = match &console {
-            None => {
-                let status = self.bounded("exec", id, child.wait()).await?;
-                if !status.success() {
-                    return Err(failed());
-                }
-                None
-            }
-            Some(console) => {
-                // runc sends the master before it exits; if it fails first, nothing comes.
-                let run = async {
-                    let receive = console.receive();
-                    tokio::pin!(receive);
-                    tokio::select! {
-                        fd = &mut receive => {
-                            let status = child.wait().await.map_err(spawn_err)?;
-                            if !status.success() {
-                                return Err(failed());
-                            }
-                            fd.map_err(stdio_err)
-                        }
-                        status = child.wait() => {
-                            if !status.map_err(spawn_err)?.success() {
-                                return Err(failed());
-                            }
-                            (&mut receive).await.map_err(stdio_err)
-                        }
-                    }
-                };
-                Some(
-                    tokio::time::timeout(RUNC_TIMEOUT, run)
-                        .await
-                        .map_err(|_| timeout())??,
-                )
-            }
-        };
-        let pid = std::fs::read_to_string(&files.pid)
-            .unwrap_or_default()
-            .trim()
-            .parse()
-            .map_err(|_| RuntimeError::Failed {
-                op: "exec",
-                id: id.to_string(),
-                message: "runc wrote no pid file".into(),
-            })?;
-        Ok(Started {
-            pid,
-            pty,
-            via: super::ExecPath::Runc,
-        })
     }
 }
 
