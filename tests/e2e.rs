@@ -503,24 +503,7 @@ fn introspection_matches_the_shipped_xml() {
     ]);
     s.ctl_ok(&["stop", "e2e-xml"]);
     s.remove_profile("e2e-xml");
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/dist/dbus/org.sandboxd.Sandboxd1.xml"
-    ))
-    .unwrap();
-    for (iface, live) in [
-        ("org.sandboxd.Sandboxd1.Manager", &manager),
-        ("org.sandboxd.Sandboxd1.Sandbox", &sandbox),
-    ] {
-        let live = interface(live, iface).unwrap_or_else(|| panic!("{iface} not served"));
-        let file = interface(&shipped, iface)
-            .unwrap_or_else(|| panic!("{iface} missing from the XML file"));
-        assert_eq!(
-            normalise(file),
-            normalise(live),
-            "dist/dbus/org.sandboxd.Sandboxd1.xml differs from the live {iface}; live:\n{live}"
-        );
-    }
+    assert_matches_shipped_xml(&manager, &sandbox);
 }
 
 /// Two hundred start/stop cycles leak no fds, processes, mounts or files.

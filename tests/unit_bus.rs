@@ -22,7 +22,7 @@ use sandboxd::runtime::{
 use sandboxd::spec::{HostContext, SessionEnv};
 use sandboxd::supervisor::Supervisor;
 
-use common::{interface, normalise};
+use common::assert_matches_shipped_xml;
 
 /// Containers that are created and started at once and run until deleted.
 #[derive(Default)]
@@ -196,23 +196,7 @@ async fn the_contract_over_a_peer_to_peer_connection() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let manager = introspect(&client, MANAGER_PATH).await;
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/dist/dbus/org.sandboxd.Sandboxd1.xml"
-    ))
-    .unwrap();
-    for (iface, live) in [
-        ("org.sandboxd.Sandboxd1.Manager", &manager),
-        ("org.sandboxd.Sandboxd1.Sandbox", &sandbox),
-    ] {
-        let live = interface(live, iface).unwrap_or_else(|| panic!("{iface} not served"));
-        let file = interface(&shipped, iface).unwrap_or_else(|| panic!("{iface} not shipped"));
-        assert_eq!(
-            normalise(file),
-            normalise(live),
-            "the shipped XML differs from the live {iface}; live:\n{live}"
-        );
-    }
+    assert_matches_shipped_xml(&manager, &sandbox);
 
     // Errors carry the contract's names.
     for (args, want) in [

@@ -409,6 +409,26 @@ pub fn assert_exec_path(s: &Session, name: &str, via: &str) {
     }
 }
 
+/// The live Manager and Sandbox introspection documents say exactly what the shipped
+/// dist/dbus/org.sandboxd.Sandboxd1.xml says.
+pub fn assert_matches_shipped_xml(manager: &str, sandbox: &str) {
+    let shipped =
+        std::fs::read_to_string(manifest().join("dist/dbus/org.sandboxd.Sandboxd1.xml")).unwrap();
+    for (iface, live) in [
+        ("org.sandboxd.Sandboxd1.Manager", manager),
+        ("org.sandboxd.Sandboxd1.Sandbox", sandbox),
+    ] {
+        let live = interface(live, iface).unwrap_or_else(|| panic!("{iface} not served"));
+        let file = interface(&shipped, iface)
+            .unwrap_or_else(|| panic!("{iface} missing from the XML file"));
+        assert_eq!(
+            normalise(file),
+            normalise(live),
+            "dist/dbus/org.sandboxd.Sandboxd1.xml differs from the live {iface}; live:\n{live}"
+        );
+    }
+}
+
 /// The first `<interface name="NAME">…</interface>` block of an introspection document.
 pub fn interface<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let start = xml.find(&format!("<interface name=\"{name}\">"))?;
