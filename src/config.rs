@@ -25,6 +25,9 @@ pub struct DaemonConfig {
     /// `"[IPv6]:PORT"`); default: the host's `/etc/resolv.conf`.
     #[serde(default)]
     pub dns_servers: Vec<String>,
+    /// The most each sandbox's log keeps on disk ("8M", the default); at least 64K.
+    #[serde(default, deserialize_with = "crate::profile::units::de_size")]
+    pub log_size: Option<u64>,
 }
 
 /// Parses a `dns_servers` entry: an address with an optional port (53).
@@ -121,7 +124,7 @@ mod tests {
         assert_eq!(DaemonConfig::load(&f).unwrap(), DaemonConfig::default());
         std::fs::write(&f, "runc = \"/usr/sbin/runc\"\nrnuc = 1\n").unwrap();
         let e = DaemonConfig::load(&f).unwrap_err().to_string();
-        assert!(e.ends_with("sandboxd.toml:2:1: rnuc: unknown field `rnuc`, expected one of `runc`, `init`, `profile_dirs`, `dns_servers`"), "{e}");
+        assert!(e.ends_with("sandboxd.toml:2:1: rnuc: unknown field `rnuc`, expected one of `runc`, `init`, `profile_dirs`, `dns_servers`, `log_size`"), "{e}");
         std::fs::write(&f, "profile_dirs = [\"rel\"]\n").unwrap();
         assert!(DaemonConfig::load(&f)
             .unwrap_err()

@@ -105,6 +105,8 @@ pub struct Settings {
     pub host: HostContext,
     pub store: ProfileStore,
     pub dns_servers: Vec<std::net::SocketAddr>,
+    /// The cap of each sandbox's log on disk.
+    pub log_size: u64,
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -203,6 +205,7 @@ impl Settings {
             host,
             store,
             dns_servers,
+            log_size: config.log_size.unwrap_or(crate::logbook::DEFAULT_CAP),
         })
     }
 }
@@ -356,7 +359,13 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         runc,
         settings.store,
         host,
-        settings.paths.bundles(),
+        crate::supervisor::Disk {
+            bundles: settings.paths.bundles(),
+            logs: crate::logbook::Logbook::new(
+                crate::logbook::Logbook::default_dir(),
+                settings.log_size,
+            ),
+        },
         tx,
         session,
         // A fresh exec of this very binary, whatever its path is now.

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod environ;
 pub mod init;
 pub mod instance;
+pub mod logbook;
 pub mod logging;
 pub mod netns;
 pub mod paths;

@@ -22,6 +22,11 @@ pub fn data_home() -> PathBuf {
     xdg("XDG_DATA_HOME", ".local/share")
 }
 
+/// `$XDG_STATE_HOME`, else `~/.local/state`: what should survive a reboot but is not data.
+pub fn state_home() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state")
+}
+
 fn xdg(var: &str, fallback: &str) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)

@@ -427,3 +427,96 @@ fn tiocsti_cannot_reach_the_host_terminal() {
     s.ctl_ok(&["stop", "e2e-tty"]);
     s.remove_profile("e2e-tty");
 }
+
+/// exec as podman's: the command without `--`, the profile's `process.cwd` by default,
+/// `--cwd` over it, and a shell's 127/126 with one line for a missing or non-executable
+/// program — through pid 1's channel and, after a daemon crash, through `runc exec`.
+#[test]
+fn exec_behaves_like_podman_exec() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-exec-cwd", "exec sleep 1000", "");
+    // busybox_profile writes [process] first; add a cwd to it.
+    let file = s.profiles().join("e2e-exec-cwd.toml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[process]\n", "[process]\ncwd = \"/etc\"\n");
+    s.write_profile("e2e-exec-cwd", &text);
+    s.ctl_ok(&["start", "e2e-exec-cwd"]);
+    for via in ["init channel", "runc exec"] {
+        assert_eq!(
+            s.ctl_ok(&["exec", "e2e-exec-cwd", "id", "-u"]),
+            "0\n",
+            "{via}"
+        );
+        assert_eq!(
+            s.ctl_ok(&["exec", "e2e-exec-cwd", "pwd"]),
+            "/etc\n",
+            "{via}"
+        );
+        assert_eq!(
+            s.ctl_ok(&["exec", "--cwd", "/tmp", "e2e-exec-cwd", "pwd"]),
+            "/tmp\n",
+            "{via}"
+        );
+        assert_eq!(
+            s.ctl_ok(&["exec", "e2e-exec-cwd", "--", "sh", "-c", "echo $0", "x"]),
+            "x\n",
+            "{via}"
+        );
+        let out = s.ctl(&["exec", "e2e-exec-cwd", "nosuchcmd"]);
+        assert_eq!(out.status.code(), Some(127), "{via}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{via}: {err}");
+        assert!(err.contains("nosuchcmd: command not found"), "{via}: {err}");
+        let out = s.ctl(&["exec", "e2e-exec-cwd", "/etc/passwd"]);
+        assert_eq!(out.status.code(), Some(126), "{via}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not executable"),
+            "{via}: {}",
+            stderr(&out)
+        );
+        let out = s.ctl(&["exec", "--cwd", "/nowhere", "e2e-exec-cwd", "pwd"]);
+        assert_eq!(out.status.code(), Some(1), "{via}");
+        assert!(
+            stderr(&out).contains("working directory /nowhere"),
+            "{via}: {}",
+            stderr(&out)
+        );
+        if via == "init channel" {
+            assert_exec_path(s, "e2e-exec-cwd", via);
+            s.crash_daemon();
+        } else {
+            let log = std::fs::read_to_string(s.daemon_log()).unwrap();
+            let adopted = log
+                .rfind("adopting running sandbox")
+                .expect("the sandbox was adopted");
+            assert!(log[adopted..].contains("via=\"runc exec\""));
+        }
+    }
+    s.finish("e2e-exec-cwd");
+}
+
+/// `process.user = "1000"` (a string of digits) is a uid, with a passwd entry and
+/// without one.
+#[test]
+fn a_numeric_process_user_is_a_uid() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    for (uid, home) in [("1000", "/home/user"), ("4242", "/")] {
+        s.busybox_profile("e2e-uid", "exec sleep 1000", "");
+        let file = s.profiles().join("e2e-uid.toml");
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("[process]\n", &format!("[process]\nuser = \"{uid}\"\n"));
+        s.write_profile("e2e-uid", &text);
+        s.ctl_ok(&["start", "e2e-uid"]);
+        assert_eq!(
+            s.ctl_ok(&["exec", "e2e-uid", "sh", "-c", "echo $(id -u) $HOME"]),
+            format!("{uid} {home}\n")
+        );
+        s.finish("e2e-uid");
+    }
+}

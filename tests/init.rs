@@ -136,7 +136,7 @@ mod channel {
     use std::time::Duration;
 
     use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
-    use sandboxd::init::channel::{Reply, Request};
+    use sandboxd::init::channel::{Reply, Request, Stage};
     use sandboxd::seqpacket;
 
     use super::{term, wait_with_deadline, INIT};
@@ -228,7 +228,20 @@ mod channel {
             recv(&ch).0,
             Reply::Failed {
                 id: 2,
-                errno: libc::ENOENT
+                errno: libc::ENOENT,
+                stage: Stage::Exec,
+            }
+        );
+        // A working directory that does not exist is told apart from a missing program.
+        let mut req = Request::decode(&request(4, false, &["true"])).unwrap();
+        req.cwd = Some("/nonexistent/dir".into());
+        seqpacket::send(ch.as_raw_fd(), &req.encode().unwrap(), &fds[..1].repeat(3)).unwrap();
+        assert_eq!(
+            recv(&ch).0,
+            Reply::Failed {
+                id: 4,
+                errno: libc::ENOENT,
+                stage: Stage::Cwd,
             }
         );
 
@@ -275,5 +288,42 @@ mod channel {
         ]);
         let status = wait_with_deadline(&mut init, Duration::from_secs(5));
         assert_eq!(status.code(), Some(4), "fd 3 leaked into the command");
+    }
+}
+
+/// The exec shim (`runc exec` runs it): one line and a shell's status for a missing
+/// program (127), a non-executable one (126) or a missing directory (1); else the program.
+#[test]
+fn the_exec_shim_says_why_a_command_cannot_run() {
+    let shim = |args: &[&str]| {
+        std::process::Command::new(INIT)
+            .arg("--exec")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = shim(&["--cwd", "/tmp", "--", "sh", "-c", "pwd"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/tmp\n");
+    for (args, code, says) in [
+        (
+            &["--", "nosuchcmd"][..],
+            127,
+            "nosuchcmd: command not found",
+        ),
+        (
+            &["--", "/etc/passwd"][..],
+            126,
+            "/etc/passwd: not executable: permission denied",
+        ),
+        (
+            &["--cwd", "/nowhere", "--", "true"][..],
+            1,
+            "working directory /nowhere: no such file or directory",
+        ),
+    ] {
+        let out = shim(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err, format!("sandbox-init: {says}\n"), "{args:?}");
     }
 }

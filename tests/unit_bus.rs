@@ -153,7 +153,13 @@ async fn the_contract_over_a_peer_to_peer_connection() {
         Pretend::default(),
         store,
         host,
-        dir.path().join("bundles"),
+        sandboxd::supervisor::Disk {
+            bundles: dir.path().join("bundles"),
+            logs: sandboxd::logbook::Logbook::new(
+                dir.path().join("logs"),
+                sandboxd::logbook::DEFAULT_CAP,
+            ),
+        },
         tx,
         Box::new(SessionEnv::new()),
         Arc::new(NoNetwork),

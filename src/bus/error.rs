@@ -2,6 +2,7 @@
 //! mapped from the supervisor's errors in this one place.
 
 use crate::profile::ProfileError;
+use crate::runtime::NotRun;
 use crate::supervisor::Error;
 
 #[derive(Debug, zbus::DBusError)]
@@ -17,6 +18,10 @@ pub enum BusError {
     RuntimeFailed(String),
     PermissionDenied(String),
     InvalidArgs(String),
+    /// An exec's program does not exist in the sandbox (a shell's 127).
+    CommandNotFound(String),
+    /// An exec's program exists but cannot be executed (a shell's 126).
+    CommandNotExecutable(String),
 }
 
 /// True for a profile file the daemon may not read.
@@ -49,6 +54,11 @@ impl From<Error> for BusError {
             Error::NotRunning(_) => Self::NotRunning(msg),
             Error::RuntimeFailed { .. } => Self::RuntimeFailed(msg),
             Error::InvalidArgument(_) => Self::InvalidArgs(msg),
+            Error::CannotRun { why, .. } => match why {
+                NotRun::NotFound => Self::CommandNotFound(msg),
+                NotRun::NotExecutable(_) => Self::CommandNotExecutable(msg),
+                NotRun::Cwd { .. } | NotRun::Other(_) => Self::InvalidArgs(msg),
+            },
         }
     }
 }

@@ -92,6 +92,29 @@ impl<R: Runtime> Manager<R> {
             .collect())
     }
 
+    /// Sandbox `name`'s log, oldest first: (sequence number, µs since the epoch, stream
+    /// "out", "err" or "sandboxd", text), only records numbered above `after` and from
+    /// `since` (µs) on, the last `max` of them (0: all). Readable after the sandbox ended;
+    /// follow a log by passing the last number seen as `after`.
+    async fn read_log(
+        &self,
+        name: &str,
+        after: u64,
+        since: u64,
+        max: u32,
+    ) -> Result<Vec<(u64, u64, String, String)>, BusError> {
+        let sup = self.sup.clone();
+        let name = name.to_string();
+        let records =
+            tokio::task::spawn_blocking(move || sup.log(&name, after, since, max as usize))
+                .await
+                .map_err(|e| BusError::RuntimeFailed(e.to_string()))??;
+        Ok(records
+            .into_iter()
+            .map(|r| (r.seq, r.usec, r.stream, r.text))
+            .collect())
+    }
+
     /// Runs `argv` in a running sandbox with the caller's stdin, stdout and stderr; returns
     /// an id that `ProcessExited` reports. Options: `user` (s), `cwd` (s), `env` (as). Terminals
     /// are refused: a host tty must never reach a sandbox (use `OpenShell`).
@@ -107,24 +130,7 @@ impl<R: Runtime> Manager<R> {
         if argv.is_empty() {
             return Err(BusError::InvalidArgs("argv is empty".into()));
         }
-        let mut opts = ExecOptions {
-            argv,
-            ..Default::default()
-        };
-        for (key, value) in options {
-            let wrong = || BusError::InvalidArgs(format!("option {key:?} has the wrong type"));
-            match key.as_str() {
-                "user" => opts.user = Some(String::try_from(value).map_err(|_| wrong())?),
-                "cwd" => opts.cwd = Some(String::try_from(value).map_err(|_| wrong())?),
-                "env" => opts.env = Vec::<String>::try_from(value).map_err(|_| wrong())?,
-                _ => {
-                    return Err(BusError::InvalidArgs(format!(
-                        "unknown option {:?} (known: user, cwd, env)",
-                        key.chars().take(64).collect::<String>()
-                    )))
-                }
-            }
-        }
+        let opts = exec_options(argv, options)?;
         let fds: [std::os::fd::OwnedFd; 3] = [stdin.into(), stdout.into(), stderr.into()];
         if fds
             .iter()
@@ -164,6 +170,24 @@ impl<R: Runtime> Manager<R> {
         Ok((OwnedFd::from(pty), id))
     }
 
+    /// Runs `argv` (empty: the user's login shell) on a new pty allocated inside the
+    /// sandbox, with `Exec`'s options (`user`, `cwd`, `env`); returns the pty's master and
+    /// the process id for `ProcessExited`.
+    async fn open_terminal(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(OwnedFd, u32), BusError> {
+        let mut opts = exec_options(argv, options)?;
+        if !opts.env.iter().any(|e| e.starts_with("TERM=")) {
+            opts.env.push("TERM=xterm-256color".into());
+        }
+        let (id, pty) = self.sup.exec(name, opts, ExecStdio::Terminal).await?;
+        let pty = pty.ok_or_else(|| BusError::RuntimeFailed("runc returned no terminal".into()))?;
+        Ok((OwnedFd::from(pty), id))
+    }
+
     #[zbus(signal)]
     pub async fn process_exited(
         emitter: &SignalEmitter<'_>,
@@ -197,4 +221,30 @@ impl<R: Runtime> Manager<R> {
         path: ObjectPath<'_>,
         result: &str,
     ) -> zbus::Result<()>;
+}
+
+/// `Exec`'s and `OpenTerminal`'s options: `user` (s), `cwd` (s), `env` (as).
+fn exec_options(
+    argv: Vec<String>,
+    options: HashMap<String, OwnedValue>,
+) -> Result<ExecOptions, BusError> {
+    let mut opts = ExecOptions {
+        argv,
+        ..Default::default()
+    };
+    for (key, value) in options {
+        let wrong = || BusError::InvalidArgs(format!("option {key:?} has the wrong type"));
+        match key.as_str() {
+            "user" => opts.user = Some(String::try_from(value).map_err(|_| wrong())?),
+            "cwd" => opts.cwd = Some(String::try_from(value).map_err(|_| wrong())?),
+            "env" => opts.env = Vec::<String>::try_from(value).map_err(|_| wrong())?,
+            _ => {
+                return Err(BusError::InvalidArgs(format!(
+                    "unknown option {:?} (known: user, cwd, env)",
+                    key.chars().take(64).collect::<String>()
+                )))
+            }
+        }
+    }
+    Ok(opts)
 }

@@ -4,6 +4,7 @@
 
 mod desktop_entry;
 mod doctor;
+mod logs;
 pub mod proxy;
 mod rootfs;
 mod session;
@@ -28,7 +29,7 @@ pub const EXIT_UNREACHABLE: u8 = 3;
     name = "sandboxctl",
     version,
     about,
-    after_help = "Exit status: 0 ok, 1 failure reported by the daemon, 2 usage, 3 daemon not reachable."
+    after_help = "Exit status: 0 ok, 1 failure reported by the daemon, 2 usage, 3 daemon not reachable; exec and shell: the command's, 127 not found, 126 not executable."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -62,6 +63,26 @@ pub enum Cmd {
     /// Re-read every profile (reporting broken ones) and apply running sandboxes' changed
     /// network policies to them without a restart.
     Reload,
+    /// Show a sandbox's log: its output and the daemon's lines about it (start, exit,
+    /// errors), kept on disk after it ended.
+    Logs {
+        name: String,
+        /// Keep printing new lines until the sandbox ends
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines
+        #[arg(long = "lines", short = 'n', value_name = "N")]
+        lines: Option<u32>,
+        /// Only lines from this age on (30s, 10m, 2h, 1d) or @SECONDS since the epoch
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Prefix each line with its time (UTC)
+        #[arg(long, short)]
+        timestamps: bool,
+        /// One JSON object per line: seq, time (µs), stream, text
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a sandbox's proxy refused (destination, port, reason), oldest first.
     Netlog {
         name: String,
@@ -77,7 +98,11 @@ pub enum Cmd {
         /// User inside [default: the profile's process.user, else root]
         #[arg(long)]
         user: Option<String>,
-        #[arg(last = true)]
+        /// Working directory inside [default: the profile's process.cwd, else the home]
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<String>,
+        /// The command and its arguments (with or without a `--` before them)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// Run a command inside a running sandbox; exits with its status. With a terminal on
@@ -93,7 +118,11 @@ pub enum Cmd {
         /// Add NAME=VALUE to the command's environment (repeatable)
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
-        #[arg(last = true, required = true)]
+        /// Working directory inside [default: the profile's process.cwd, else the home]
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<String>,
+        /// The command and its arguments (with or without a `--` before them)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
     /// Write a desktop entry (app menu launcher) that runs COMMAND in the sandbox.
@@ -167,9 +196,20 @@ fn from_bus(e: zbus::Error) -> Failure {
                 }
             } else {
                 let short = name.rsplit('.').next().unwrap_or(name);
-                Failure {
-                    code: EXIT_FAILURE,
-                    message: format!("{text} ({short})"),
+                // A shell's statuses for a command that is missing or not executable.
+                match short {
+                    "CommandNotFound" => Failure {
+                        code: 127,
+                        message: text,
+                    },
+                    "CommandNotExecutable" => Failure {
+                        code: 126,
+                        message: text,
+                    },
+                    _ => Failure {
+                        code: EXIT_FAILURE,
+                        message: format!("{text} ({short})"),
+                    },
                 }
             }
         }
@@ -260,14 +300,50 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Cmd::Shell {
             name,
             user,
+            cwd,
             command,
         } => {
             let (_conn, manager) = connect().await?;
-            let user = user.as_deref().unwrap_or("");
-            let status = session::shell(&manager, &name, user, &command, &[])
+            let target = session::Target {
+                name: &name,
+                user: user.as_deref(),
+                cwd: cwd.as_deref(),
+                env: &[],
+            };
+            let status = session::shell(&manager, &target, &command)
                 .await
                 .map_err(from_session)?;
             Ok(inner_status(status))
+        }
+        Cmd::Logs {
+            name,
+            follow,
+            lines,
+            since,
+            timestamps,
+            json,
+        } => {
+            let since = match since {
+                Some(s) => {
+                    logs::parse_since(&s, crate::supervisor::now_us()).map_err(|message| {
+                        Failure {
+                            code: EXIT_USAGE,
+                            message,
+                        }
+                    })?
+                }
+                None => 0,
+            };
+            let opts = logs::Options {
+                follow,
+                lines,
+                since,
+                timestamps,
+                json,
+            };
+            let (_conn, manager) = connect().await?;
+            logs::show(&manager, &name, &opts).await.map_err(from_bus)?;
+            Ok(0)
         }
         Cmd::Doctor => {
             let findings = doctor::run().await;
@@ -296,6 +372,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             user,
             start,
             env,
+            cwd,
             command,
         } => {
             let (_conn, manager) = connect().await?;
@@ -308,17 +385,16 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     }
                 }
             }
+            let target = session::Target {
+                name: &name,
+                user: user.as_deref(),
+                cwd: cwd.as_deref(),
+                env: &env,
+            };
             let status = if terminal::is_tty(0) && terminal::is_tty(1) {
-                session::shell(
-                    &manager,
-                    &name,
-                    user.as_deref().unwrap_or(""),
-                    &command,
-                    &env,
-                )
-                .await
+                session::shell(&manager, &target, &command).await
             } else {
-                session::exec(&manager, &name, user.as_deref(), &env, &command).await
+                session::exec(&manager, &target, &command).await
             };
             Ok(inner_status(status.map_err(from_session)?))
         }
@@ -490,6 +566,16 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                 if exit >= 0 {
                     println!("  exit status: {exit}");
                 }
+                if state == "failed" {
+                    let escape = terminal::is_tty(1);
+                    let tail = logs::tail(manager, &name, 8).await;
+                    if !tail.is_empty() {
+                        println!("  last lines (sandboxctl logs {name}):");
+                    }
+                    for r in &tail {
+                        println!("    {}", logs::line(r, false, escape));
+                    }
+                }
                 println!("  network:     {active} open, {sent} bytes sent, {received} received, {denied} denied");
                 if share > 0 {
                     println!("  descriptors: {fds} of a {share} share of the daemon's budget");
@@ -507,6 +593,7 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
         | Cmd::Exec { .. }
         | Cmd::Rootfs { .. }
         | Cmd::DesktopEntry { .. }
+        | Cmd::Logs { .. }
         | Cmd::Doctor => {
             unreachable!("handled in run()")
         }
@@ -530,7 +617,24 @@ fn check(arg: &str) -> Result<(), Failure> {
         .file
         .as_ref()
         .map_or("(built-in)".to_string(), |f| f.display().to_string());
+    // Every check `start` makes here, as the daemon would make it.
+    let mut host =
+        crate::spec::HostContext::current(PathBuf::from("/usr/lib/sandboxd/sandbox-init"));
+    host.intermediate = host.subuid.is_some() && host.subgid.is_some();
+    let session: crate::spec::SessionEnv = std::env::vars().collect();
+    let warnings = crate::spec::preflight(&profile, &host, &session).map_err(|e| Failure {
+        code: EXIT_FAILURE,
+        message: format!(
+            "{}: {}: start would refuse it: {}",
+            profile.name,
+            file,
+            crate::error_chain(&e)
+        ),
+    })?;
     println!("{}: ok ({file})", profile.name);
+    for w in warnings {
+        println!("warning: {w}");
+    }
     let unsupported = profile.unsupported_features();
     if !unsupported.is_empty() {
         println!(

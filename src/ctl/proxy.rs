@@ -20,6 +20,13 @@ pub trait Manager {
     fn get_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_profiles(&self) -> zbus::Result<()>;
     fn connection_log(&self, name: &str) -> zbus::Result<Vec<(u64, String, u16, String)>>;
+    fn read_log(
+        &self,
+        name: &str,
+        after: u64,
+        since: u64,
+        max: u32,
+    ) -> zbus::Result<Vec<(u64, u64, String, String)>>;
     #[allow(clippy::too_many_arguments)]
     fn exec(
         &self,
@@ -36,6 +43,12 @@ pub trait Manager {
         user: &str,
         argv: &[&str],
         env: &[&str],
+    ) -> zbus::Result<(OwnedFd, u32)>;
+    fn open_terminal(
+        &self,
+        name: &str,
+        argv: &[&str],
+        options: HashMap<&str, Value<'_>>,
     ) -> zbus::Result<(OwnedFd, u32)>;
     #[zbus(signal)]
     fn process_exited(&self, name: String, id: u32, status: i32) -> zbus::Result<()>;

@@ -69,22 +69,49 @@ async fn exit_status(
     }
 }
 
-/// Runs `argv` (empty: the login shell) on a new pty inside sandbox `name`, relaying the
+/// Where and as whom a process runs.
+pub struct Target<'a> {
+    pub name: &'a str,
+    /// None: the profile's `process.user`, else root.
+    pub user: Option<&'a str>,
+    /// None: the profile's `process.cwd`, else the user's home.
+    pub cwd: Option<&'a str>,
+    pub env: &'a [String],
+}
+
+impl Target<'_> {
+    /// The `a{sv}` options of `Exec` and `OpenTerminal`.
+    fn options(&self, env: &[String]) -> HashMap<&str, Value<'_>> {
+        let mut options: HashMap<&str, Value<'_>> = HashMap::new();
+        if let Some(u) = self.user {
+            options.insert("user", Value::from(u));
+        }
+        if let Some(c) = self.cwd {
+            options.insert("cwd", Value::from(c));
+        }
+        if !env.is_empty() {
+            options.insert("env", Value::from(env.to_vec()));
+        }
+        options
+    }
+}
+
+/// Runs `argv` (empty: the login shell) on a new pty inside the sandbox, relaying the
 /// host terminal in raw mode; returns the process's exit status.
 pub async fn shell(
     manager: &ManagerProxy<'_>,
-    name: &str,
-    user: &str,
+    target: &Target<'_>,
     argv: &[String],
-    extra_env: &[String],
 ) -> Result<i32, SessionError> {
+    let name = target.name;
     let mut exits = manager.receive_process_exited().await?;
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
     let mut env = vec![format!("TERM={term}")];
-    env.extend(extra_env.iter().cloned());
+    env.extend(target.env.iter().cloned());
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let env: Vec<&str> = env.iter().map(String::as_str).collect();
-    let (master, id) = manager.open_shell(name, user, &argv, &env).await?;
+    let (master, id) = manager
+        .open_terminal(name, &argv, target.options(&env))
+        .await?;
     let master: OwnedFd = master.into();
     let stdin = std::io::stdin();
     let interactive = is_tty(stdin.as_raw_fd());
@@ -108,15 +135,14 @@ pub async fn shell(
     status
 }
 
-/// Runs `argv` in sandbox `name` with this process's stdio (terminal ends go through
+/// Runs `argv` in the sandbox with this process's stdio (terminal ends go through
 /// pipes); returns its exit status.
 pub async fn exec(
     manager: &ManagerProxy<'_>,
-    name: &str,
-    user: Option<&str>,
-    env: &[String],
+    target: &Target<'_>,
     argv: &[String],
 ) -> Result<i32, SessionError> {
+    let name = target.name;
     let mut exits = manager.receive_process_exited().await?;
     let mut outputs = Vec::new();
     let mut passed: Vec<OwnedFd> = Vec::new();
@@ -136,14 +162,7 @@ pub async fn exec(
             passed.push(write.into());
         }
     }
-    let mut options: HashMap<&str, Value<'_>> = HashMap::new();
-    if let Some(u) = user {
-        options.insert("user", Value::from(u));
-    }
-    if !env.is_empty() {
-        let env: Vec<&str> = env.iter().map(String::as_str).collect();
-        options.insert("env", Value::from(env));
-    }
+    let options = target.options(target.env);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let id = manager
         .exec(

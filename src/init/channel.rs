@@ -101,15 +101,53 @@ impl Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
     Started(u32),
-    Failed { id: u32, errno: i32 },
-    Exit { id: u32, status: i32 },
+    /// It could not be run: `errno` of the step that failed.
+    Failed {
+        id: u32,
+        errno: i32,
+        stage: Stage,
+    },
+    Exit {
+        id: u32,
+        status: i32,
+    },
+}
+
+/// The step at which a process could not be started, so the caller can say which of its
+/// inputs was wrong (a missing program is not a missing working directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Descriptors, pty, session, user: the sandbox's side.
+    Setup,
+    /// chdir(2) to the requested working directory.
+    Cwd,
+    /// execve(2) of the program.
+    Exec,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Setup => "setup",
+            Self::Cwd => "cwd",
+            Self::Exec => "exec",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Setup, Self::Cwd, Self::Exec]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
 }
 
 impl Reply {
     pub fn encode(&self) -> String {
         match self {
             Self::Started(id) => format!("started {id}"),
-            Self::Failed { id, errno } => format!("failed {id} {errno}"),
+            Self::Failed { id, errno, stage } => {
+                format!("failed {id} {errno} {}", stage.as_str())
+            }
             Self::Exit { id, status } => format!("exit {id} {status}"),
         }
     }
@@ -122,6 +160,7 @@ impl Reply {
             ("failed", id, Some(e)) => Self::Failed {
                 id,
                 errno: e.parse().ok()?,
+                stage: Stage::parse(w.next()?)?,
             },
             ("exit", id, Some(s)) => Self::Exit {
                 id,
@@ -130,6 +169,14 @@ impl Reply {
             _ => return None,
         };
         w.next().is_none().then_some(reply)
+    }
+}
+
+/// An I/O error as a lowercase description without the "(os error N)" suffix.
+pub fn describe(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::Error::from_raw(n).desc().to_lowercase(),
+        None => e.to_string(),
     }
 }
 
@@ -197,10 +244,11 @@ impl Server {
                 fds.extend(master.as_ref().map(|m| m.as_raw_fd()));
                 self.reply(Reply::Started(req.id), &fds);
             }
-            Err(errno) => self.reply(
+            Err((stage, errno)) => self.reply(
                 Reply::Failed {
                     id: req.id,
                     errno: errno as i32,
+                    stage,
                 },
                 &[],
             ),
@@ -253,50 +301,68 @@ fn open_pty() -> nix::Result<(OwnedFd, CString)> {
 
 /// Forks and execs `req`; the child's pid, a pidfd of it and the pty master, or the errno
 /// the program could not be run with (the child reports it through a close-on-exec pipe).
-fn spawn(req: &Request, fds: Vec<OwnedFd>) -> Result<(Pid, OwnedFd, Option<OwnedFd>), nix::Error> {
+fn spawn(
+    req: &Request,
+    fds: Vec<OwnedFd>,
+) -> Result<(Pid, OwnedFd, Option<OwnedFd>), (Stage, nix::Error)> {
+    let setup = |e| (Stage::Setup, e);
     if !req.pty && fds.len() != 3 {
-        return Err(nix::Error::EBADF);
+        return Err(setup(nix::Error::EBADF));
     }
-    let pty = if req.pty { Some(open_pty()?) } else { None };
+    let pty = if req.pty {
+        Some(open_pty().map_err(setup)?)
+    } else {
+        None
+    };
     let argv: Vec<CString> = req
         .argv
         .iter()
         .map(|a| CString::new(a.as_str()))
         .collect::<Result<_, _>>()
-        .map_err(|_| nix::Error::EINVAL)?;
+        .map_err(|_| setup(nix::Error::EINVAL))?;
     let cwd = req
         .cwd
         .as_deref()
         .map(CString::new)
         .transpose()
-        .map_err(|_| nix::Error::EINVAL)?;
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        .map_err(|_| (Stage::Cwd, nix::Error::EINVAL))?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup)?;
     // SAFETY: pid 1 is single-threaded, so the child may do anything the parent could.
-    match unsafe { nix::unistd::fork() }? {
+    match unsafe { nix::unistd::fork() }.map_err(setup)? {
         nix::unistd::ForkResult::Child => {
-            let errno = child(req, &fds, pty.as_ref().map(|(_, n)| n), cwd.as_ref(), &argv);
-            let _ = nix::unistd::write(&report_w, &(errno as i32).to_ne_bytes());
+            let (stage, errno) =
+                child(req, &fds, pty.as_ref().map(|(_, n)| n), cwd.as_ref(), &argv);
+            let mut report = [0u8; 8];
+            report[..4].copy_from_slice(&(stage as i32).to_ne_bytes());
+            report[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
+            let _ = nix::unistd::write(&report_w, &report);
             // SAFETY: leave the child at once, without running the parent's destructors.
             unsafe { libc::_exit(127) }
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(report_w);
             drop(fds);
-            let mut errno = [0u8; 4];
+            let mut report = [0u8; 8];
             let n = loop {
-                match nix::unistd::read(report_r.as_raw_fd(), &mut errno) {
+                match nix::unistd::read(report_r.as_raw_fd(), &mut report) {
                     Err(nix::Error::EINTR) => continue,
                     other => break other.unwrap_or(0),
                 }
             };
-            if n == 4 {
+            if n == 8 {
                 // The child has exited; pid 1's reaping collects it.
-                return Err(nix::Error::from_raw(i32::from_ne_bytes(errno)));
+                let stage = match i32::from_ne_bytes([report[0], report[1], report[2], report[3]]) {
+                    s if s == Stage::Cwd as i32 => Stage::Cwd,
+                    s if s == Stage::Exec as i32 => Stage::Exec,
+                    _ => Stage::Setup,
+                };
+                let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+                return Err((stage, nix::Error::from_raw(errno)));
             }
             // SAFETY: pidfd_open(2) on our own child, no flags.
             let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
             if raw < 0 {
-                return Err(nix::Error::last());
+                return Err(setup(nix::Error::last()));
             }
             // SAFETY: the kernel just returned this new fd.
             let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
@@ -313,8 +379,8 @@ fn child(
     pty: Option<&CString>,
     cwd: Option<&CString>,
     argv: &[CString],
-) -> nix::Error {
-    let run = || -> nix::Result<std::convert::Infallible> {
+) -> (Stage, nix::Error) {
+    let set_up = || -> nix::Result<()> {
         use nix::sys::signal::{SigSet, SigmaskHow};
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
         nix::unistd::setsid()?;
@@ -342,19 +408,23 @@ fn child(
                 }
             }
         }
-        become_user(req.uid, req.gid)?;
-        if let Some(dir) = cwd {
-            nix::unistd::chdir(dir.as_c_str())?;
-        }
-        for e in &req.env {
-            if let Some((k, v)) = e.split_once('=') {
-                std::env::set_var(k, v);
-            }
-        }
-        nix::unistd::execvp(&argv[0], argv)
+        become_user(req.uid, req.gid)
     };
-    match run() {
-        Err(e) => e,
+    if let Err(e) = set_up() {
+        return (Stage::Setup, e);
+    }
+    if let Some(dir) = cwd {
+        if let Err(e) = nix::unistd::chdir(dir.as_c_str()) {
+            return (Stage::Cwd, e);
+        }
+    }
+    for e in &req.env {
+        if let Some((k, v)) = e.split_once('=') {
+            std::env::set_var(k, v);
+        }
+    }
+    match nix::unistd::execvp(&argv[0], argv) {
+        Err(e) => (Stage::Exec, e),
         Ok(never) => match never {},
     }
 }
@@ -496,7 +566,11 @@ mod tests {
         }
         for r in [
             Reply::Started(3),
-            Reply::Failed { id: 4, errno: 2 },
+            Reply::Failed {
+                id: 4,
+                errno: 2,
+                stage: Stage::Cwd,
+            },
             Reply::Exit { id: 5, status: 256 },
         ] {
             assert_eq!(Reply::decode(r.encode().as_bytes()), Some(r));

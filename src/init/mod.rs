@@ -41,7 +41,7 @@ struct Args {
     command: Vec<OsString>,
 }
 
-const USAGE: &str = "usage: sandbox-init [--channel] [--user UID:GID] [-- COMMAND [ARG…]]";
+const USAGE: &str = "usage: sandbox-init [--channel] [--user UID:GID] [-- COMMAND [ARG…]]\n       sandbox-init --exec [--cwd DIR] -- COMMAND [ARG…]";
 
 /// `[--channel] [--user UID:GID] [-- COMMAND…]`, in that order.
 fn parse(args: Vec<OsString>) -> Option<Args> {
@@ -81,9 +81,63 @@ fn block_signals() -> Result<SignalFd, String> {
         .map_err(|e| format!("cannot read signals: {e}"))
 }
 
-/// Runs init with `args` (without argv[0]): `[--channel] [--user UID:GID] [-- COMMAND…]`.
-/// Returns the process exit code.
+/// The argument of the exec shim: `--exec [--cwd DIR] -- COMMAND…`.
+pub const EXEC_ARG: &str = "--exec";
+
+/// The exec shim `runc exec` starts instead of the command itself: it changes to the
+/// working directory and execs, and when that fails says why in one line on the process's
+/// own stderr, with a shell's status (127 not found, 126 not executable, 1 for the
+/// directory). runc would print its own error there too, twice, and exit 1.
+fn exec_shim(args: &[OsString]) -> i32 {
+    let (cwd, rest) = match args.split_first() {
+        Some((c, rest)) if c == "--cwd" => match rest.split_first() {
+            Some((dir, rest)) => (Some(dir.clone()), rest),
+            None => return 2,
+        },
+        _ => (None, args),
+    };
+    let Some((dd, command)) = rest.split_first().filter(|(dd, _)| *dd == "--") else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let _ = dd;
+    let Some((prog, rest)) = command.split_first() else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    if let Some(dir) = &cwd {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!(
+                "sandbox-init: working directory {}: {}",
+                dir.to_string_lossy(),
+                channel::describe(&e)
+            );
+            return 1;
+        }
+    }
+    let e = Command::new(prog).args(rest).exec();
+    let name = prog.to_string_lossy();
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => {
+            eprintln!("sandbox-init: {name}: command not found");
+            127
+        }
+        _ => {
+            eprintln!(
+                "sandbox-init: {name}: not executable: {}",
+                channel::describe(&e)
+            );
+            126
+        }
+    }
+}
+
+/// Runs init with `args` (without argv[0]): `[--channel] [--user UID:GID] [-- COMMAND…]`,
+/// or the exec shim (`--exec …`). Returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
+    if args.first().is_some_and(|a| a == EXEC_ARG) {
+        return exec_shim(&args[1..]);
+    }
     let Some(Args {
         serve,
         user,

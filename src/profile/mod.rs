@@ -8,7 +8,7 @@ mod load;
 mod model;
 mod name;
 mod store;
-mod units;
+pub mod units;
 mod validate;
 
 pub(crate) use validate::{port_range, split_port};

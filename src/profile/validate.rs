@@ -228,6 +228,10 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
     let user = match p.user {
         None => None,
         Some(RawUser::Id(id)) => Some(User::Id(id)),
+        // "1000" is a uid, as for `--user 1000` (names of digits only are not portable).
+        Some(RawUser::Name(n)) if n.parse::<u32>().is_ok() => {
+            Some(User::Id(n.parse().unwrap_or_default()))
+        }
         Some(RawUser::Name(n)) => {
             let ok = !n.is_empty()
                 && n.len() <= 32

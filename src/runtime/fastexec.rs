@@ -13,8 +13,8 @@ use nix::sys::socket::MsgFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 
-use super::{ExecRequest, ExecStdio, Started};
-use crate::init::channel::{Reply, Request, MAX_REQUEST};
+use super::{ExecRequest, ExecStdio, NotRun, Started};
+use crate::init::channel::{Reply, Request, Stage, MAX_REQUEST};
 
 /// How long pid 1 may take to fork and exec.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,13 +24,13 @@ pub enum FastExecError {
     /// The channel cannot take this request; `runc exec` can.
     #[error("the exec channel is not usable: {0}")]
     Unavailable(String),
-    /// pid 1 could not run the program (errno), as `runc exec` would have failed too.
-    #[error("{argv0}: {}", nix::Error::from_raw(*errno).desc())]
-    Exec { argv0: String, errno: i32 },
+    /// pid 1 could not run the program, as `runc exec` would have failed too.
+    #[error("{program}: {why}")]
+    NotRun { program: String, why: NotRun },
 }
 
 /// A started process (host pid or key, pty master), or the errno it could not run with.
-type Outcome = Result<(u32, Option<OwnedFd>), i32>;
+type Outcome = Result<(u32, Option<OwnedFd>), (Stage, i32)>;
 
 struct Waiting {
     /// Host pid once started.
@@ -176,11 +176,11 @@ impl Channel {
                 }
                 true
             }
-            Reply::Failed { id, errno } => match waiting.remove(&id) {
+            Reply::Failed { id, errno, stage } => match waiting.remove(&id) {
                 Some(Waiting {
                     started: Some(tx), ..
                 }) => {
-                    let _ = tx.send(Err(errno));
+                    let _ = tx.send(Err((stage, errno)));
                     true
                 }
                 _ => false,
@@ -272,9 +272,9 @@ impl Channel {
                 pty,
                 via: super::ExecPath::Channel,
             }),
-            Ok(Ok(Err(errno))) => Err(FastExecError::Exec {
-                argv0: req.argv.first().cloned().unwrap_or_default(),
-                errno,
+            Ok(Ok(Err((stage, errno)))) => Err(FastExecError::NotRun {
+                program: req.argv.first().cloned().unwrap_or_default(),
+                why: NotRun::from_errno(stage, errno, req.cwd.as_deref()),
             }),
             Ok(Err(_)) => Err(unavailable("the channel closed")),
             Err(_) => {

@@ -45,6 +45,10 @@ impl ContainerState {
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
+    /// The process could not be started in the sandbox (missing program, working
+    /// directory…); nothing was wrong with the sandbox.
+    #[error("{program}: {why}")]
+    NotRun { program: String, why: NotRun },
     /// runc ran and failed; the message is runc's own.
     #[error("runc {op} {id}: {message}")]
     Failed {
@@ -82,6 +86,48 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a process could not be run in a sandbox: the caller's input, not the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NotRun {
+    #[error("command not found")]
+    NotFound,
+    #[error("not executable: {0}")]
+    NotExecutable(String),
+    #[error("working directory {dir}: {why}")]
+    Cwd { dir: String, why: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl NotRun {
+    /// From the step pid 1 failed at and its errno.
+    pub fn from_errno(stage: crate::init::channel::Stage, errno: i32, cwd: Option<&str>) -> Self {
+        use crate::init::channel::Stage;
+        let e = nix::Error::from_raw(errno);
+        match (stage, e) {
+            (Stage::Cwd, e) => Self::Cwd {
+                dir: cwd.unwrap_or_default().to_string(),
+                why: e.desc().to_lowercase(),
+            },
+            (Stage::Exec, nix::Error::ENOENT | nix::Error::ENOTDIR) => Self::NotFound,
+            (
+                Stage::Exec,
+                nix::Error::EACCES | nix::Error::ENOEXEC | nix::Error::EPERM | nix::Error::EISDIR,
+            ) => Self::NotExecutable(e.desc().to_lowercase()),
+            (_, e) => Self::Other(e.desc().to_string()),
+        }
+    }
+
+    /// The exit status a shell would give: 127 not found, 126 not executable.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Self::NotFound => 127,
+            Self::NotExecutable(_) => 126,
+            Self::Cwd { .. } | Self::Other(_) => 1,
+        }
+    }
 }
 
 /// A process to run inside a running container (`runc exec`).

@@ -408,11 +408,9 @@ impl Runtime for Runc {
                     message: why,
                 })
             }
-            Err(e @ FastExecError::Exec { .. }) => Err(RuntimeError::Failed {
-                op: "exec",
-                id: id.to_string(),
-                message: e.to_string(),
-            }),
+            Err(FastExecError::NotRun { program, why }) => {
+                Err(RuntimeError::NotRun { program, why })
+            }
         }
     }
 

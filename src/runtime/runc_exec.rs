@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::console::ConsoleSocket;
 use super::runc::{log_message, Runc, RUNC_TIMEOUT};
-use super::{ExecRequest, ExecStdio, Runtime, RuntimeError, Started};
+use super::{ExecRequest, ExecStdio, NotRun, Runtime, RuntimeError, Started};
 
 /// Temporary files of one exec, removed when dropped.
 struct ExecFiles {
@@ -80,9 +80,9 @@ impl Runc {
             "--user",
             &user,
         ];
-        if let Some(cwd) = &req.cwd {
-            args.extend(["--cwd", cwd]);
-        }
+        // The shim changes directory itself: runc's own errors would reach the caller's
+        // stderr twice.
+        args.extend(["--cwd", "/"]);
         for e in &req.env {
             args.extend(["--env", e]);
         }
@@ -102,6 +102,11 @@ impl Runc {
             ExecStdio::Fds(_) => None,
         };
         args.push(id);
+        args.extend([crate::spec::INIT_PATH, crate::init::EXEC_ARG]);
+        if let Some(cwd) = &req.cwd {
+            args.extend(["--cwd", cwd]);
+        }
+        args.push("--");
         args.extend(req.argv.iter().map(String::as_str));
         let mut cmd = self.command(&args);
         match stdio {
@@ -121,10 +126,19 @@ impl Runc {
             id: id.to_string(),
             secs: RUNC_TIMEOUT.as_secs(),
         };
-        let failed = || RuntimeError::Failed {
-            op: "exec",
-            id: id.to_string(),
-            message: log_message(&files.log),
+        let failed = || {
+            let message = log_message(&files.log);
+            match not_run(&message, req) {
+                Some(why) => RuntimeError::NotRun {
+                    program: req.argv.first().cloned().unwrap_or_default(),
+                    why,
+                },
+                None => RuntimeError::Failed {
+                    op: "exec",
+                    id: id.to_string(),
+                    message,
+                },
+            }
         };
         let pty = match &console {
             None => {
@@ -176,5 +190,51 @@ impl Runc {
             pty,
             via: super::ExecPath::Runc,
         })
+    }
+}
+
+/// runc's words for a program or working directory it could not use (runc 1.1
+/// libcontainer: `exec: "X": executable file not found in $PATH`, `stat X: no such file or
+/// directory`, `permission denied`, `chdir to cwd ("X") set in config.json failed`).
+fn not_run(message: &str, req: &ExecRequest) -> Option<NotRun> {
+    if message.contains("chdir to cwd") {
+        let why = message.rsplit(": ").next().unwrap_or("failed").to_string();
+        return Some(NotRun::Cwd {
+            dir: req.cwd.clone().unwrap_or_default(),
+            why,
+        });
+    }
+    let exec = message.contains("exec: ") || message.contains("exec failed");
+    if exec
+        && (message.contains("executable file not found")
+            || message.contains("no such file or directory"))
+    {
+        return Some(NotRun::NotFound);
+    }
+    if exec && message.contains("permission denied") {
+        return Some(NotRun::NotExecutable("permission denied".into()));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runcs_messages_become_reasons() {
+        let req = ExecRequest {
+            argv: vec!["x".into()],
+            uid: 0,
+            gid: 0,
+            cwd: Some("/nope".into()),
+            env: vec![],
+        };
+        let m = |s| not_run(s, &req);
+        assert_eq!(m("exec failed: unable to start container process: exec: \"nosuch\": executable file not found in $PATH"), Some(NotRun::NotFound));
+        assert_eq!(m("exec failed: unable to start container process: exec: \"/a\": stat /a: no such file or directory"), Some(NotRun::NotFound));
+        assert_eq!(m("exec failed: unable to start container process: exec: \"/etc/passwd\": permission denied"), Some(NotRun::NotExecutable("permission denied".into())));
+        assert!(matches!(m("exec failed: unable to start container process: chdir to cwd (\"/nope\") set in config.json failed: no such file or directory"), Some(NotRun::Cwd { .. })));
+        assert_eq!(m("container does not exist"), None);
     }
 }

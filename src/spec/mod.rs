@@ -11,6 +11,7 @@ mod idmap;
 mod imported;
 mod mounts;
 mod passwd;
+mod rootpath;
 mod seccomp;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +126,15 @@ pub enum SpecError {
         wanted: String,
         hint: String,
     },
+    /// `process.command` names a program the root file system does not have.
+    #[error("process.command: {0}")]
+    Command(String),
+    /// A bound folder or file is missing on the host.
+    #[error("mount[{index}].source: {} does not exist on this machine (create it, or remove the mount)", path.display())]
+    MountSource { index: usize, path: PathBuf },
+    /// `process.cwd` is not a directory in the root file system or a mount.
+    #[error("process.cwd: {0}")]
+    Cwd(String),
     #[error("building the OCI spec")]
     Build(#[source] oci_spec::OciSpecError),
 }
@@ -442,7 +452,13 @@ fn sandbox_mounts(
     for b in &desktop.binds {
         mounts.push(bind_with(&b.source, &b.destination, b.readonly, !b.device)?);
     }
-    for m in &profile.mounts {
+    for (index, m) in profile.mounts.iter().enumerate() {
+        if std::fs::symlink_metadata(&m.source).is_err() {
+            return Err(SpecError::MountSource {
+                index,
+                path: m.source.clone(),
+            });
+        }
         mounts.push(bind(&m.source, &m.destination, m.readonly)?);
     }
     mounts.push(mount(
@@ -556,6 +572,7 @@ pub fn build(
     let (mounts, readonly_root) = sandbox_mounts(profile, ctx, &account, &desktop, resolver)?;
     let linux = linux(profile, ctx, &account, cgroups_path, resources)?;
     check_imported_ids(profile, &account)?;
+    check_paths(profile, &mounts)?;
     Ok(SpecBuilder::default()
         .version("1.0.2")
         .hostname(profile.hostname.clone())
@@ -569,6 +586,65 @@ pub fn build(
         .mounts(mounts)
         .linux(linux)
         .build()?)
+}
+
+/// What `start` would refuse in `profile`, checked without starting anything (`sandboxctl
+/// check`): the same [`build`], except that what depends on the moment of the start (the
+/// Wayland, X11, PulseAudio and PipeWire sockets of the session) only warns. Returns
+/// the warnings.
+pub fn preflight(
+    profile: &Profile,
+    ctx: &HostContext,
+    session: &SessionEnv,
+) -> Result<Vec<String>, SpecError> {
+    let mut local = profile.clone();
+    local.gui = Default::default();
+    local.audio = Default::default();
+    let root = match &profile.rootfs.source {
+        RootfsSource::Path(p) => p.clone(),
+        RootfsSource::Host => PathBuf::from("/"),
+    };
+    build(&local, ctx, &root, session, None)?;
+    let passwd = match &profile.rootfs.source {
+        RootfsSource::Path(p) => p.join("etc/passwd"),
+        RootfsSource::Host => ctx.etc.join("passwd"),
+    };
+    let uid = match &profile.process.user {
+        None => 0,
+        Some(u) => resolve(&passwd, u).map_err(SpecError::User)?.uid,
+    };
+    Ok(match desktop::resolve(profile, uid, session, &ctx.home) {
+        Ok(d) => d.warnings,
+        Err(e) => vec![format!("{e} (needed when it starts)")],
+    })
+}
+
+/// For a root file system on disk: the command, when absolute, and the working directory
+/// must exist in it, unless a mount provides them (a bound folder, the home).
+fn check_paths(profile: &Profile, mounts: &[Mount]) -> Result<(), SpecError> {
+    let RootfsSource::Path(root) = &profile.rootfs.source else {
+        return Ok(());
+    };
+    let mounted = |path: &str| {
+        mounts.iter().any(|m| {
+            let dest = m.destination().to_string_lossy();
+            dest != "/" && Path::new(path).starts_with(dest.as_ref())
+        })
+    };
+    if let Some(program) = profile.process.command.as_ref().and_then(|c| c.first()) {
+        if program.starts_with('/') && !mounted(program) {
+            rootpath::check_program(root, program).map_err(SpecError::Command)?;
+        }
+    }
+    if let Some(cwd) = &profile.process.cwd {
+        if !mounted(cwd) && !rootpath::is_dir(root, cwd) {
+            return Err(SpecError::Cwd(format!(
+                "{cwd:?} is not a directory in the root file system {} (create it there, or bind a folder at it)",
+                root.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

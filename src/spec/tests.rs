@@ -24,7 +24,7 @@ fn namespaces_maps_and_init() {
     let mut p = Profile::builtin_default();
     p.process.command = Some(vec!["/usr/bin/env".into()]);
     p.mounts.push(ProfileMount {
-        source: "/srv/work".into(),
+        source: "/var/tmp".into(),
         destination: "/work".into(),
         readonly: false,
     });

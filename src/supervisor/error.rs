@@ -49,6 +49,13 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidArgument(String),
+    /// An exec's program or working directory could not be used inside the sandbox.
+    #[error("sandbox {name:?}: {program}: {why}")]
+    CannotRun {
+        name: String,
+        program: String,
+        why: crate::runtime::NotRun,
+    },
 }
 
 impl Error {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::{exit_code, shown, Error, Event, State, Supervisor};
 use crate::profile::{RootfsSource, User};
-use crate::runtime::{ExecRequest, ExecStdio, Runtime};
+use crate::runtime::{ExecRequest, ExecStdio, Runtime, RuntimeError};
 use crate::spec;
 
 /// What to run and as whom. An empty `argv` means the user's login shell.
@@ -80,8 +80,10 @@ impl<R: Runtime> Supervisor<R> {
             argv,
             uid: account.uid,
             gid: account.gid,
+            // The profile's working directory, as for its main command, then the home.
             cwd: opts
                 .cwd
+                .or_else(|| profile.process.cwd.clone())
                 .or_else(|| Some(spec::home_or_root(&profile, &account.home))),
             env,
         };
@@ -90,9 +92,16 @@ impl<R: Runtime> Supervisor<R> {
             .runtime
             .exec(name, &req, stdio)
             .await
-            .map_err(|e| Error::RuntimeFailed {
-                name: name.into(),
-                message: crate::error_chain(&e),
+            .map_err(|e| match e {
+                RuntimeError::NotRun { program, why } => Error::CannotRun {
+                    name: name.into(),
+                    program,
+                    why,
+                },
+                e => Error::RuntimeFailed {
+                    name: name.into(),
+                    message: crate::error_chain(&e),
+                },
             })?;
         let id = self.inner.next_process.fetch_add(1, Ordering::Relaxed);
         tracing::info!(SANDBOX = name, id, pid = started.pid, argv = ?req.argv, uid = req.uid, via = started.via.as_str(), "process started");

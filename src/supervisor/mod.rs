@@ -24,6 +24,7 @@ pub use record::RunRecord;
 pub use state::{exit_code, now_us, SandboxInfo, State};
 
 use crate::environ::SessionSource;
+use crate::logbook::Logbook;
 use crate::profile::{
     validate_name, Nested, NetworkMode, Profile, ProfileStore, Restart, RestartPolicy, RootfsSource,
 };
@@ -53,6 +54,15 @@ pub enum Event {
     ConnectionDenied(crate::proxy::Denied),
 }
 
+/// Where the supervisor keeps things on disk.
+#[derive(Clone)]
+pub struct Disk {
+    /// Bundles, a directory per sandbox.
+    pub bundles: PathBuf,
+    /// Each sandbox's log of output and life-cycle lines.
+    pub logs: Logbook,
+}
+
 /// One run of a container: set while runc has it.
 struct Run {
     id: u64,
@@ -73,6 +83,7 @@ struct Inner<R> {
     store: ProfileStore,
     host: HostContext,
     bundles: PathBuf,
+    logs: Logbook,
     table: Mutex<BTreeMap<String, Entry>>,
     events: mpsc::UnboundedSender<Event>,
     session: Box<dyn SessionSource>,
@@ -101,7 +112,7 @@ impl<R: Runtime> Supervisor<R> {
         runtime: R,
         store: ProfileStore,
         host: HostContext,
-        bundles: PathBuf,
+        disk: Disk,
         events: mpsc::UnboundedSender<Event>,
         session: Box<dyn SessionSource>,
         net: Arc<dyn Networking>,
@@ -111,7 +122,8 @@ impl<R: Runtime> Supervisor<R> {
                 runtime,
                 store,
                 host,
-                bundles,
+                bundles: disk.bundles,
+                logs: disk.logs,
                 table: Mutex::new(BTreeMap::new()),
                 events,
                 session,
@@ -124,6 +136,39 @@ impl<R: Runtime> Supervisor<R> {
 
     pub fn store(&self) -> &ProfileStore {
         &self.inner.store
+    }
+
+    /// Every sandbox's log.
+    pub fn logs(&self) -> &Logbook {
+        &self.inner.logs
+    }
+
+    /// Records of sandbox `name`'s log (see [`Logbook::read`]); blocking file reads. A
+    /// profile that never ran has an empty log; a name with neither a log nor a profile is
+    /// an error.
+    pub fn log(
+        &self,
+        name: &str,
+        after: u64,
+        since: u64,
+        max: usize,
+    ) -> Result<Vec<crate::logbook::Record>, Error> {
+        validate_name(name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if !self.inner.logs.exists(name) && !self.table().contains_key(name) {
+            return match self.inner.store.load(name) {
+                Err(e @ crate::profile::ProfileError::NotFound { .. }) => {
+                    Err(Error::NoSuchProfile(e))
+                }
+                _ => Ok(Vec::new()),
+            };
+        }
+        self.inner
+            .logs
+            .read(name, after, since, max)
+            .map_err(|e| Error::RuntimeFailed {
+                name: name.into(),
+                message: format!("reading its log: {e}"),
+            })
     }
 
     /// The proxy's counters for sandbox `name`.
@@ -254,6 +299,9 @@ impl<R: Runtime> Supervisor<R> {
         match self.launch(&profile, 0).await {
             Ok(()) => self.get(name),
             Err(e) => {
+                self.inner
+                    .logs
+                    .note(name, &format!("start failed: {}", crate::error_chain(&e)));
                 self.update(name, None, |e| {
                     e.info.state = State::Failed;
                     e.info.leader = 0;
@@ -272,6 +320,14 @@ impl<R: Runtime> Supervisor<R> {
             message,
         };
         let bundle_dir = self.inner.bundles.join(name);
+        self.inner.logs.note(
+            name,
+            &match &profile.file {
+                Some(f) if restarts > 0 => format!("restart {restarts}, from {}", f.display()),
+                Some(f) => format!("starting from {}", f.display()),
+                None => "starting from the built-in default profile".into(),
+            },
+        );
         let host_root = profile.rootfs.source == RootfsSource::Host;
         let bundle =
             Bundle::prepare(bundle_dir, host_root).map_err(|e| failed(crate::error_chain(&e)))?;
@@ -351,6 +407,9 @@ impl<R: Runtime> Supervisor<R> {
             });
         }
         tracing::info!(SANDBOX = name, pid, restarts, "sandbox running");
+        self.inner
+            .logs
+            .note(name, &format!("running, pid 1 is host pid {pid}"));
         tokio::spawn(self.clone().monitor(name.to_string(), run_id, pid, tx));
         Ok(())
     }
@@ -363,10 +422,11 @@ impl<R: Runtime> Supervisor<R> {
             name: name.into(),
             source,
         };
-        let output = Output::for_sandbox(name).map_err(|e| Error::RuntimeFailed {
-            name: name.into(),
-            message: crate::error_chain(&e),
-        })?;
+        let output =
+            Output::for_sandbox(name, &self.inner.logs).map_err(|e| Error::RuntimeFailed {
+                name: name.into(),
+                message: crate::error_chain(&e),
+            })?;
         let pid = self
             .inner
             .runtime
@@ -426,6 +486,8 @@ impl<R: Runtime> Supervisor<R> {
                 e.op.clone()
             };
             exited.send_replace(true);
+            Output::drained(&name, Duration::from_secs(2)).await;
+            self.inner.logs.note(&name, &describe_exit(code));
             tracing::info!(
                 SANDBOX = name.as_str(),
                 pid,
@@ -461,11 +523,11 @@ impl<R: Runtime> Supervisor<R> {
                     Err(e) => Err(e.into()),
                 };
                 if let Err(e) = result {
-                    tracing::warn!(
-                        SANDBOX = name.as_str(),
-                        "restart failed: {}",
-                        crate::error_chain(&e)
-                    );
+                    let why = crate::error_chain(&e);
+                    tracing::warn!(SANDBOX = name.as_str(), "restart failed: {why}");
+                    self.inner
+                        .logs
+                        .note(&name, &format!("restart failed: {why}"));
                     self.update(&name, None, |e| {
                         e.info.state = State::Failed;
                         e.info.restarts = restarts + 1;
@@ -523,6 +585,7 @@ impl<R: Runtime> Supervisor<R> {
         if let Some(mut exited) = exited {
             self.update(name, None, |e| e.info.state = State::Stopping);
             tracing::info!(SANDBOX = name, "stopping");
+            self.inner.logs.note(name, "stopping: SIGTERM");
             if !*exited.borrow() {
                 if let Err(e) = self.inner.runtime.kill(name, libc::SIGTERM).await {
                     tracing::debug!(SANDBOX = name, "SIGTERM: {}", crate::error_chain(&e));
@@ -536,6 +599,9 @@ impl<R: Runtime> Supervisor<R> {
                     SANDBOX = name,
                     "still running after {timeout:?}; sending SIGKILL"
                 );
+                self.inner
+                    .logs
+                    .note(name, &format!("still running after {timeout:?}: SIGKILL"));
                 if let Err(e) = self.inner.runtime.kill(name, libc::SIGKILL).await {
                     tracing::debug!(SANDBOX = name, "SIGKILL: {}", crate::error_chain(&e));
                 }
@@ -557,6 +623,15 @@ impl<R: Runtime> Supervisor<R> {
             format!("cleanup failed: {}", errors.join("; "))
         };
         self.table().remove(name);
+        self.inner.logs.note(
+            name,
+            &if errors.is_empty() {
+                "removed".to_string()
+            } else {
+                format!("removed; cleanup failed: {}", errors.join("; "))
+            },
+        );
+        self.inner.logs.close(name);
         self.emit(Event::Removed {
             name: name.into(),
             result,
@@ -645,8 +720,12 @@ impl<R: Runtime> Supervisor<R> {
     }
 
     fn adopt(&self, name: &str, pid: u32, record: RunRecord) {
-        let streams = Output::reattach(name);
+        let streams = Output::reattach(name, &self.inner.logs);
         tracing::info!(SANDBOX = name, pid, streams, "adopting running sandbox");
+        self.inner.logs.note(
+            name,
+            &format!("adopted by a new daemon (pid 1 is host pid {pid}, {streams} output streams resumed)"),
+        );
         let run_id = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(false);
         let info = SandboxInfo {
@@ -751,6 +830,21 @@ fn profile_file(p: &Profile) -> String {
         .as_ref()
         .map(|f| f.display().to_string())
         .unwrap_or_default()
+}
+
+/// The log's line for the end of pid 1.
+fn describe_exit(code: i32) -> String {
+    match code {
+        0 => "exited with status 0".into(),
+        c if c > 128 => {
+            let signal = nix::sys::signal::Signal::try_from(c - 128)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {}", c - 128));
+            format!("killed by {signal} (status {c})")
+        }
+        c if c < 0 => "ended; its status is unknown".into(),
+        c => format!("exited with status {c}"),
+    }
 }
 
 /// A name as shown in an error: cut short, so hostile input cannot flood a reply.

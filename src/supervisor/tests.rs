@@ -245,7 +245,13 @@ impl Harness {
             fake.clone(),
             store,
             host,
-            dir.path().join("bundles"),
+            crate::supervisor::Disk {
+                bundles: dir.path().join("bundles"),
+                logs: crate::logbook::Logbook::new(
+                    dir.path().join("logs"),
+                    crate::logbook::DEFAULT_CAP,
+                ),
+            },
             tx,
             Box::new(crate::spec::SessionEnv::new()),
             net.clone(),
@@ -438,7 +444,13 @@ async fn reconcile_adopts_running_and_clears_the_dead() {
         h.fake.clone(),
         h.sup.inner.store.clone(),
         h.sup.inner.host.clone(),
-        h.dir.path().join("bundles"),
+        crate::supervisor::Disk {
+            bundles: h.dir.path().join("bundles"),
+            logs: crate::logbook::Logbook::new(
+                h.dir.path().join("logs"),
+                crate::logbook::DEFAULT_CAP,
+            ),
+        },
         tx,
         Box::new(crate::spec::SessionEnv::new()),
         h.net.clone(),

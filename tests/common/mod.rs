@@ -22,7 +22,7 @@ pub struct Session {
     pub runtime_dir: PathBuf,
 }
 
-fn manifest() -> &'static Path {
+pub fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
