@@ -115,3 +115,77 @@ fn completions_for_each_shell() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("sandboxctl"));
     }
 }
+
+/// `check` makes the checks `start` makes: users in the root's passwd, the keep-id
+/// mapping of an imported root, the command, bind sources; a missing Wayland socket only
+/// warns (it depends on the session when the sandbox starts).
+#[test]
+fn check_catches_what_start_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    let base = format!(
+        "[rootfs]\npath = \"{}\"\n[network]\nmode = \"none\"\n",
+        root.display()
+    );
+    let f = dir.path().join("p.toml");
+    let check = |text: &str| {
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(CTL)
+            .args(["check", f.to_str().unwrap()])
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = check(&format!("{base}[process]\nuser = \"ghost\"\n"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("process.user") && text.contains("ghost"),
+        "{text}"
+    );
+
+    let (code, text) = check(&format!("{base}[process]\ncommand = [\"/bin/missing\"]\n"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("process.command"), "{text}");
+
+    let (code, text) = check(&format!(
+        "{base}[[mount]]\nsource = \"{}/absent\"\ndestination = \"/data\"\n",
+        dir.path().display()
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("mount[0].source") && text.contains("absent"),
+        "{text}"
+    );
+
+    // Imported for keep-id of uid 1000, but this profile runs as root.
+    std::fs::write(
+        root.with_extension("json"),
+        r#"{"keep_id":1000,"keep_gid":1000,"source":"t.tar"}"#,
+    )
+    .unwrap();
+    let (code, text) = check(&base);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("rootfs.path") && text.contains("process.user = \"user\""),
+        "{text}"
+    );
+    std::fs::remove_file(root.with_extension("json")).unwrap();
+
+    let (code, text) = check(&format!("{base}[gui]\nwayland = true\n"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("warning: gui.wayland"), "{text}");
+}

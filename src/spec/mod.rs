@@ -119,11 +119,13 @@ pub enum SpecError {
     KeepId { uid: u32, needs: String },
     #[error(transparent)]
     Desktop(#[from] DesktopError),
-    #[error("rootfs.path: {} was imported with {recorded}, but this profile runs {wanted}; import it again with `sandboxctl rootfs import NAME SOURCE{hint}`", path.display())]
+    #[error("rootfs.path: {} was imported with {recorded}, but this profile runs {wanted}; {fits}, or import the archive again under another name: `sandboxctl rootfs import NEWNAME SOURCE{hint}`", path.display())]
     RootfsIds {
         path: PathBuf,
         recorded: String,
         wanted: String,
+        /// The `process.user` the root fits, first: it needs no new import.
+        fits: String,
         hint: String,
     },
     /// `process.command` names a program the root file system does not have.
@@ -487,10 +489,25 @@ fn check_imported_ids(profile: &Profile, account: &Account) -> Result<(), SpecEr
         None => ("as root".to_string(), String::new()),
         Some(uid) => (format!("as uid {uid}"), format!(" --user {uid}")),
     };
+    let fits = match record.keep_id {
+        None => "remove process.user (or set it to \"root\"): the root was imported for root".into(),
+        Some(uid) => {
+            let text = std::fs::read_to_string(path.join("etc/passwd")).unwrap_or_default();
+            let name = text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            });
+            match name {
+                Some(n) => format!("set process.user = \"{n}\" (uid {uid}, the user it was imported for)"),
+                None => format!("set process.user = {uid} (the uid it was imported for)"),
+            }
+        }
+    };
     Err(SpecError::RootfsIds {
         path: path.clone(),
         recorded: record.describe(),
         wanted,
+        fits,
         hint,
     })
 }
