@@ -24,6 +24,10 @@ fn unreachable_daemon_is_exit_3() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("session bus"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sandboxctl doctor"),
+        "the fix is named"
+    );
 }
 
 #[test]

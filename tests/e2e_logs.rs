@@ -264,3 +264,32 @@ fn a_command_or_cwd_missing_from_the_root_is_refused_at_start() {
     s.remove_profile("e2e-bound-cmd");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Messages that say what happened and what to do: a profile that is not running is not
+/// an unknown name; an empty refusal log says so.
+#[test]
+fn messages_name_the_fix() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.busybox_profile("e2e-msg", "exec sleep 1000", "");
+    let out = s.ctl(&["stop", "e2e-msg"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("NotRunning") && err.contains("sandboxctl start e2e-msg"),
+        "{err}"
+    );
+    let out = s.ctl(&["stop", "e2e-msg-typo"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("NoSuchSandbox") && err.contains("sandboxctl profiles"),
+        "{err}"
+    );
+    s.ctl_ok(&["start", "e2e-msg"]);
+    let out = s.ctl(&["netlog", "e2e-msg"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "no refusals\n");
+    s.finish("e2e-msg");
+}

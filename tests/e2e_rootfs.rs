@@ -149,7 +149,10 @@ fn import_keeps_owners_inside() {
     // The fix that needs no new import comes first.
     let err = stderr(&out);
     let fits = err.find("set process.user = ").expect(&err);
-    assert!(fits < err.find("import the archive again").expect(&err), "{err}");
+    assert!(
+        fits < err.find("import the archive again").expect(&err),
+        "{err}"
+    );
     // Over D-Bus it is a profile problem, not a runtime failure.
     let out = s.user(&[
         "dbus-send",

@@ -23,6 +23,9 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 
+/// What to do when the daemon does not answer.
+const UNREACHABLE_FIX: &str = "start it with `systemctl --user start sandboxd` (installed by `make install`); `sandboxctl doctor` checks the rest";
+
 /// Manage sandboxd sandboxes.
 #[derive(Parser)]
 #[command(
@@ -192,7 +195,7 @@ fn from_bus(e: zbus::Error) -> Failure {
             if unreachable {
                 Failure {
                     code: EXIT_UNREACHABLE,
-                    message: format!("sandboxd is not reachable: {text}"),
+                    message: format!("sandboxd is not reachable: {text}\n{UNREACHABLE_FIX}"),
                 }
             } else {
                 let short = name.rsplit('.').next().unwrap_or(name);
@@ -215,7 +218,7 @@ fn from_bus(e: zbus::Error) -> Failure {
         }
         _ => Failure {
             code: EXIT_UNREACHABLE,
-            message: format!("sandboxd is not reachable: {e}"),
+            message: format!("sandboxd is not reachable: {e}\n{UNREACHABLE_FIX}"),
         },
     }
 }
@@ -255,7 +258,7 @@ fn from_session(e: session::SessionError) -> Failure {
 async fn connect() -> Result<(zbus::Connection, ManagerProxy<'static>), Failure> {
     let conn = zbus::Connection::session().await.map_err(|e| Failure {
         code: EXIT_UNREACHABLE,
-        message: format!("cannot connect to the session bus: {e}"),
+        message: format!("cannot connect to the session bus: {e}\nsandboxd runs in a desktop session (or `loginctl enable-linger $USER` and `export DBUS_SESSION_BUS_ADDRESS=unix:path=$XDG_RUNTIME_DIR/bus`); `sandboxctl doctor` checks it"),
     })?;
     let manager = ManagerProxy::new(&conn).await.map_err(from_bus)?;
     Ok((conn, manager))
@@ -497,7 +500,11 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                     println!("{:<10} {target:<40} {reason}", since_text(at));
                 }
             };
-            for (at, dest, port, reason) in manager.connection_log(&name).await? {
+            let history = manager.connection_log(&name).await?;
+            if history.is_empty() && !json {
+                eprintln!("no refusals");
+            }
+            for (at, dest, port, reason) in history {
                 show(at, &dest, port, &reason);
             }
             if let Some(live) = live.as_mut() {

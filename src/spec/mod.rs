@@ -490,7 +490,9 @@ fn check_imported_ids(profile: &Profile, account: &Account) -> Result<(), SpecEr
         Some(uid) => (format!("as uid {uid}"), format!(" --user {uid}")),
     };
     let fits = match record.keep_id {
-        None => "remove process.user (or set it to \"root\"): the root was imported for root".into(),
+        None => {
+            "remove process.user (or set it to \"root\"): the root was imported for root".into()
+        }
         Some(uid) => {
             let text = std::fs::read_to_string(path.join("etc/passwd")).unwrap_or_default();
             let name = text.lines().find_map(|l| {
@@ -498,7 +500,9 @@ fn check_imported_ids(profile: &Profile, account: &Account) -> Result<(), SpecEr
                 (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
             });
             match name {
-                Some(n) => format!("set process.user = \"{n}\" (uid {uid}, the user it was imported for)"),
+                Some(n) => {
+                    format!("set process.user = \"{n}\" (uid {uid}, the user it was imported for)")
+                }
                 None => format!("set process.user = {uid} (the uid it was imported for)"),
             }
         }

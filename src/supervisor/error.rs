@@ -16,11 +16,11 @@ pub enum Error {
     InvalidProfile(ProfileError),
     #[error("profile {name:?} asks for what this version of sandboxd does not provide yet: {}", features.join(", "))]
     Unsupported { name: String, features: Vec<String> },
-    #[error("no sandbox named {0:?}")]
+    #[error("no sandbox named {0:?} (and no such profile: `sandboxctl profiles` lists them)")]
     NoSuchSandbox(String),
     #[error("sandbox {0:?} is already running; stop it first")]
     AlreadyRunning(String),
-    #[error("sandbox {0:?} is not running")]
+    #[error("sandbox {0:?} is not running (start it with `sandboxctl start {0}`)")]
     NotRunning(String),
     #[error("sandbox {name:?}: {message}")]
     RuntimeFailed { name: String, message: String },

@@ -564,11 +564,16 @@ impl<R: Runtime> Supervisor<R> {
     /// Stops `name`: SIGTERM, up to `stop_timeout` for it to exit, SIGKILL, then runc
     /// delete and the bundle. A sandbox that already ended is just forgotten.
     pub async fn stop(&self, name: &str) -> Result<(), Error> {
-        let op = self
-            .table()
-            .get(name)
-            .map(|e| e.op.clone())
-            .ok_or_else(|| Error::NoSuchSandbox(shown(name)))?;
+        let op = self.table().get(name).map(|e| e.op.clone());
+        let Some(op) = op else {
+            // A profile that is not running is not the same mistake as a typo.
+            return Err(match self.inner.store.load(name) {
+                Err(crate::profile::ProfileError::NotFound { .. }) => {
+                    Error::NoSuchSandbox(shown(name))
+                }
+                _ => Error::NotRunning(shown(name)),
+            });
+        };
         let _op = op.lock().await;
         let (exited, timeout, state) = {
             let mut t = self.table();
