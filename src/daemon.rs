@@ -107,6 +107,9 @@ pub struct Settings {
     pub dns_servers: Vec<std::net::SocketAddr>,
     /// The cap of each sandbox's log on disk.
     pub log_size: u64,
+    /// Where the configuration came from, and what it said, for a reload.
+    pub config_path: PathBuf,
+    pub config: DaemonConfig,
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -147,6 +150,7 @@ impl Settings {
     /// Reads the config and checks the environment; every failure names its fix.
     pub fn load(config_path: &Path) -> Result<Self, StartupError> {
         let config = DaemonConfig::load(config_path)?;
+        let loaded = config.clone();
         let dns_servers = config.dns_server_addrs();
         let paths = RuntimePaths::from_env()?;
         let runc = match config.runc {
@@ -206,6 +210,8 @@ impl Settings {
             store,
             dns_servers,
             log_size: config.log_size.unwrap_or(crate::logbook::DEFAULT_CAP),
+            config_path: config_path.to_path_buf(),
+            config: loaded,
         })
     }
 }
@@ -228,7 +234,7 @@ pub fn become_subreaper() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
-fn notify(state: &[sd_notify::NotifyState]) {
+pub(crate) fn notify(state: &[sd_notify::NotifyState]) {
     let _ = sd_notify::notify(false, state);
 }
 
@@ -355,6 +361,9 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         .await
         .map_err(StartupError::Bus)?;
     let session = Box::new(ManagerEnvironment { conn: conn.clone() });
+    let upstream = std::sync::Arc::new(crate::proxy::dns::Upstream::from_config(
+        &settings.dns_servers,
+    ));
     let sup = Supervisor::new(
         runc,
         settings.store,
@@ -372,7 +381,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         std::sync::Arc::new(Proxy::new(
             "/proc/self/exe".into(),
             Some(announce),
-            crate::proxy::dns::Upstream::from_config(&settings.dns_servers),
+            upstream.clone(),
         )),
     );
     tokio::spawn(crate::runtime::reap_orphans());
@@ -398,6 +407,15 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     ]);
     let autostart = sup.clone();
     tokio::spawn(async move { autostart.autostart().await });
+    tokio::spawn(
+        crate::reload::Reloader {
+            path: settings.config_path,
+            config: settings.config,
+            upstream,
+            sup: sup.clone(),
+        }
+        .run(),
+    );
 
     if let End::Failed(e) = serve_until_end(name_lost, userns.as_ref().map(|ns| ns.pid())).await? {
         return Err(e);

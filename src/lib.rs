@@ -22,6 +22,7 @@ pub mod netns;
 pub mod paths;
 pub mod profile;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod seqpacket;
 pub mod spec;

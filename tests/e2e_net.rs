@@ -1225,3 +1225,72 @@ fn hostile_sandboxes_cannot_exhaust_the_daemons_descriptors() {
         s.remove_profile(n);
     }
 }
+
+/// `systemctl --user reload sandboxd` re-reads sandboxd.toml: a new `dns_servers` applies
+/// to the next lookups, while the daemon and the running sandbox keep their pids.
+#[test]
+fn a_reload_applies_dns_servers_without_stopping_sandboxes() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    use_test_dns(s);
+    proxied_profile(
+        s,
+        "net-reload",
+        "allow = [\"allowed.test\", \"a.wild.test\", \"other.test\"]",
+    );
+    s.ctl_ok(&["start", "net-reload"]);
+    let (daemon, leader) = (s.daemon_pid(), s.leader_of("net-reload"));
+    let rcode = |name: &str| {
+        probe(s, "net-reload", &["dns", name, "A", "tcp"])
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(rcode("allowed.test"), "0");
+    let file = s.home.join(".config/sandboxd/sandboxd.toml");
+    let reload = |text: &str, says: &str| {
+        std::fs::write(&file, text).unwrap();
+        s.chown(&file);
+        let before = std::fs::read_to_string(s.daemon_log())
+            .unwrap_or_default()
+            .len();
+        s.user_ok(&["systemctl", "--user", "reload", "sandboxd"]);
+        s.wait_for("the reload's log line", Duration::from_secs(10), || {
+            let log = std::fs::read_to_string(s.daemon_log()).unwrap_or_default();
+            log.get(before..)
+                .filter(|new| new.contains("reloaded: ") && new.contains(says))
+                .map(|_| ())
+        });
+    };
+    // A server that answers nothing: the next new lookup fails.
+    reload(
+        "dns_servers = [\"127.0.0.1:9\"]\n",
+        "dns_servers now 127.0.0.1:9",
+    );
+    assert_ne!(rcode("a.wild.test"), "0", "answered without a server");
+    // Back to the test internet's server: answered again.
+    reload(
+        &format!("dns_servers = [\"{INET_V4}\"]\n"),
+        &format!("dns_servers now {INET_V4}:53"),
+    );
+    assert_eq!(rcode("other.test"), "0");
+    // What cannot change live is named, with the restart it needs.
+    reload(
+        &format!("dns_servers = [\"{INET_V4}\"]\nlog_size = \"1M\"\n"),
+        "log_size changed: applied at the next `systemctl --user restart sandboxd`",
+    );
+    // A broken file changes nothing and says where it is wrong.
+    reload("dns_servers = 7\n", "not applied (the old settings stay)");
+    assert_eq!(rcode("a.wild.test"), "0");
+    assert_eq!(s.daemon_pid(), daemon, "the daemon was restarted");
+    assert_eq!(
+        s.leader_of("net-reload"),
+        leader,
+        "the sandbox was restarted"
+    );
+    std::fs::write(&file, format!("dns_servers = [\"{INET_V4}\"]\n")).unwrap();
+    s.finish("net-reload");
+}

@@ -286,7 +286,11 @@ impl Proxy {
     /// `announce` receives refusals (within the denial log's rate budget); `upstream`
     /// resolves names on the host for every sandbox.
     /// The descriptor budget comes from this process's RLIMIT_NOFILE as it is now.
-    pub fn new(helper_exe: PathBuf, announce: Option<Announce>, upstream: dns::Upstream) -> Self {
+    pub fn new(
+        helper_exe: PathBuf,
+        announce: Option<Announce>,
+        upstream: Arc<dns::Upstream>,
+    ) -> Self {
         let budget = Arc::new(Budget::from_rlimit());
         tracing::info!(
             "proxy descriptor budget: {} for every sandbox together ({} connections or flows)",
@@ -299,7 +303,7 @@ impl Proxy {
             announce,
             host: Arc::new(HostAddresses::new()),
             names: Arc::new(dns::Names::default()),
-            upstream: Arc::new(upstream),
+            upstream,
             spare: Mutex::new(None),
             sandboxes: Mutex::new(HashMap::new()),
         }

@@ -30,8 +30,9 @@ pub enum Error {
     #[error("sandbox {name:?}")]
     Spec {
         name: String,
+        /// Boxed: the largest variant, and rare.
         #[source]
-        source: SpecError,
+        source: Box<SpecError>,
     },
     /// runc failed (its own message is in the source).
     #[error("sandbox {name:?}")]
@@ -63,7 +64,7 @@ impl Error {
     pub fn is_profile_problem(&self) -> bool {
         match self {
             Self::InvalidProfile(_) | Self::Unsupported { .. } => true,
-            Self::Spec { source, .. } => !matches!(source, SpecError::Build(_)),
+            Self::Spec { source, .. } => !matches!(**source, SpecError::Build(_)),
             _ => false,
         }
     }

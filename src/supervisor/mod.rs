@@ -357,7 +357,7 @@ impl<R: Runtime> Supervisor<R> {
             let spec = spec::build(profile, &self.inner.host, &root, &session, resolver).map_err(
                 |source| Error::Spec {
                     name: name.into(),
-                    source,
+                    source: Box::new(source),
                 },
             )?;
             bundle

@@ -106,7 +106,8 @@ impl Names {
 
 /// The host-side resolver: asks the configured servers, caches by TTL.
 pub struct Upstream {
-    servers: Vec<SocketAddr>,
+    /// Replaced by a reload of the daemon's configuration.
+    servers: Mutex<Vec<SocketAddr>>,
     cache: Mutex<HashMap<(String, u16), (Instant, Reply)>>,
 }
 
@@ -122,9 +123,23 @@ pub fn servers_of_resolv_conf(text: &str) -> Vec<SocketAddr> {
 impl Upstream {
     pub fn new(servers: Vec<SocketAddr>) -> Self {
         Self {
-            servers,
+            servers: Mutex::new(servers),
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The servers asked now.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks `servers` from now on (the cache is dropped: it holds the old servers' answers).
+    pub fn set_servers(&self, servers: Vec<SocketAddr>) {
+        *self.servers.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Servers from the daemon config, else the host's `/etc/resolv.conf`.
@@ -152,8 +167,8 @@ impl Upstream {
                 return Some(r.clone());
             }
         }
-        for server in &self.servers {
-            if let Some(r) = ask(*server, name, qtype).await {
+        for server in self.servers() {
+            if let Some(r) = ask(server, name, qtype).await {
                 let ttl = r.ttl.min(CACHE_MAX_TTL);
                 let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if c.len() >= CACHE_MAX {
