@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(DaemonConfig::load(&f).unwrap(), DaemonConfig::default());
         std::fs::write(&f, "runc = \"/usr/sbin/runc\"\nrnuc = 1\n").unwrap();
         let e = DaemonConfig::load(&f).unwrap_err().to_string();
-        assert!(e.ends_with("sandboxd.toml:2:1: rnuc: unknown field `rnuc`, expected one of `runc`, `init`, `profile_dirs`, `dns_servers`, `log_size`"), "{e}");
+        assert!(e.ends_with("sandboxd.toml:2:1: rnuc: unknown field `rnuc`, expected one of `runc`, `init`, `profile_dirs`, `dns_servers`, `log_size`; did you mean `runc`?"), "{e}");
         std::fs::write(&f, "profile_dirs = [\"rel\"]\n").unwrap();
         assert!(DaemonConfig::load(&f)
             .unwrap_err()

@@ -640,14 +640,20 @@ fn stopping_the_service_stops_every_sandbox() {
     s.busybox_profile("e2e-svc", "exec sleep 1000", "");
     s.ctl_ok(&["start", "e2e-svc"]);
     let pid = s.leader_of("e2e-svc");
+    // The process holding the daemon's user namespace is named for it in `ps`.
+    let holders = || -> Vec<u32> {
+        processes_of(s.uid)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c == b"sandboxd: userns holder\0infinity\0")
+            })
+            .collect()
+    };
+    assert_eq!(holders().len(), 1, "one holder, named in ps");
     s.stop_daemon();
-    // The process holding the daemon's user namespace goes with an orderly stop.
-    let holders: Vec<u32> = processes_of(s.uid)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\0infinity\0")
-        })
-        .collect();
+    // It goes with an orderly stop.
+    let holders = holders();
     assert!(
         holders.is_empty(),
         "namespace holder left after the service stopped: {holders:?}"

@@ -233,6 +233,11 @@ fn killing_a_helper_cuts_only_its_sandbox_off() {
     s.ctl_ok(&["start", "net-b"]);
     assert!(probe(s, "net-a", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
     let helper = helper_of(s.leader_of("net-a")).expect("net-a has a netns helper");
+    let title = std::fs::read(format!("/proc/{helper}/cmdline")).unwrap();
+    assert!(
+        title.starts_with(b"sandboxd: netns helper\0"),
+        "named in ps"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(helper as i32),
         nix::sys::signal::SIGKILL,

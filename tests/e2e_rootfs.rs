@@ -240,7 +240,8 @@ fn interrupted_import_leaves_no_partial_root() {
     let orphans: Vec<u32> = processes_of(s.uid)
         .into_iter()
         .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\0infinity\0")
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c == b"sandboxd: userns holder\0infinity\0")
         })
         .filter(|p| {
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();

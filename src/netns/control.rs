@@ -262,7 +262,9 @@ pub fn spawn(exe: &Path) -> Result<Spawned, ControlError> {
     .map_err(|e| ControlError::Spawn(e.into()))?;
     let theirs_raw = theirs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg(super::HELPER_ARG)
+    // Named for what it is in `ps` (it is spawned before it knows its sandbox).
+    cmd.arg0("sandboxd: netns helper")
+        .arg(super::HELPER_ARG)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);

@@ -63,10 +63,59 @@ pub fn deserialize_located<T: serde::de::DeserializeOwned>(src: &str) -> Result<
             match e.inner().message() {
                 // Some syntax errors come without a message of their own.
                 "" => "invalid TOML syntax here".to_string(),
-                m => m.to_string(),
+                m => with_suggestion(m),
             },
         )
     })
+}
+
+/// serde's "unknown field `proces`, expected one of `a`, `b`…" with the nearest known
+/// key suggested, when one is near (a typo, not another word).
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let nearest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (edit_distance(unknown, k), k))
+        .min();
+    match nearest {
+        Some((d, k)) if d > 0 && d <= (unknown.len() / 3).max(1) => {
+            format!("{message}; did you mean `{k}`?")
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// Edit distance with a swap of neighbours counted as one edit (optimal string
+/// alignment): typos like `mdoe` are one edit from `mode`. Keys are short.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// Locates a semantic error about `key` found after parsing.
@@ -185,6 +234,18 @@ mod tests {
         assert_eq!((line, col), (4, 1));
         assert_eq!(key, "network.mdoe");
         assert!(msg.contains("unknown field `mdoe`"), "{msg}");
+        assert!(msg.ends_with("did you mean `mode`?"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_keys_get_the_nearest_known_one() {
+        let (_, _, _, msg) = err("[proces]\ncommand = [\"x\"]\n");
+        assert!(msg.ends_with("did you mean `process`?"), "{msg}");
+        // Another word entirely gets no guess.
+        let (_, _, _, msg) = err("[rootfs]\nhost = true\n[elephant]\n");
+        assert!(!msg.contains("did you mean"), "{msg}");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("mdoe", "mode"), 1);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 
 use thiserror::Error;
 
+/// The holder's argv[0], as `ps` shows it.
+pub const HOLDER_TITLE: &str = "sandboxd: userns holder";
+
 #[derive(Debug, Error)]
 pub enum UsernsError {
     #[error("cannot start the user namespace holder")]
@@ -80,6 +83,8 @@ impl IntermediateUserns {
         die_with_parent: bool,
     ) -> Result<Self, UsernsError> {
         let mut cmd = Command::new("sleep");
+        // Named for what it is in `ps`, not as a stray `sleep`.
+        std::os::unix::process::CommandExt::arg0(&mut cmd, HOLDER_TITLE);
         cmd.arg("infinity")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
