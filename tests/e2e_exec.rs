@@ -505,7 +505,7 @@ fn a_numeric_process_user_is_a_uid() {
     let _g = lock();
     let s = session();
     s.ready();
-    for (uid, home) in [("1000", "/home/user"), ("4242", "/")] {
+    for (uid, home) in [("1000", "/home/user"), ("4242", "/home/4242")] {
         s.busybox_profile("e2e-uid", "exec sleep 1000", "");
         let file = s.profiles().join("e2e-uid.toml");
         let text = std::fs::read_to_string(&file)

@@ -140,6 +140,7 @@ async fn the_contract_over_a_peer_to_peer_connection() {
         init: "/init".into(),
         etc: root.join("etc"),
         home: dir.path().into(),
+        homes: dir.path().join("homes"),
         intermediate: true,
         nofile: (1024, 4096),
         limits: Enforcement::Rlimits { why: "test".into() },

@@ -287,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn home_is_a_kind_or_an_existing_folder() {
+        let p = parse("home = \"tmpfs\"\n[rootfs]\nhost = true\n").unwrap();
+        assert_eq!(p.home, Some(super::super::Home::Tmpfs));
+        let p = parse("home = \"/tmp\"\n[rootfs]\nhost = true\n").unwrap();
+        assert_eq!(p.home, Some(super::super::Home::Path("/tmp".into())));
+        let (line, _, key, msg) = err("home = \"tmp\"\n[rootfs]\nhost = true\n");
+        assert_eq!((line, key.as_str()), (1, "home"));
+        assert!(msg.contains("\"persistent\""), "{msg}");
+        let (_, _, key, msg) = err("home = \"/nonexistent/h\"\n[rootfs]\nhost = true\n");
+        assert_eq!(key, "home");
+        assert!(msg.contains("No such file"), "{msg}");
+    }
+
+    #[test]
     fn duplicate_and_syntax_errors_have_positions() {
         let (line, _, key, _) = err("[rootfs]\nhost = true\nhost = false\n");
         assert_eq!(line, 3);
@@ -315,6 +329,7 @@ mod tests {
 description = "all keys"
 hostname = "dev"
 autostart = true
+home = "persistent"
 [rootfs]
 host = true
 readonly = true

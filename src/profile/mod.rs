@@ -37,6 +37,8 @@ pub struct Profile {
     pub autostart: bool,
     pub rootfs: Rootfs,
     pub process: Process,
+    /// `None`: a persistent home for a non-root `process.user`, the root's own otherwise.
+    pub home: Option<Home>,
     pub mounts: Vec<Mount>,
     pub network: Network,
     pub gui: Gui,
@@ -65,6 +67,17 @@ pub struct Rootfs {
 pub enum User {
     Id(u32),
     Name(String),
+}
+
+/// `home`: what is mounted at the account's home directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home {
+    /// A fresh tmpfs each start: nothing survives a stop.
+    Tmpfs,
+    /// The daemon's directory for this sandbox, `$XDG_DATA_HOME/sandboxd/homes/NAME`.
+    Persistent,
+    /// A host folder of the user's choosing.
+    Path(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -218,6 +231,7 @@ impl Profile {
                 readonly: true,
             },
             process: Process::default(),
+            home: None,
             mounts: Vec::new(),
             network: Network {
                 mode: NetworkMode::Proxy,

@@ -19,6 +19,8 @@ pub struct RawProfile {
     pub rootfs: Option<RawRootfs>,
     #[serde(default)]
     pub process: RawProcess,
+    /// `"tmpfs"`, `"persistent"` or a host path.
+    pub home: Option<String>,
     #[serde(default, rename = "mount")]
     pub mounts: Vec<RawMount>,
     #[serde(default)]

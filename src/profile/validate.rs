@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::model::{NetworkMode, RawAllowHost, RawNested, RawProfile, RawUser};
 use super::{
-    validate_name, AllowHost, Audio, Devices, Gui, Limits, Mount, Nested, Network, Process,
+    validate_name, AllowHost, Audio, Devices, Gui, Home, Limits, Mount, Nested, Network, Process,
     Profile, Restart, Rootfs, RootfsSource, Security, User,
 };
 
@@ -262,6 +262,21 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         env: p.env,
     };
 
+    let home_dir = match raw.home.as_deref() {
+        None => None,
+        Some("tmpfs") => Some(Home::Tmpfs),
+        Some("persistent") => Some(Home::Persistent),
+        Some(p) if p.starts_with('/') || p.starts_with('~') => {
+            Some(Home::Path(host_path("home", p, home, true)?))
+        }
+        Some(other) => {
+            return Err(invalid(
+                "home",
+                format!("{other:?}: expected \"tmpfs\", \"persistent\" or an absolute host path"),
+            ))
+        }
+    };
+
     let mut mounts = Vec::new();
     for (i, m) in raw.mounts.into_iter().enumerate() {
         mounts.push(Mount {
@@ -371,6 +386,7 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         autostart: raw.autostart,
         rootfs,
         process,
+        home: home_dir,
         mounts,
         network,
         gui: Gui {

@@ -7,6 +7,7 @@
 
 mod bundle;
 mod desktop;
+mod home;
 mod idmap;
 mod imported;
 mod mounts;
@@ -26,6 +27,7 @@ use thiserror::Error;
 
 pub use bundle::{Bundle, BundleError, HOST_ROOT_DIRS};
 pub use desktop::{resolve as resolve_desktop, Bind, Desktop, DesktopError, SessionEnv};
+pub use home::persistent_dir as home_dir;
 pub use idmap::{
     container_map, intermediate_root_map, keep_id_map, subordinate_range, IdRange, SUBORDINATE_SPAN,
 };
@@ -137,6 +139,16 @@ pub enum SpecError {
     /// `process.cwd` is not a directory in the root file system or a mount.
     #[error("process.cwd: {0}")]
     Cwd(String),
+    /// The profile's `home` cannot be made for this user.
+    #[error("home: {0}")]
+    Home(String),
+    /// The persistent home could not be created on the host.
+    #[error("home: creating {}", path.display())]
+    HomeDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("building the OCI spec")]
     Build(#[source] oci_spec::OciSpecError),
 }
@@ -160,6 +172,8 @@ pub struct HostContext {
     pub etc: PathBuf,
     /// The user's home, where session cookies live.
     pub home: PathBuf,
+    /// Where persistent sandbox homes live: `$XDG_DATA_HOME/sandboxd/homes`.
+    pub homes: PathBuf,
     /// runc runs inside the daemon's intermediate user namespace (0 → you, 1.. → your
     /// subordinate ids), which is what makes "keep-id" possible.
     pub intermediate: bool,
@@ -188,6 +202,7 @@ impl HostContext {
             init,
             etc: PathBuf::from("/etc"),
             home: crate::paths::home(),
+            homes: crate::paths::data_home().join("sandboxd/homes"),
             intermediate: false,
             nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .unwrap_or((1024, 4096)),
@@ -227,19 +242,50 @@ pub fn resolver_files(hostname: &str) -> (String, String) {
     (resolv, hosts)
 }
 
-/// `home` when the root file system has it, else `/`: a process must not fail to start
-/// because its account's home was never created. Host roots get a private tmpfs `/root`
-/// and `/home` whose subfolders do not exist yet.
-pub fn home_or_root(profile: &Profile, home: &str) -> String {
-    let exists = match &profile.rootfs.source {
-        RootfsSource::Path(p) => p.join(home.trim_start_matches('/')).is_dir(),
-        RootfsSource::Host => home == "/root",
-    };
+/// The working directory of a process of `account` that names none: its home when the
+/// sandbox has it (mounted by `home`, or in the root file system), else `/`, so that a
+/// process never fails to start because its account's home was never created. Host roots
+/// have a private tmpfs `/root` and `/home`.
+pub fn default_cwd(profile: &Profile, ctx: &HostContext, account: &Account) -> String {
+    // The home the sandbox was started with, when this is the account it was made for.
+    let plan = profile_account(profile, ctx)
+        .ok()
+        .filter(|main| main.home == account.home)
+        .and_then(|main| home::plan(profile, ctx, &main).ok())
+        .unwrap_or(home::Plan::Own);
+    home_or_root(profile, account, &plan)
+}
+
+fn home_or_root(profile: &Profile, account: &Account, plan: &home::Plan) -> String {
+    let exists = *plan != home::Plan::Own
+        || match &profile.rootfs.source {
+            RootfsSource::Path(p) => p.join(account.home.trim_start_matches('/')).is_dir(),
+            RootfsSource::Host => account.home == "/root",
+        };
     if exists {
-        home.to_string()
+        account.home.clone()
     } else {
         "/".into()
     }
+}
+
+/// Who the profile's main command runs as, from the root file system's `/etc/passwd`.
+fn profile_account(profile: &Profile, ctx: &HostContext) -> Result<Account, SpecError> {
+    let passwd = match &profile.rootfs.source {
+        RootfsSource::Path(p) => p.join("etc/passwd"),
+        RootfsSource::Host => ctx.etc.join("passwd"),
+    };
+    match &profile.process.user {
+        None => Ok(Account::root()),
+        Some(u) => resolve(&passwd, u).map_err(SpecError::User),
+    }
+}
+
+/// Makes what the profile's home needs on the host before a start: the persistent home's
+/// directory, the first time.
+pub fn prepare_home(profile: &Profile, ctx: &HostContext) -> Result<(), SpecError> {
+    let account = profile_account(profile, ctx)?;
+    home::prepare(&home::plan(profile, ctx, &account)?)
 }
 
 /// The container's uid and gid maps. Root inside is always you; a non-root `process.user`
@@ -378,6 +424,7 @@ fn init(profile: &Profile, account: &Account, limits: &ResourceLimits) -> Init {
 fn process(
     profile: &Profile,
     account: &Account,
+    home: &home::Plan,
     desktop: &Desktop,
     limits: ResourceLimits,
 ) -> Result<oci_spec::runtime::Process, SpecError> {
@@ -410,7 +457,7 @@ fn process(
                 .process
                 .cwd
                 .clone()
-                .unwrap_or_else(|| home_or_root(profile, &account.home)),
+                .unwrap_or_else(|| home_or_root(profile, account, home)),
         )
         .capabilities(capabilities)
         .rlimits(limits.rlimits)
@@ -423,6 +470,7 @@ fn sandbox_mounts(
     profile: &Profile,
     ctx: &HostContext,
     account: &Account,
+    home: &home::Plan,
     desktop: &Desktop,
     resolver: Option<&Path>,
 ) -> Result<(Vec<Mount>, bool), SpecError> {
@@ -434,6 +482,9 @@ fn sandbox_mounts(
         }
         RootfsSource::Path(_) => profile.rootfs.readonly,
     };
+    // After the host root's /home and /root, before the profile's binds, which may be
+    // folders inside the home.
+    mounts.extend(home::mounts(home, account)?);
     if let Some(dir) = resolver {
         mounts.retain(|m| {
             let d = m.destination().to_string_lossy();
@@ -575,22 +626,17 @@ pub fn build(
     session: &SessionEnv,
     resolver: Option<&Path>,
 ) -> Result<Spec, SpecError> {
-    let passwd = match &profile.rootfs.source {
-        RootfsSource::Path(p) => p.join("etc/passwd"),
-        RootfsSource::Host => ctx.etc.join("passwd"),
-    };
-    let account = match &profile.process.user {
-        None => Account::root(),
-        Some(u) => resolve(&passwd, u).map_err(SpecError::User)?,
-    };
+    let account = profile_account(profile, ctx)?;
+    let home = home::plan(profile, ctx, &account)?;
     let desktop = desktop::resolve(profile, account.uid, session, &ctx.home)?;
     for w in &desktop.warnings {
         tracing::warn!(SANDBOX = profile.name.as_str(), "{w}");
     }
     let mut limits = resource_limits(profile, ctx)?;
     let (cgroups_path, resources) = (limits.cgroups_path.take(), limits.resources.take());
-    let process = process(profile, &account, &desktop, limits)?;
-    let (mounts, readonly_root) = sandbox_mounts(profile, ctx, &account, &desktop, resolver)?;
+    let process = process(profile, &account, &home, &desktop, limits)?;
+    let (mounts, readonly_root) =
+        sandbox_mounts(profile, ctx, &account, &home, &desktop, resolver)?;
     let linux = linux(profile, ctx, &account, cgroups_path, resources)?;
     check_imported_ids(profile, &account)?;
     check_paths(profile, &mounts)?;
@@ -626,14 +672,7 @@ pub fn preflight(
         RootfsSource::Host => PathBuf::from("/"),
     };
     build(&local, ctx, &root, session, None)?;
-    let passwd = match &profile.rootfs.source {
-        RootfsSource::Path(p) => p.join("etc/passwd"),
-        RootfsSource::Host => ctx.etc.join("passwd"),
-    };
-    let uid = match &profile.process.user {
-        None => 0,
-        Some(u) => resolve(&passwd, u).map_err(SpecError::User)?.uid,
-    };
+    let uid = profile_account(profile, ctx)?.uid;
     Ok(match desktop::resolve(profile, uid, session, &ctx.home) {
         Ok(d) => d.warnings,
         Err(e) => vec![format!("{e} (needed when it starts)")],

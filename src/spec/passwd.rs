@@ -26,8 +26,8 @@ impl Account {
     }
 }
 
-/// Looks `user` up in `passwd`. A numeric id absent from the file still works (gid = uid,
-/// home = "/"); a name absent from it is an error.
+/// Looks `user` up in `passwd`. A numeric id absent from the file still works, with gid =
+/// uid, home `/home/UID` and shell `/bin/sh`; a name absent from it is an error.
 pub fn resolve(passwd: &Path, user: &User) -> Result<Account, String> {
     let text = std::fs::read_to_string(passwd).unwrap_or_default();
     let entry = text.lines().find_map(|line| {
@@ -54,7 +54,7 @@ pub fn resolve(passwd: &Path, user: &User) -> Result<Account, String> {
         (None, User::Id(id)) => Ok(Account {
             uid: *id,
             gid: *id,
-            home: "/".into(),
+            home: format!("/home/{id}"),
             shell: "/bin/sh".into(),
         }),
         (None, User::Name(n)) => Err(format!("user {n:?} is not in {}", passwd.display())),
@@ -84,7 +84,7 @@ mod tests {
             }
         );
         assert_eq!(resolve(&f, &User::Id(0)).unwrap(), Account::root());
-        assert_eq!(resolve(&f, &User::Id(42)).unwrap().home, "/");
+        assert_eq!(resolve(&f, &User::Id(42)).unwrap().home, "/home/42");
         assert!(resolve(&f, &User::Name("ghost".into())).is_err());
     }
 }

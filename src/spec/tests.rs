@@ -3,7 +3,12 @@
 use super::*;
 use crate::profile::{Mount as ProfileMount, Profile};
 
-fn ctx(subids: bool) -> HostContext {
+/// A host context with subordinate ids, for other modules' tests.
+pub(super) fn ctx() -> HostContext {
+    ctx_with(true)
+}
+
+fn ctx_with(subids: bool) -> HostContext {
     let r = subids.then_some((100000, 65536));
     HostContext {
         uid: 1000,
@@ -13,6 +18,7 @@ fn ctx(subids: bool) -> HostContext {
         init: "/opt/sandbox-init".into(),
         etc: "/etc".into(),
         home: "/".into(),
+        homes: "/nonexistent/homes".into(),
         intermediate: false,
         nofile: (1024, 4096),
         limits: Enforcement::Rlimits { why: "test".into() },
@@ -31,7 +37,7 @@ fn namespaces_maps_and_init() {
     p.limits.nofile = Some(512);
     let spec = build(
         &p,
-        &ctx(true),
+        &ctx_with(true),
         Path::new("/b/rootfs"),
         &SessionEnv::new(),
         Some(Path::new("/b")),
@@ -100,7 +106,7 @@ fn namespaces_maps_and_init() {
 fn single_map_without_subordinate_ids() {
     let spec = build(
         &Profile::builtin_default(),
-        &ctx(false),
+        &ctx_with(false),
         Path::new("/r"),
         &SessionEnv::new(),
         None,
@@ -122,7 +128,7 @@ fn limits_become_a_scope_or_rlimits() {
     };
     let caps = |json: &serde_json::Value| json["process"]["capabilities"]["bounding"].clone();
 
-    let mut scoped = ctx(true);
+    let mut scoped = ctx_with(true);
     scoped.limits = Enforcement::SystemdScopes;
     let json = json_for(&scoped);
     assert_eq!(json["linux"]["cgroupsPath"], "app.slice:sandboxd:capped");
@@ -152,9 +158,9 @@ fn limits_become_a_scope_or_rlimits() {
     let defaults = Profile::builtin_default().limits;
     assert!(!crate::cgroups::in_scope(&scoped.limits, &defaults));
     assert!(crate::cgroups::in_scope(&scoped.limits, &p.limits));
-    assert!(!crate::cgroups::in_scope(&ctx(true).limits, &p.limits));
+    assert!(!crate::cgroups::in_scope(&ctx_with(true).limits, &p.limits));
 
-    let json = json_for(&ctx(true));
+    let json = json_for(&ctx_with(true));
     assert!(json["linux"].get("cgroupsPath").is_none());
     assert!(json["linux"]["resources"].get("pids").is_none());
     assert!(json["linux"]["resources"].get("memory").is_none());

@@ -64,7 +64,9 @@ impl Error {
     pub fn is_profile_problem(&self) -> bool {
         match self {
             Self::InvalidProfile(_) | Self::Unsupported { .. } => true,
-            Self::Spec { source, .. } => !matches!(**source, SpecError::Build(_)),
+            Self::Spec { source, .. } => {
+                !matches!(**source, SpecError::Build(_) | SpecError::HomeDir { .. })
+            }
             _ => false,
         }
     }

@@ -84,7 +84,7 @@ impl<R: Runtime> Supervisor<R> {
             cwd: opts
                 .cwd
                 .or_else(|| profile.process.cwd.clone())
-                .or_else(|| Some(spec::home_or_root(&profile, &account.home))),
+                .or_else(|| Some(spec::default_cwd(&profile, &self.inner.host, &account))),
             env,
         };
         let started = self

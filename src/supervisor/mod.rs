@@ -354,12 +354,13 @@ impl<R: Runtime> Supervisor<R> {
             } else {
                 None
             };
-            let spec = spec::build(profile, &self.inner.host, &root, &session, resolver).map_err(
-                |source| Error::Spec {
-                    name: name.into(),
-                    source: Box::new(source),
-                },
-            )?;
+            let spec_error = |source| Error::Spec {
+                name: name.into(),
+                source: Box::new(source),
+            };
+            spec::prepare_home(profile, &self.inner.host).map_err(spec_error)?;
+            let spec = spec::build(profile, &self.inner.host, &root, &session, resolver)
+                .map_err(spec_error)?;
             bundle
                 .write_spec(&spec)
                 .map_err(|e| failed(crate::error_chain(&e)))?;

@@ -234,6 +234,7 @@ impl Harness {
             init: "/init".into(),
             etc: dir.path().join("rootfs/etc"),
             home: dir.path().into(),
+            homes: dir.path().join("homes"),
             intermediate: true,
             nofile: (1024, 4096),
             limits: crate::cgroups::Enforcement::Rlimits { why: "test".into() },
