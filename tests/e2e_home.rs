@@ -31,18 +31,19 @@ fn restart(s: &Session, name: &str) {
     s.ctl_ok(&["start", name]);
 }
 
-/// A non-root user of an imported root gets a persistent home by default: it exists
-/// before the command starts, is the user's inside (and the test user's on the host), and
-/// what is written there survives a stop and a start. A uid without a passwd entry gets
-/// one at `/home/UID`.
+/// A non-root user of an imported root gets a persistent home: it exists before the
+/// command starts, is the user's inside (and the test user's on the host), and what is
+/// written there survives a stop and a start. Asked for with `home = "persistent"` by
+/// "user" (whose /home/user the tree has, and would keep by default), by default for a uid
+/// without a passwd entry (`/home/UID`, which the tree lacks).
 #[test]
-fn an_imported_root_gets_a_persistent_home_by_default() {
+fn an_imported_root_gets_a_persistent_home() {
     let _g = lock();
     let s = session();
     s.ready();
-    for (user, uid, home) in [
-        ("user", "1000", "/home/user"),
-        ("4242", "4242", "/home/4242"),
+    for (user, uid, home, key) in [
+        ("user", "1000", "/home/user", "home = \"persistent\"\n"),
+        ("4242", "4242", "/home/4242", ""),
     ] {
         let _ = std::fs::remove_dir_all(persistent(s, "e2e-home"));
         s.busybox_profile(
@@ -51,6 +52,7 @@ fn an_imported_root_gets_a_persistent_home_by_default() {
             "",
         );
         let text = std::fs::read_to_string(s.profiles().join("e2e-home.toml")).unwrap();
+        let text = format!("{key}{text}");
         s.write_profile(
             "e2e-home",
             &text.replace("[process]\n", &format!("[process]\nuser = \"{user}\"\n")),

@@ -648,13 +648,15 @@ fn names_are_answered_by_the_daemon_and_judged_by_name() {
     assert_eq!(probe(s, "net-names", &["dnsgarbage", "300"]), "0");
     let log = s.ctl_ok(&["netlog", "net-names"]);
     for name in [
-        "other.test:53",
-        "shared.test:53",
+        "other.test (name lookup)",
+        "shared.test (name lookup)",
         "allowed.test:7008",
         "a.wild.test:7008",
     ] {
         assert!(log.contains(name), "{name} not in the log:\n{log}");
     }
+    // other.test was asked for three times (A and AAAA, then A over TCP): one record.
+    assert_eq!(log.matches("other.test").count(), 1, "{log}");
     s.ctl_ok(&["stop", "net-names"]);
     s.remove_profile("net-names");
 }
@@ -1275,7 +1277,17 @@ fn a_reload_applies_dns_servers_without_stopping_sandboxes() {
         "dns_servers = [\"127.0.0.1:9\"]\n",
         "dns_servers now 127.0.0.1:9",
     );
-    assert_ne!(rcode("a.wild.test"), "0", "answered without a server");
+    assert_eq!(rcode("a.wild.test"), "2", "SERVFAIL without a server");
+    let log = s.ctl_ok(&["netlog", "net-reload"]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("a.wild.test (name lookup)"))
+        .unwrap_or_else(|| panic!("no record of the failed lookup:\n{log}"));
+    assert!(
+        line.contains("upstream DNS failed (127.0.0.1:9: refused")
+            && line.contains("dns_servers in sandboxd.toml"),
+        "{line}"
+    );
     // Back to the test internet's server: answered again.
     reload(
         &format!("dns_servers = [\"{INET_V4}\"]\n"),

@@ -492,7 +492,9 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                         json!({"time": at, "sandbox": name, "destination": dest, "port": port, "reason": reason})
                     );
                 } else {
-                    let target = if dest.contains(':') {
+                    let target = if port == crate::proxy::denials::LOOKUP {
+                        format!("{dest} (name lookup)")
+                    } else if dest.contains(':') {
                         format!("[{dest}]:{port}")
                     } else {
                         format!("{dest}:{port}")

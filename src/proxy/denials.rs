@@ -3,8 +3,10 @@
 //! history and announced (the bus turns it into the `ConnectionDenied` signal), so a user
 //! can see what to allow. A flood of refusals is summarised instead of announced one by
 //! one: the bus and the journal stay usable while a hostile sandbox hammers the policy.
+//! A refused or failed name lookup is one record per name (port [`LOOKUP`]), however many
+//! record types and retries the sandbox's resolver asks for.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,13 @@ use std::time::{Duration, Instant};
 const HISTORY: usize = 200;
 /// Refusals announced per sandbox per second; the rest are counted and summarised.
 const ANNOUNCE_PER_SECOND: u32 = 50;
+/// The port of a record that is a name lookup, not a connection.
+pub const LOOKUP: u16 = 0;
+/// The same lookup refusal (name and reason) is recorded again only after this long: a
+/// resolver asks for A and AAAA, and retries.
+const LOOKUP_QUIET: Duration = Duration::from_secs(60);
+/// Lookup refusals remembered for [`LOOKUP_QUIET`]; past this, older ones are forgotten.
+const LOOKUPS_REMEMBERED: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
@@ -36,6 +45,7 @@ struct Window {
 pub struct DenialLog {
     history: Mutex<VecDeque<Denied>>,
     window: Mutex<Window>,
+    lookups: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl Default for DenialLog {
@@ -47,6 +57,7 @@ impl Default for DenialLog {
                 announced: 0,
                 suppressed: 0,
             }),
+            lookups: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -124,6 +135,35 @@ impl DenialLog {
         }
     }
 
+    /// Records a refused or failed lookup of `name`, unless the same one was recorded in
+    /// the last [`LOOKUP_QUIET`]. Returns whether it was recorded.
+    pub fn record_lookup(
+        &self,
+        sandbox: &str,
+        name: &str,
+        reason: &str,
+        announce: Option<&Announce>,
+    ) -> bool {
+        {
+            let now = Instant::now();
+            let recent = |t: &Instant| now.duration_since(*t) < LOOKUP_QUIET;
+            let mut seen = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (name.to_string(), reason.to_string());
+            if seen.get(&key).is_some_and(recent) {
+                return false;
+            }
+            if seen.len() >= LOOKUPS_REMEMBERED {
+                seen.retain(|_, t| recent(t));
+                if seen.len() >= LOOKUPS_REMEMBERED {
+                    seen.clear();
+                }
+            }
+            seen.insert(key, now);
+        }
+        self.record(sandbox, name.to_string(), LOOKUP, reason, announce);
+        true
+    }
+
     /// The most recent refusals, oldest first.
     pub fn recent(&self) -> Vec<Denied> {
         self.history
@@ -163,5 +203,22 @@ mod tests {
         assert_eq!(recent.len(), HISTORY);
         assert_eq!(recent.last().unwrap().port, 999);
         assert_eq!(recent.first().unwrap().port, 1000 - HISTORY as u16);
+    }
+
+    #[test]
+    fn a_lookup_is_recorded_once_per_name_and_reason() {
+        let log = DenialLog::default();
+        assert!(log.record_lookup("box", "a.test", "not allowed", None));
+        assert!(!log.record_lookup("box", "a.test", "not allowed", None));
+        assert!(log.record_lookup("box", "a.test", "upstream DNS failed", None));
+        assert!(log.record_lookup("box", "b.test", "not allowed", None));
+        let recent = log.recent();
+        assert_eq!(recent.len(), 3);
+        assert!(recent.iter().all(|d| d.port == LOOKUP));
+        // A flood of distinct names stays bounded and keeps being recorded.
+        for i in 0..(LOOKUPS_REMEMBERED * 3) {
+            assert!(log.record_lookup("box", &format!("n{i}.test"), "x", None));
+        }
+        assert!(log.lookups.lock().unwrap().len() <= LOOKUPS_REMEMBERED);
     }
 }

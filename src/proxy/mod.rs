@@ -5,7 +5,7 @@
 //! closed: it loses its network, never gains any.
 
 mod budget;
-mod denials;
+pub mod denials;
 pub mod dns;
 mod egress;
 mod hostaddr;
@@ -108,6 +108,16 @@ impl Shared {
             reason,
             self.announce.as_ref(),
         );
+    }
+
+    /// Counts, logs and announces a refused or failed name lookup, once per name.
+    fn deny_lookup(&self, name: &str, reason: &str) {
+        if self
+            .log
+            .record_lookup(&self.name, name, reason, self.announce.as_ref())
+        {
+            self.counters.denied.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn is_resolver(&self, dst: SocketAddr) -> bool {
@@ -230,7 +240,7 @@ impl Shared {
             &self.upstream,
             !self.egress().remote_dns(),
             |name| policy.name_answerable(name).map_err(|d| d.as_str()),
-            |name, why| self.deny(name.to_string(), 53, why),
+            |name, why| self.deny_lookup(name, why),
         )
         .await
     }

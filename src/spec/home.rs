@@ -13,7 +13,7 @@ use oci_spec::runtime::Mount;
 
 use super::mounts::{bind, mount};
 use super::{Account, HostContext, SpecError};
-use crate::profile::{Home, Profile};
+use crate::profile::{Home, Profile, RootfsSource};
 
 /// Folders a new persistent home starts with: where desktop programs keep their settings,
 /// caches, data and state (the XDG base directories), so first starts find them.
@@ -42,13 +42,24 @@ pub fn persistent_dir(ctx: &HostContext, name: &str) -> PathBuf {
     ctx.homes.join(name)
 }
 
-/// The profile's `home` for `account`. Unset, a non-root user gets a persistent home and
-/// root keeps the root file system's own; a home that cannot be mounted over (`/`, a
+/// The profile's `home` for `account`. Unset, a non-root user gets a persistent home
+/// unless a writable root on disk has one for it already, not empty (it persists with the
+/// tree);
+/// root keeps the root file system's own. A home that cannot be mounted over (`/`, a
 /// relative path in passwd) is an error when asked for, and left alone by default.
 pub fn plan(profile: &Profile, ctx: &HostContext, account: &Account) -> Result<Plan, SpecError> {
     let mountable = mountable(&account.home);
+    let in_tree = match &profile.rootfs.source {
+        // Not empty: an empty one may be the mount point of an earlier persistent home.
+        RootfsSource::Path(root) => {
+            !profile.rootfs.readonly
+                && std::fs::read_dir(root.join(account.home.trim_start_matches('/')))
+                    .is_ok_and(|mut entries| entries.next().is_some())
+        }
+        RootfsSource::Host => false,
+    };
     let chosen = match &profile.home {
-        None if account.uid == 0 || !mountable => return Ok(Plan::Own),
+        None if account.uid == 0 || !mountable || in_tree => return Ok(Plan::Own),
         None => Home::Persistent,
         Some(h) => h.clone(),
     };
@@ -184,6 +195,25 @@ mod tests {
                 persistent: true
             }
         );
+        // A writable tree that has the home keeps it; a read-only one gets a persistent home.
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("home/user")).unwrap();
+        std::fs::create_dir_all(tree.path().join("home/empty")).unwrap();
+        std::fs::write(tree.path().join("home/user/.profile"), b"").unwrap();
+        let mut imported = p.clone();
+        imported.rootfs.source = RootfsSource::Path(tree.path().into());
+        imported.rootfs.readonly = false;
+        let user = account(1000, "/home/user");
+        assert_eq!(plan(&imported, &ctx, &user).unwrap(), Plan::Own);
+        assert!(matches!(
+            plan(&imported, &ctx, &account(1000, "/home/x")),
+            Ok(Plan::Bind { .. })
+        ));
+        imported.rootfs.readonly = true;
+        assert!(matches!(
+            plan(&imported, &ctx, &user),
+            Ok(Plan::Bind { .. })
+        ));
         // A home of "/" (or a relative one) is left alone unless asked for.
         assert_eq!(plan(&p, &ctx, &account(1000, "/")).unwrap(), Plan::Own);
         assert_eq!(plan(&p, &ctx, &account(1000, "home/x")).unwrap(), Plan::Own);

@@ -14,6 +14,19 @@ pub const RCODE_FORMERR: u8 = 1;
 pub const RCODE_SERVFAIL: u8 = 2;
 pub const RCODE_NXDOMAIN: u8 = 3;
 pub const RCODE_REFUSED: u8 = 5;
+
+/// The mnemonic of a response code (RFC 1035 §4.1.1, RFC 6895), for messages.
+pub fn rcode_name(rcode: u8) -> String {
+    match rcode {
+        RCODE_NOERROR => "NOERROR".into(),
+        RCODE_FORMERR => "FORMERR".into(),
+        RCODE_SERVFAIL => "SERVFAIL".into(),
+        RCODE_NXDOMAIN => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        RCODE_REFUSED => "REFUSED".into(),
+        n => format!("rcode {n}"),
+    }
+}
 const HEADER: usize = 12;
 const MAX_POINTERS: usize = 32;
 const MAX_NAME: usize = 253;

@@ -3,6 +3,7 @@
 //! answered here:
 //!
 //! * names the policy refuses get NXDOMAIN (and a denial record);
+//! * names the upstream servers do not answer get SERVFAIL, and a record that says why;
 //! * `host.sandbox.internal` is [`HOST_V4`] / [`HOST_V6`], dialed as the host's loopback;
 //! * other names are resolved on the host (the daemon's configured servers, else the
 //!   host's `/etc/resolv.conf`), and answered with a **synthetic address** of their own,
@@ -104,6 +105,38 @@ impl Names {
     }
 }
 
+/// Why the host-side resolver has no answer: a sandbox gets SERVFAIL, and the denial log
+/// this text, so that a broken upstream is not mistaken for a name that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Neither `dns_servers` nor the host's `/etc/resolv.conf` names a server.
+    NoServers,
+    /// Every server was asked: each one's failure, in order.
+    Failed(Vec<(SocketAddr, String)>),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoServers => write!(
+                f,
+                "no upstream DNS server: set dns_servers in sandboxd.toml, or a nameserver in the host's /etc/resolv.conf"
+            ),
+            Self::Failed(failures) => {
+                write!(f, "upstream DNS failed (")?;
+                for (i, (server, why)) in failures.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "; " };
+                    write!(f, "{sep}{server}: {why}")?;
+                }
+                write!(
+                    f,
+                    "): check the host's network, or dns_servers in sandboxd.toml"
+                )
+            }
+        }
+    }
+}
+
 /// The host-side resolver: asks the configured servers, caches by TTL.
 pub struct Upstream {
     /// Replaced by a reload of the daemon's configuration.
@@ -155,7 +188,7 @@ impl Upstream {
     }
 
     /// The answer for `name`/`qtype` (A or AAAA), from the cache or the servers in turn.
-    pub async fn lookup(&self, name: &str, qtype: u16) -> Option<Reply> {
+    pub async fn lookup(&self, name: &str, qtype: u16) -> Result<Reply, UpstreamError> {
         let key = (name.to_string(), qtype);
         if let Some((until, r)) = self
             .cache
@@ -164,24 +197,32 @@ impl Upstream {
             .get(&key)
         {
             if Instant::now() < *until {
-                return Some(r.clone());
+                return Ok(r.clone());
             }
         }
-        for server in self.servers() {
-            if let Some(r) = ask(server, name, qtype).await {
-                let ttl = r.ttl.min(CACHE_MAX_TTL);
-                let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                if c.len() >= CACHE_MAX {
-                    c.clear();
+        let servers = self.servers();
+        if servers.is_empty() {
+            return Err(UpstreamError::NoServers);
+        }
+        let mut failures = Vec::new();
+        for server in servers {
+            match ask(server, name, qtype).await {
+                Err(why) => failures.push((server, why)),
+                Ok(r) => {
+                    let ttl = r.ttl.min(CACHE_MAX_TTL);
+                    let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                    if c.len() >= CACHE_MAX {
+                        c.clear();
+                    }
+                    c.insert(
+                        key,
+                        (Instant::now() + Duration::from_secs(ttl as u64), r.clone()),
+                    );
+                    return Ok(r);
                 }
-                c.insert(
-                    key,
-                    (Instant::now() + Duration::from_secs(ttl as u64), r.clone()),
-                );
-                return Some(r);
             }
         }
-        None
+        Err(UpstreamError::Failed(failures))
     }
 
     /// Every address of `name`, IPv4 first.
@@ -194,30 +235,36 @@ impl Upstream {
     }
 }
 
-/// One query to one server over UDP; `None` on timeout or garbage.
-async fn ask(server: SocketAddr, name: &str, qtype: u16) -> Option<Reply> {
+/// One query to one server over UDP; on failure, what went wrong in a few words.
+async fn ask(server: SocketAddr, name: &str, qtype: u16) -> Result<Reply, String> {
     let bind: SocketAddr = if server.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let sock = UdpSocket::bind(bind).await.ok()?;
-    sock.connect(server).await.ok()?;
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused (nothing answers DNS there)".to_string(),
+        _ => e.to_string(),
+    };
+    let sock = UdpSocket::bind(bind).await.map_err(io)?;
+    sock.connect(server).await.map_err(io)?;
     let id: u16 = rand_id();
-    let q = Query::encode(id, name, qtype).ok()?;
-    sock.send(&q).await.ok()?;
+    let q = Query::encode(id, name, qtype).map_err(|e| e.to_string())?;
+    sock.send(&q).await.map_err(io)?;
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
     loop {
         let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
             .await
-            .ok()?
-            .ok()?;
+            .map_err(|_| format!("no answer within {}s", UPSTREAM_TIMEOUT.as_secs()))?
+            .map_err(io)?;
         match Reply::parse(&buf[..n]) {
             Ok(r) if r.id == id && (r.rcode == RCODE_NOERROR || r.rcode == RCODE_NXDOMAIN) => {
-                return Some(r)
+                return Ok(r)
             }
-            Ok(r) if r.id == id => return None,
+            Ok(r) if r.id == id => {
+                return Err(format!("answered {}", message::rcode_name(r.rcode)))
+            }
             _ => continue, // not ours: keep waiting until the deadline
         }
     }
@@ -243,7 +290,8 @@ fn getrandom(buf: &mut [u8]) -> bool {
 }
 
 /// Answers one query from a sandbox. `allowed(name)` is the policy's verdict on the name
-/// (an error string is the denial reason, recorded by the caller through `refused`).
+/// (an error string is the denial reason, recorded by the caller through `refused`, as is
+/// the reason of a failed upstream lookup).
 ///
 /// With `lookup` false (a `socks5h` upstream resolves names), allowed names get their
 /// synthetic address without the host ever looking them up.
@@ -253,7 +301,7 @@ pub async fn answer(
     upstream: &Upstream,
     lookup: bool,
     allowed: impl Fn(&str) -> Result<(), &'static str>,
-    refused: impl Fn(&str, &'static str),
+    refused: impl Fn(&str, &str),
 ) -> Vec<u8> {
     let q = match Query::parse(raw) {
         Ok(q) => q,
@@ -278,8 +326,12 @@ pub async fn answer(
         return q.answer(RCODE_NOERROR, &[], 0);
     }
     if lookup {
-        let Some(reply) = upstream.lookup(name, q.qtype).await else {
-            return q.answer(RCODE_SERVFAIL, &[], 0);
+        let reply = match upstream.lookup(name, q.qtype).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                refused(name, &e.to_string());
+                return q.answer(RCODE_SERVFAIL, &[], 0);
+            }
         };
         if reply.rcode == RCODE_NXDOMAIN {
             return q.answer(RCODE_NXDOMAIN, &[], 0);
