@@ -705,6 +705,35 @@ fn bus_contract_through_busctl() {
         "{profiles}"
     );
     assert!(busctl_call(s, "ReloadProfiles", &[]).status.success());
+    // DescribeProfiles adds the description; `sandboxctl profiles` shows one line each.
+    let text = std::fs::read_to_string(s.profiles().join("e2e-bus.toml")).unwrap();
+    s.write_profile("e2e-bus", &format!("description = \"a busy box\"\n{text}"));
+    let described = stdout(&busctl_call(s, "DescribeProfiles", &[]));
+    assert!(described.starts_with("a(ssss) "), "{described}");
+    assert!(described.contains("\"\" \"a busy box\""), "{described}");
+    let listing = s.ctl_ok(&["profiles"]);
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"))
+            .to_string()
+    };
+    assert!(line("e2e-bus").ends_with("  a busy box"), "{listing}");
+    assert!(line("default").contains("Built-in"), "{listing}");
+    let bad = line("e2e-bus-bad");
+    assert!(
+        bad.contains("invalid: ")
+            && bad.contains("rootfs.nope")
+            && bad.contains("sandboxctl check e2e-bus-bad"),
+        "{bad}"
+    );
+    assert_eq!(
+        listing.lines().count(),
+        s.ctl_ok(&["profiles", "--json"])
+            .matches("\"name\"")
+            .count()
+    );
 
     let path = "/org/sandboxd/Sandboxd1/sandbox/e2e_2dbus";
     assert!(stderr(&busctl_call(s, "GetSandbox", &["s", "e2e-bus"])).contains("no sandbox named"));

@@ -31,6 +31,18 @@ impl<R: Runtime> Manager<R> {
             .collect()
     }
 
+    /// As `ListProfiles`, with each profile's `description` as a fourth field ("" when it
+    /// has none or is invalid).
+    async fn describe_profiles(&self) -> Vec<(String, String, String, String)> {
+        let store = self.sup.store().clone();
+        tokio::task::spawn_blocking(move || store.list())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.file, e.error, e.description))
+            .collect()
+    }
+
     /// Every known sandbox: name, state, leader pid (0 if none), object path.
     async fn list_sandboxes(&self) -> Vec<(String, String, u32, OwnedObjectPath)> {
         self.sup

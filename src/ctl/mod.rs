@@ -46,7 +46,7 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// List profiles and whether each is valid.
+    /// List profiles, one line each: the description, or why it is invalid.
     Profiles {
         #[arg(long)]
         json: bool,
@@ -221,6 +221,20 @@ fn from_bus(e: zbus::Error) -> Failure {
             message: format!("sandboxd is not reachable: {e}\n{UNREACHABLE_FIX}"),
         },
     }
+}
+
+/// One line of `sandboxctl profiles`: the name, then the description, or why the profile
+/// is invalid with the command that shows where.
+fn profile_line(name: &str, error: &str, description: &str, width: usize) -> String {
+    let what = if !error.is_empty() {
+        format!("invalid: {error} (see `sandboxctl check {name}`)")
+    } else if description.is_empty() {
+        "-".into()
+    } else {
+        description.to_string()
+    };
+    let what = logs::escape_controls(&what.replace('\n', " "));
+    format!("{name:<width$}  {what}")
 }
 
 fn since_text(us: u64) -> String {
@@ -435,26 +449,17 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
             }
         }
         Cmd::Profiles { json } => {
-            let list = manager.list_profiles().await?;
+            let list = manager.describe_profiles().await?;
             if json {
                 let rows: Vec<_> = list
                     .iter()
-                    .map(|(n, f, e)| json!({"name": n, "file": f, "error": e}))
+                    .map(|(n, f, e, d)| json!({"name": n, "file": f, "error": e, "description": d}))
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                for (n, f, e) in list {
-                    let file = if f.is_empty() {
-                        "(built-in)".to_string()
-                    } else {
-                        f
-                    };
-                    let status = if e.is_empty() {
-                        "ok".to_string()
-                    } else {
-                        format!("invalid: {e}")
-                    };
-                    println!("{n:<24} {file}\n{:<24} {status}", "");
+                let width = list.iter().map(|p| p.0.len()).max().unwrap_or(0).max(8);
+                for (name, _, error, description) in &list {
+                    println!("{}", profile_line(name, error, description, width));
                 }
             }
         }

@@ -12,6 +12,7 @@ use zbus::zvariant::{Fd, OwnedFd, OwnedObjectPath, Value};
 )]
 pub trait Manager {
     fn list_profiles(&self) -> zbus::Result<Vec<(String, String, String)>>;
+    fn describe_profiles(&self) -> zbus::Result<Vec<(String, String, String, String)>>;
     fn list_sandboxes(&self) -> zbus::Result<Vec<(String, String, u32, OwnedObjectPath)>>;
     fn start_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_sandbox(&self, name: &str) -> zbus::Result<()>;

@@ -11,6 +11,8 @@ pub struct ProfileEntry {
     pub name: String,
     pub file: String,
     pub error: String,
+    /// The profile's `description` ("" when it has none or is invalid).
+    pub description: String,
 }
 
 /// The ordered profile directories and the home directory `~` expands to.
@@ -91,14 +93,15 @@ impl ProfileStore {
                 if out.iter().any(|e| e.name == name) {
                     continue;
                 }
-                let error = match self.load_file(&file) {
-                    Ok(_) => String::new(),
-                    Err(e) => crate::error_chain(&e),
+                let (error, description) = match self.load_file(&file) {
+                    Ok(p) => (String::new(), p.description),
+                    Err(e) => (crate::error_chain(&e), String::new()),
                 };
                 out.push(ProfileEntry {
                     name,
                     file: file.display().to_string(),
                     error,
+                    description,
                 });
             }
         }
@@ -107,6 +110,7 @@ impl ProfileStore {
                 name: DEFAULT_PROFILE.into(),
                 file: String::new(),
                 error: String::new(),
+                description: super::Profile::builtin_default().description,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
