@@ -9,6 +9,10 @@ UNITDIR    ?= $(HOME)/.config/systemd/user
 DBUSDIR    ?= $(PREFIX)/share/dbus-1/services
 AUTOSTARTDIR ?= $(HOME)/.config/autostart
 MANDIR     ?= $(PREFIX)/share/man
+# Where bash-completion, zsh (add it to $fpath) and fish look for a user's completions.
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(HOME)/.config/fish/completions
 TRIPLE     := x86_64-unknown-linux-gnu
 # Built by `make build`; overridable so tests can install what cargo test built.
 SANDBOXD   ?= target/release/sandboxd
@@ -63,6 +67,13 @@ install-files:
 	sed -e 's|@bindir@|$(BINDIR)|g' dist/dbus/org.sandboxd.Sandboxd1.service > $(DBUSDIR)/org.sandboxd.Sandboxd1.service
 	install -m 0644 dist/autostart/sandboxd.desktop $(AUTOSTARTDIR)/sandboxd.desktop
 	install -m 0644 README.md SECURITY.md $(DOCDIR)/
+	install -d $(DOCDIR)/examples $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR)
+	install -m 0644 etc/sandboxd.toml $(DOCDIR)/
+	install -m 0644 etc/profiles/*.toml $(DOCDIR)/examples/
+	# Written by the installed binary, which the scripts call at each Tab for the names.
+	$(BINDIR)/sandboxctl completions bash > $(BASHCOMPDIR)/sandboxctl
+	$(BINDIR)/sandboxctl completions zsh > $(ZSHCOMPDIR)/_sandboxctl
+	$(BINDIR)/sandboxctl completions fish > $(FISHCOMPDIR)/sandboxctl.fish
 	install -m 0644 man/sandboxctl.1 $(MANDIR)/man1/
 	install -m 0644 man/sandboxd.profile.5 $(MANDIR)/man5/
 	install -m 0644 man/sandboxd.8 $(MANDIR)/man8/
@@ -72,4 +83,5 @@ uninstall:
 	rm -f $(BINDIR)/sandboxd $(BINDIR)/sandboxctl $(BINDIR)/sandbox-init
 	rm -f $(UNITDIR)/sandboxd.service $(DBUSDIR)/org.sandboxd.Sandboxd1.service $(AUTOSTARTDIR)/sandboxd.desktop
 	rm -rf $(DOCDIR)
+	rm -f $(BASHCOMPDIR)/sandboxctl $(ZSHCOMPDIR)/_sandboxctl $(FISHCOMPDIR)/sandboxctl.fish
 	rm -f $(MANDIR)/man1/sandboxctl.1 $(MANDIR)/man5/sandboxd.profile.5 $(MANDIR)/man8/sandboxd.8

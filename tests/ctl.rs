@@ -111,15 +111,6 @@ fn check_notes_features_not_provided_yet() {
     );
 }
 
-#[test]
-fn completions_for_each_shell() {
-    for shell in ["bash", "zsh", "fish"] {
-        let out = ctl(&["completions", shell], "unix:path=/nonexistent");
-        assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("sandboxctl"));
-    }
-}
-
 /// `check` makes the checks `start` makes: users in the root's passwd, the keep-id
 /// mapping of an imported root, the command, bind sources; a missing Wayland socket only
 /// warns (it depends on the session when the sandbox starts).
@@ -192,4 +183,123 @@ fn check_catches_what_start_refuses() {
     let (code, text) = check(&format!("{base}[gui]\nwayland = true\n"));
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("warning: gui.wayland"), "{text}");
+}
+
+/// A home with three profiles and an imported root, and the completion script of `shell`
+/// written into it by `sandboxctl completions`.
+fn completion_home(shell: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("config/sandboxd/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    for name in ["dev", "devbox", "web"] {
+        std::fs::write(profiles.join(format!("{name}.toml")), "").unwrap();
+    }
+    std::fs::write(profiles.join("notes.txt"), "").unwrap();
+    std::fs::create_dir_all(dir.path().join("data/sandboxd/rootfs/arch")).unwrap();
+    let out = ctl(&["completions", shell], "unix:path=/nonexistent");
+    assert!(out.status.success());
+    let script = dir.path().join(format!("sandboxctl.{shell}"));
+    std::fs::write(&script, &out.stdout).unwrap();
+    (dir, script)
+}
+
+/// Runs `shell -c script` in the completion home, with no daemon on the bus.
+fn in_completion_home(dir: &std::path::Path, shell: &str, script: &str) -> String {
+    let out = Command::new(shell)
+        .args(["-c", script])
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}/no-bus", dir.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{shell}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `shell` can be run here (scripts/setup-machine installs zsh and fish).
+fn have(shell: &str) -> bool {
+    let found = Command::new(shell)
+        .args(["-c", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("skipped: {shell} is not installed (scripts/setup-machine installs it)");
+    }
+    found
+}
+
+/// bash, through the registered completion function as bash calls it: profile names for
+/// `start`, roots for `rootfs remove`, subcommands; nothing hangs without a daemon.
+#[test]
+fn bash_completes_names_of_profiles_and_roots() {
+    let (dir, script) = completion_home("bash");
+    // Names only: options (`--help`) are offered beside them for an empty word.
+    let complete = |words: &str, cword: usize, current: &str| {
+        let out = in_completion_home(
+            dir.path(),
+            "bash",
+            &format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_TYPE=9; \
+                 _clap_complete_sandboxctl sandboxctl '{current}' x; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ),
+        );
+        out.lines()
+            .filter(|l| !l.starts_with('-'))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        complete("sandboxctl start de", 2, "de"),
+        "default\ndev\ndevbox\n"
+    );
+    assert_eq!(complete("sandboxctl check w", 2, "w"), "web\n");
+    assert_eq!(complete("sandboxctl rootfs remove ''", 3, ""), "arch\n");
+    let subcommands = complete("sandboxctl st", 1, "st");
+    for sub in ["start", "status", "stop"] {
+        assert!(subcommands.lines().any(|l| l == sub), "{subcommands}");
+    }
+    // Sandbox names come from the daemon; without one there are none, at once.
+    let started = std::time::Instant::now();
+    assert_eq!(complete("sandboxctl stop ''", 2, ""), "");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+/// fish, with its own `complete -C`, and zsh, with the request its completion function
+/// makes (its script is checked by `zsh -n`).
+#[test]
+fn fish_and_zsh_complete_profile_names() {
+    if have("fish") {
+        let (dir, script) = completion_home("fish");
+        let out = in_completion_home(
+            dir.path(),
+            "fish",
+            &format!(
+                "source {}; complete -C 'sandboxctl start dev'",
+                script.display()
+            ),
+        );
+        assert_eq!(out, "dev\ndevbox\n");
+    }
+    if have("zsh") {
+        let (dir, script) = completion_home("zsh");
+        in_completion_home(dir.path(), "zsh", &format!("zsh -n {}", script.display()));
+        let text = std::fs::read_to_string(&script).unwrap();
+        assert!(text.starts_with("#compdef sandboxctl"), "{text}");
+        let out = in_completion_home(
+            dir.path(),
+            "zsh",
+            &format!(
+                "_CLAP_IFS=$'\\n' _CLAP_COMPLETE_INDEX=2 COMPLETE=zsh {CTL} -- sandboxctl start we"
+            ),
+        );
+        assert_eq!(out.trim_end(), "web");
+    }
 }

@@ -742,6 +742,30 @@ fn bus_contract_through_busctl() {
         stdout(&busctl_call(s, "GetSandbox", &["s", "e2e-bus"])).trim(),
         format!("o \"{path}\"")
     );
+    // The bash completion `make install` wrote asks the daemon for sandbox names: `stop`
+    // offers the running e2e-bus, not the profile e2e-bus-bad.
+    let script = s
+        .home
+        .join(".local/share/bash-completion/completions/sandboxctl");
+    let offered = s.user_ok(&[
+        "bash",
+        "-c",
+        &format!(
+            "source {}; COMP_WORDS=(sandboxctl stop e2e-b); COMP_CWORD=2; COMP_TYPE=9; \
+             _clap_complete_sandboxctl sandboxctl e2e-b x; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ),
+    ]);
+    assert_eq!(offered, "e2e-bus\n");
+    for shell in [
+        ".local/share/zsh/site-functions/_sandboxctl",
+        ".config/fish/completions/sandboxctl.fish",
+    ] {
+        assert!(s.home.join(shell).is_file(), "{shell} not installed");
+    }
+    // The examples are in the doc dir.
+    let doc = s.home.join(".local/share/doc/sandboxd");
+    assert!(doc.join("sandboxd.toml").is_file() && doc.join("examples/dev.toml").is_file());
     let prop = |name: &str| {
         s.user_ok(&[
             "busctl",

@@ -2,6 +2,7 @@
 //! scripts. Exit status: 0 ok, 1 failure reported by the daemon, 2 usage, 3 daemon not
 //! reachable.
 
+mod complete;
 mod desktop_entry;
 mod doctor;
 mod logs;
@@ -13,7 +14,7 @@ mod terminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::profile::ProfileStore;
@@ -52,13 +53,23 @@ pub enum Cmd {
         json: bool,
     },
     /// Start a sandbox from its profile.
-    Start { name: String },
+    Start {
+        #[arg(add = complete::profiles())]
+        name: String,
+    },
     /// Stop a sandbox (SIGTERM, then SIGKILL after its stop_timeout), or dismiss an ended one.
-    Stop { name: String },
+    Stop {
+        #[arg(add = complete::sandboxes())]
+        name: String,
+    },
     /// Stop and start a sandbox.
-    Restart { name: String },
+    Restart {
+        #[arg(add = complete::sandboxes())]
+        name: String,
+    },
     /// Show one sandbox's properties.
     Status {
+        #[arg(add = complete::sandboxes_and_profiles())]
         name: String,
         #[arg(long)]
         json: bool,
@@ -69,6 +80,7 @@ pub enum Cmd {
     /// Show a sandbox's log: its output and the daemon's lines about it (start, exit,
     /// errors), kept on disk after it ended.
     Logs {
+        #[arg(add = complete::sandboxes_and_profiles())]
         name: String,
         /// Keep printing new lines until the sandbox ends
         #[arg(long, short)]
@@ -88,6 +100,7 @@ pub enum Cmd {
     },
     /// Show what a sandbox's proxy refused (destination, port, reason), oldest first.
     Netlog {
+        #[arg(add = complete::sandboxes())]
         name: String,
         /// Keep running and print refusals as they happen
         #[arg(long, short)]
@@ -97,6 +110,7 @@ pub enum Cmd {
     },
     /// Open a shell (or run COMMAND) on a new terminal inside a running sandbox.
     Shell {
+        #[arg(add = complete::sandboxes())]
         name: String,
         /// User inside [default: the profile's process.user, else root]
         #[arg(long)]
@@ -111,6 +125,7 @@ pub enum Cmd {
     /// Run a command inside a running sandbox; exits with its status. With a terminal on
     /// both stdin and stdout it gets a pty, otherwise its stdio streams (works in pipes).
     Exec {
+        #[arg(add = complete::sandboxes_and_profiles())]
         name: String,
         /// User inside [default: the profile's process.user, else root]
         #[arg(long)]
@@ -130,6 +145,7 @@ pub enum Cmd {
     },
     /// Write a desktop entry (app menu launcher) that runs COMMAND in the sandbox.
     DesktopEntry {
+        #[arg(add = complete::sandboxes_and_profiles())]
         name: String,
         /// The launcher's title [default: "PROGRAM (NAME)"]
         #[arg(long)]
@@ -148,8 +164,12 @@ pub enum Cmd {
         action: RootfsCmd,
     },
     /// Validate a profile file or a profile by name, without the daemon.
-    Check { profile: String },
-    /// Print a shell completion script.
+    Check {
+        #[arg(add = complete::profiles())]
+        profile: String,
+    },
+    /// Print the script that makes SHELL complete commands, options and the names of
+    /// profiles, sandboxes and roots (`make install` installs it for bash, zsh and fish).
     Completions { shell: clap_complete::Shell },
 }
 
@@ -168,7 +188,10 @@ pub enum RootfsCmd {
     /// List imported root file systems.
     List,
     /// Remove a root file system (its files may belong to your subordinate ids).
-    Remove { name: String },
+    Remove {
+        #[arg(add = complete::roots())]
+        name: String,
+    },
 }
 
 /// A failed command: what to print and which exit status to use.
@@ -282,12 +305,10 @@ async fn connect() -> Result<(zbus::Connection, ManagerProxy<'static>), Failure>
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Cmd::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "sandboxctl",
-                &mut std::io::stdout(),
-            );
+            complete::write_registration(shell, &mut std::io::stdout()).map_err(|e| Failure {
+                code: EXIT_FAILURE,
+                message: format!("writing the completion script: {e}"),
+            })?;
             Ok(0)
         }
         Cmd::Check { profile } => check(&profile).map(|_| 0),
@@ -669,6 +690,7 @@ fn check(arg: &str) -> Result<(), Failure> {
 
 /// Entry point used by the binary.
 pub fn main() -> ExitCode {
+    complete::answer_if_asked();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

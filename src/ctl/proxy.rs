@@ -5,6 +5,9 @@ use zbus::proxy;
 
 use zbus::zvariant::{Fd, OwnedFd, OwnedObjectPath, Value};
 
+/// The daemon's well-known name on the session bus.
+pub const SERVICE: &str = "org.sandboxd.Sandboxd1";
+
 #[proxy(
     interface = "org.sandboxd.Sandboxd1.Manager",
     default_service = "org.sandboxd.Sandboxd1",

@@ -151,6 +151,20 @@ impl Session {
                 self.home.join(".local/share/doc/sandboxd").display()
             ),
             &format!("MANDIR={}", self.home.join(".local/share/man").display()),
+            &format!(
+                "BASHCOMPDIR={}",
+                self.home
+                    .join(".local/share/bash-completion/completions")
+                    .display()
+            ),
+            &format!(
+                "ZSHCOMPDIR={}",
+                self.home.join(".local/share/zsh/site-functions").display()
+            ),
+            &format!(
+                "FISHCOMPDIR={}",
+                self.home.join(".config/fish/completions").display()
+            ),
         ]);
         std::fs::create_dir_all(self.profiles()).unwrap();
         // No journal on these machines: the daemon's log goes to a file tests can read.
