@@ -364,6 +364,13 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     let upstream = std::sync::Arc::new(crate::proxy::dns::Upstream::from_config(
         &settings.dns_servers,
     ));
+    let layers = crate::runtime::Layers {
+        dir: crate::paths::data_home().join("sandboxd/layers"),
+        wrapper: (!runc.wrapper.is_empty()).then(|| runc.wrapper.clone()),
+        // The daemon's own binary by path: /proc/self/exe would be nsenter's, and the
+        // daemon's /proc entry is out of reach from inside the namespace.
+        helper: std::env::current_exe().unwrap_or_else(|_| runc.helper.clone()),
+    };
     let sup = Supervisor::new(
         runc,
         settings.store,
@@ -374,6 +381,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
                 crate::logbook::Logbook::default_dir(),
                 settings.log_size,
             ),
+            layers,
         },
         tx,
         session,

@@ -267,3 +267,159 @@ fn interrupted_import_leaves_no_partial_root() {
     );
     s.ctl_ok(&["rootfs", "remove", "e2e-big"]);
 }
+
+/// Everything about a tree that a write could change: each entry's path, owner, group,
+/// mode, size, type, link target and mtime, and each file's content.
+fn tree_digest(tree: &Path) -> String {
+    let script = "cd \"$1\" && { find . -printf '%p %U %G %m %s %y %l %T@\\n' | sort; \
+                  find . -type f -exec sha256sum {} + | sort; } | sha256sum";
+    let out = root(Command::new("sh").args(["-c", script, "sh"]).arg(tree));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn layer_dir(s: &Session, name: &str) -> PathBuf {
+    s.home.join(".local/share/sandboxd/layers").join(name)
+}
+
+/// `rootfs.overlay` on a keep-id import (owners 0/1000/33): owners inside are the
+/// archive's, a file `user` writes is `user`'s, `diff` lists what was added, changed and
+/// deleted (and `--json` the same), and after the stop the layer is gone and the imported
+/// tree is exactly as before, to the mtime.
+#[test]
+fn an_overlay_keeps_the_imported_root_untouched() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let tmp = scratch();
+    let tar = archive(tmp.path(), false);
+    let _ = s.ctl(&["rootfs", "remove", "e2e-ovl"]);
+    s.ctl_ok(&[
+        "rootfs",
+        "import",
+        "e2e-ovl",
+        tar.to_str().unwrap(),
+        "--user",
+        "user",
+    ]);
+    let tree = rootfs_path(s, "e2e-ovl");
+    let before = tree_digest(&tree);
+    s.write_profile(
+        "e2e-overlay",
+        &format!("[rootfs]\npath = \"{}\"\noverlay = true\n[process]\nuser = \"user\"\ncommand = [\"sleep\", \"1000\"]\n[network]\nmode = \"none\"\n", tree.display()),
+    );
+    s.ctl_ok(&["start", "e2e-overlay"]);
+    assert_eq!(owners_inside(s, "e2e-overlay"), "0\n1000\n33\n");
+    s.ctl_ok(&["exec", "e2e-overlay", "--", "touch", "/home/user/new"]);
+    assert_eq!(
+        s.ctl_ok(&[
+            "exec",
+            "e2e-overlay",
+            "--",
+            "stat",
+            "-c",
+            "%u",
+            "/home/user/new"
+        ]),
+        "1000\n"
+    );
+    s.ctl_ok(&[
+        "exec",
+        "e2e-overlay",
+        "--user",
+        "root",
+        "--",
+        "sh",
+        "-c",
+        "touch /planted && echo changed > /var/www/web && rm /home/user/mine",
+    ]);
+    let diff = s.ctl_ok(&["diff", "e2e-overlay"]);
+    for line in [
+        "A /planted",
+        "C /var/www/web",
+        "D /home/user/mine",
+        "A /home/user/new",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line} not in:\n{diff}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&s.ctl_ok(&["diff", "e2e-overlay", "--json"])).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), diff.lines().count(), "{json}");
+    assert!(rows.contains(&serde_json::json!({"kind": "deleted", "path": "/home/user/mine"})));
+    // The layer holds the change, the tree does not.
+    assert!(!tree.join("planted").exists());
+    assert!(layer_dir(s, "e2e-overlay").join("upper/planted").exists());
+    s.ctl_ok(&["stop", "e2e-overlay"]);
+    assert!(
+        !layer_dir(s, "e2e-overlay").exists(),
+        "the layer outlived the stop"
+    );
+    assert_eq!(tree_digest(&tree), before, "the imported tree changed");
+    let out = s.ctl(&["diff", "e2e-overlay"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    s.remove_profile("e2e-overlay");
+    s.ctl_ok(&["rootfs", "remove", "e2e-ovl"]);
+}
+
+/// `rootfs.keep_changes`: the layer survives a stop (diff still reads it) and the next start
+/// continues with it; without the key again, the next stop discards it.
+#[test]
+fn kept_changes_survive_a_stop() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let root = s.busybox_root_copy("e2e-keep-root");
+    let profile = |keep: bool| {
+        s.write_profile(
+            "e2e-keep",
+            &format!("[rootfs]\npath = \"{}\"\noverlay = true\nkeep_changes = {keep}\n[network]\nmode = \"none\"\n", root.display()),
+        );
+    };
+    profile(true);
+    s.ctl_ok(&["start", "e2e-keep"]);
+    s.ctl_ok(&[
+        "exec",
+        "e2e-keep",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /etc/kept",
+    ]);
+    s.ctl_ok(&["stop", "e2e-keep"]);
+    assert_eq!(s.ctl_ok(&["diff", "e2e-keep"]), "A /etc/kept\n");
+    s.ctl_ok(&["start", "e2e-keep"]);
+    assert_eq!(
+        s.ctl_ok(&["exec", "e2e-keep", "--", "cat", "/etc/kept"]),
+        "kept\n"
+    );
+    s.ctl_ok(&["stop", "e2e-keep"]);
+    profile(false);
+    s.ctl_ok(&["start", "e2e-keep"]);
+    assert_eq!(
+        s.ctl_ok(&["exec", "e2e-keep", "--", "cat", "/etc/kept"]),
+        "kept\n"
+    );
+    s.ctl_ok(&["stop", "e2e-keep"]);
+    assert!(!layer_dir(s, "e2e-keep").exists());
+    assert!(!root.join("etc/kept").exists());
+    s.remove_profile("e2e-keep");
+}
+
+/// On a host root the host's /usr is seen through the layer: a file planted in /usr is
+/// the sandbox's only, and listed by diff.
+#[test]
+fn an_overlaid_host_root_plants_nothing_on_the_host() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.write_profile(
+        "e2e-hostovl",
+        "[rootfs]\nhost = true\noverlay = true\n[network]\nmode = \"none\"\n",
+    );
+    s.ctl_ok(&["start", "e2e-hostovl"]);
+    s.ctl_ok(&["exec", "e2e-hostovl", "--", "touch", "/usr/e2e-planted"]);
+    assert!(!Path::new("/usr/e2e-planted").exists());
+    assert_eq!(s.ctl_ok(&["diff", "e2e-hostovl"]), "A /usr/e2e-planted\n");
+    s.finish("e2e-hostovl");
+    assert!(!layer_dir(s, "e2e-hostovl").exists());
+}

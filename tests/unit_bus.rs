@@ -160,6 +160,11 @@ async fn the_contract_over_a_peer_to_peer_connection() {
                 dir.path().join("logs"),
                 sandboxd::logbook::DEFAULT_CAP,
             ),
+            layers: sandboxd::runtime::Layers {
+                dir: "/nonexistent/layers".into(),
+                wrapper: None,
+                helper: "/nonexistent/sandboxd".into(),
+            },
         },
         tx,
         Box::new(SessionEnv::new()),

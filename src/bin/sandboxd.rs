@@ -26,6 +26,9 @@ fn main() -> std::process::ExitCode {
     if argv.get(1).map(String::as_str) == Some(sandboxd::runtime::LOCK_ARG) {
         sandboxd::runtime::lock_main(&argv[2..]);
     }
+    if argv.get(1).map(String::as_str) == Some(sandboxd::runtime::DIFF_ARG) {
+        sandboxd::runtime::diff_main(&argv[2..]);
+    }
     let args = Args::parse();
     sandboxd::logging::init("sandboxd");
     // Before anything touches state: a user session, and no other daemon of this user.

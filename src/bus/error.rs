@@ -46,9 +46,10 @@ impl From<Error> for BusError {
         match e {
             Error::NoSuchProfile(_) => Self::NoSuchProfile(msg),
             Error::InvalidProfile(_) | Error::Unsupported { .. } => Self::InvalidProfile(msg),
-            Error::Spec { .. } | Error::Runtime { .. } | Error::Network { .. } => {
-                Self::RuntimeFailed(msg)
-            }
+            Error::Spec { .. }
+            | Error::Runtime { .. }
+            | Error::Network { .. }
+            | Error::Layer { .. } => Self::RuntimeFailed(msg),
             Error::NoSuchSandbox(_) => Self::NoSuchSandbox(msg),
             Error::AlreadyRunning(_) => Self::AlreadyRunning(msg),
             Error::NotRunning(_) => Self::NotRunning(msg),

@@ -104,6 +104,18 @@ impl<R: Runtime> Manager<R> {
             .collect())
     }
 
+    /// What sandbox `name` changed in its root, by path: ("added" | "changed" | "deleted",
+    /// path inside). Only sandboxes with `rootfs.overlay` have a layer to read.
+    async fn diff(&self, name: &str) -> Result<Vec<(String, String)>, BusError> {
+        Ok(self
+            .sup
+            .diff(name)
+            .await?
+            .into_iter()
+            .map(|c| (c.kind.as_str().to_string(), c.path))
+            .collect())
+    }
+
     /// Sandbox `name`'s log, oldest first: (sequence number, µs since the epoch, stream
     /// "out", "err" or "sandboxd", text), only records numbered above `after` and from
     /// `since` (µs) on, the last `max` of them (0: all). Readable after the sandbox ended;

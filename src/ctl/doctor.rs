@@ -460,6 +460,7 @@ async fn seccomp_probe(dir: &Path, init: PathBuf, runc: PathBuf) -> Result<(), S
         &bundle.host_root(),
         &SessionEnv::new(),
         None,
+        None,
     )
     .map_err(|e| crate::error_chain(&e))?;
     bundle

@@ -98,6 +98,13 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List what a sandbox with rootfs.overlay added, changed and deleted in its root.
+    Diff {
+        #[arg(add = complete::sandboxes())]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a sandbox's proxy refused (destination, port, reason), oldest first.
     Netlog {
         #[arg(add = complete::sandboxes())]
@@ -499,6 +506,28 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
         Cmd::Reload => {
             manager.reload_profiles().await?;
             println!("reloaded");
+        }
+        Cmd::Diff { name, json } => {
+            let changes = manager.diff(&name).await?;
+            if json {
+                let rows: Vec<_> = changes
+                    .iter()
+                    .map(|(kind, path)| json!({"kind": kind, "path": path}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                if changes.is_empty() {
+                    eprintln!("no changes");
+                }
+                for (kind, path) in changes {
+                    let mark = match kind.as_str() {
+                        "added" => 'A',
+                        "deleted" => 'D',
+                        _ => 'C',
+                    };
+                    println!("{mark} {}", logs::escape_controls(&path));
+                }
+            }
         }
         Cmd::Netlog { name, follow, json } => {
             // Subscribe before reading the history, so nothing falls between the two.

@@ -24,6 +24,7 @@ pub trait Manager {
     fn get_sandbox(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_profiles(&self) -> zbus::Result<()>;
     fn connection_log(&self, name: &str) -> zbus::Result<Vec<(u64, String, u16, String)>>;
+    fn diff(&self, name: &str) -> zbus::Result<Vec<(String, String)>>;
     fn read_log(
         &self,
         name: &str,

@@ -61,6 +61,10 @@ pub enum RootfsSource {
 pub struct Rootfs {
     pub source: RootfsSource,
     pub readonly: bool,
+    /// Seen through a private copy-on-write layer: writes never reach the source.
+    pub overlay: bool,
+    /// The layer outlives a stop (the next start continues with it).
+    pub keep_changes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +233,8 @@ impl Profile {
             rootfs: Rootfs {
                 source: RootfsSource::Host,
                 readonly: true,
+                overlay: false,
+                keep_changes: false,
             },
             process: Process::default(),
             home: None,

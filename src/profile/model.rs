@@ -47,6 +47,10 @@ pub struct RawRootfs {
     pub host: bool,
     #[serde(default)]
     pub readonly: bool,
+    #[serde(default)]
+    pub overlay: bool,
+    #[serde(default)]
+    pub keep_changes: bool,
 }
 
 /// `process.user`: a name looked up in the root file system's `/etc/passwd`, or a uid.

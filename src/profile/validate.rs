@@ -205,9 +205,17 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
             (Some(p), false) => RootfsSource::Path(host_path("rootfs.path", &p, home, true)?),
             (None, true) => RootfsSource::Host,
         };
+        if r.keep_changes && !r.overlay {
+            return Err(invalid(
+                "rootfs.keep_changes",
+                "keeps the changes of an overlay: set rootfs.overlay = true too",
+            ));
+        }
         Rootfs {
             source,
             readonly: r.readonly,
+            overlay: r.overlay,
+            keep_changes: r.keep_changes,
         }
     };
 

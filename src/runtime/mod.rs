@@ -5,6 +5,7 @@ mod console;
 mod execfifo;
 mod exit;
 mod fastexec;
+mod layer;
 mod nested;
 mod output;
 mod reaper;
@@ -21,6 +22,7 @@ use thiserror::Error;
 
 pub use console::ConsoleSocket;
 pub use exit::{wait_exit, ExitWaitError};
+pub use layer::{diff_main, Change, Kind as ChangeKind, LayerError, Layers, DIFF_ARG};
 pub use nested::{lock_in as lock_nested_userns, lock_main, LockError, LOCK_ARG};
 pub use output::{recover_stored_output, Output};
 pub use reaper::reap_orphans;

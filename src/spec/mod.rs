@@ -619,12 +619,16 @@ fn linux(
 /// `resolver` is the directory holding the generated `resolv.conf` and `hosts` of a
 /// sandbox whose DNS the daemon answers ([`resolver_files`]); they are bound read-only
 /// over the root file system's.
+///
+/// `usr_layer` is the copy-on-write view of the host's `/usr` of a host root with
+/// `rootfs.overlay`, bound writable in its place.
 pub fn build(
     profile: &Profile,
     ctx: &HostContext,
     root: &Path,
     session: &SessionEnv,
     resolver: Option<&Path>,
+    usr_layer: Option<&Path>,
 ) -> Result<Spec, SpecError> {
     let account = profile_account(profile, ctx)?;
     let home = home::plan(profile, ctx, &account)?;
@@ -635,8 +639,16 @@ pub fn build(
     let mut limits = resource_limits(profile, ctx)?;
     let (cgroups_path, resources) = (limits.cgroups_path.take(), limits.resources.take());
     let process = process(profile, &account, &home, &desktop, limits)?;
-    let (mounts, readonly_root) =
+    let (mut mounts, readonly_root) =
         sandbox_mounts(profile, ctx, &account, &home, &desktop, resolver)?;
+    if let Some(usr) = usr_layer {
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/usr"))
+        {
+            *m = bind(usr, "/usr", false)?;
+        }
+    }
     let linux = linux(profile, ctx, &account, cgroups_path, resources)?;
     check_imported_ids(profile, &account)?;
     check_paths(profile, &mounts)?;
@@ -671,7 +683,7 @@ pub fn preflight(
         RootfsSource::Path(p) => p.clone(),
         RootfsSource::Host => PathBuf::from("/"),
     };
-    build(&local, ctx, &root, session, None)?;
+    build(&local, ctx, &root, session, None, None)?;
     let uid = profile_account(profile, ctx)?.uid;
     Ok(match desktop::resolve(profile, uid, session, &ctx.home) {
         Ok(d) => d.warnings,

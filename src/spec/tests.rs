@@ -41,6 +41,7 @@ fn namespaces_maps_and_init() {
         Path::new("/b/rootfs"),
         &SessionEnv::new(),
         Some(Path::new("/b")),
+        None,
     )
     .unwrap();
     let json = serde_json::to_value(&spec).unwrap();
@@ -110,6 +111,7 @@ fn single_map_without_subordinate_ids() {
         Path::new("/r"),
         &SessionEnv::new(),
         None,
+        None,
     )
     .unwrap();
     let json = serde_json::to_value(&spec).unwrap();
@@ -123,7 +125,7 @@ fn limits_become_a_scope_or_rlimits() {
     p.limits.pids = Some(64);
     p.limits.memory = Some(256 << 20);
     let json_for = |ctx: &HostContext| {
-        let spec = build(&p, ctx, Path::new("/r"), &SessionEnv::new(), None).unwrap();
+        let spec = build(&p, ctx, Path::new("/r"), &SessionEnv::new(), None, None).unwrap();
         serde_json::to_value(&spec).unwrap()
     };
     let caps = |json: &serde_json::Value| json["process"]["capabilities"]["bounding"].clone();
@@ -146,6 +148,7 @@ fn limits_become_a_scope_or_rlimits() {
         &scoped,
         Path::new("/r"),
         &SessionEnv::new(),
+        None,
         None,
     )
     .unwrap();
@@ -179,4 +182,34 @@ fn limits_become_a_scope_or_rlimits() {
     assert!(!caps.as_array().unwrap().contains(&"CAP_SETUID".into()));
     assert!(!caps.as_array().unwrap().contains(&"CAP_SETGID".into()));
     assert!(caps.as_array().unwrap().contains(&"CAP_CHOWN".into()));
+}
+
+#[test]
+fn an_overlaid_host_root_binds_its_usr_layer_writable() {
+    let spec = build(
+        &Profile::builtin_default(),
+        &ctx_with(true),
+        Path::new("/r"),
+        &SessionEnv::new(),
+        None,
+        Some(Path::new("/layers/x/merged")),
+    )
+    .unwrap();
+    let usr: Vec<_> = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.destination() == Path::new("/usr"))
+        .collect();
+    assert_eq!(usr.len(), 1);
+    assert_eq!(
+        usr[0].source().as_deref(),
+        Some(Path::new("/layers/x/merged"))
+    );
+    let opts = usr[0].options().clone().unwrap();
+    assert!(
+        !opts.contains(&"ro".to_string()) && opts.contains(&"rnosuid".to_string()),
+        "{opts:?}"
+    );
 }

@@ -41,6 +41,13 @@ pub enum Error {
         #[source]
         source: RuntimeError,
     },
+    /// The copy-on-write layer of `rootfs.overlay` could not be made or read.
+    #[error("sandbox {name:?}")]
+    Layer {
+        name: String,
+        #[source]
+        source: crate::runtime::LayerError,
+    },
     /// The sandbox's network could not be set up.
     #[error("sandbox {name:?}: network")]
     Network {
@@ -64,6 +71,10 @@ impl Error {
     pub fn is_profile_problem(&self) -> bool {
         match self {
             Self::InvalidProfile(_) | Self::Unsupported { .. } => true,
+            Self::Layer { source, .. } => matches!(
+                source,
+                crate::runtime::LayerError::NoNamespace | crate::runtime::LayerError::Path(_)
+            ),
             Self::Spec { source, .. } => {
                 !matches!(**source, SpecError::Build(_) | SpecError::HomeDir { .. })
             }

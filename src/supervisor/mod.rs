@@ -61,6 +61,8 @@ pub struct Disk {
     pub bundles: PathBuf,
     /// Each sandbox's log of output and life-cycle lines.
     pub logs: Logbook,
+    /// Copy-on-write layers of `rootfs.overlay` sandboxes.
+    pub layers: crate::runtime::Layers,
 }
 
 /// One run of a container: set while runc has it.
@@ -84,6 +86,7 @@ struct Inner<R> {
     host: HostContext,
     bundles: PathBuf,
     logs: Logbook,
+    layers: crate::runtime::Layers,
     table: Mutex<BTreeMap<String, Entry>>,
     events: mpsc::UnboundedSender<Event>,
     session: Box<dyn SessionSource>,
@@ -124,6 +127,7 @@ impl<R: Runtime> Supervisor<R> {
                 host,
                 bundles: disk.bundles,
                 logs: disk.logs,
+                layers: disk.layers,
                 table: Mutex::new(BTreeMap::new()),
                 events,
                 session,
@@ -333,10 +337,18 @@ impl<R: Runtime> Supervisor<R> {
             Bundle::prepare(bundle_dir, host_root).map_err(|e| failed(crate::error_chain(&e)))?;
         let since = now_us();
         let session = self.inner.session.current().await;
+        let layer = match self.mount_layer(profile).await {
+            Ok(layer) => layer,
+            Err(e) => {
+                let _ = bundle.remove();
+                return Err(e);
+            }
+        };
         let prepared = (|| {
-            let root = match &profile.rootfs.source {
-                RootfsSource::Host => bundle.host_root(),
-                RootfsSource::Path(p) => p.clone(),
+            let (root, usr_layer) = match (&profile.rootfs.source, &layer) {
+                (RootfsSource::Host, usr) => (bundle.host_root(), usr.as_deref()),
+                (RootfsSource::Path(_), Some(merged)) => (merged.clone(), None),
+                (RootfsSource::Path(p), None) => (p.clone(), None),
             };
             let resolver = if profile.network.mode == NetworkMode::Proxy && profile.network.dns {
                 let (resolv, hosts) = spec::resolver_files(&profile.hostname);
@@ -359,8 +371,30 @@ impl<R: Runtime> Supervisor<R> {
                 source: Box::new(source),
             };
             spec::prepare_home(profile, &self.inner.host).map_err(spec_error)?;
-            let spec = spec::build(profile, &self.inner.host, &root, &session, resolver)
-                .map_err(spec_error)?;
+            let spec = spec::build(
+                profile,
+                &self.inner.host,
+                &root,
+                &session,
+                resolver,
+                usr_layer,
+            )
+            .map_err(spec_error)?;
+            if layer.is_some() {
+                let points: Vec<String> = spec
+                    .mounts()
+                    .iter()
+                    .flatten()
+                    .map(|m| m.destination().display().to_string())
+                    .collect();
+                self.inner
+                    .layers
+                    .record_mount_points(name, &points)
+                    .map_err(|source| Error::Layer {
+                        name: name.into(),
+                        source,
+                    })?;
+            }
             bundle
                 .write_spec(&spec)
                 .map_err(|e| failed(crate::error_chain(&e)))?;
@@ -378,6 +412,7 @@ impl<R: Runtime> Supervisor<R> {
                 self.inner.net.detach(name);
                 let _ = self.inner.runtime.delete(name).await;
                 let _ = bundle.remove();
+                let _ = self.drop_layer(name).await;
                 return Err(e);
             }
         };
@@ -548,7 +583,61 @@ impl<R: Runtime> Supervisor<R> {
         })
     }
 
-    /// Removes runc's state and the bundle; returns every failure.
+    /// The copy-on-write view of a `rootfs.overlay` profile's root (or host `/usr`),
+    /// mounted; `None` without the key.
+    async fn mount_layer(&self, profile: &Profile) -> Result<Option<PathBuf>, Error> {
+        if !profile.rootfs.overlay {
+            return Ok(None);
+        }
+        let (lower, prefix) = match &profile.rootfs.source {
+            RootfsSource::Path(p) => (p.clone(), "/"),
+            RootfsSource::Host => (PathBuf::from("/usr"), "/usr"),
+        };
+        self.inner
+            .layers
+            .mount(&profile.name, &lower, prefix, profile.rootfs.keep_changes)
+            .await
+            .map(Some)
+            .map_err(|source| Error::Layer {
+                name: profile.name.clone(),
+                source,
+            })
+    }
+
+    /// Unmounts sandbox `name`'s layer, and removes it unless it is kept.
+    async fn drop_layer(&self, name: &str) -> Result<(), crate::runtime::LayerError> {
+        let layers = &self.inner.layers;
+        if !layers.exists(name) {
+            Ok(())
+        } else if layers.is_kept(name) {
+            layers.unmount(name).await
+        } else {
+            layers.remove(name).await
+        }
+    }
+
+    /// What sandbox `name` changed in its root: its copy-on-write layer, running or kept.
+    pub async fn diff(&self, name: &str) -> Result<Vec<crate::runtime::Change>, Error> {
+        validate_name(name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if !self.inner.layers.exists(name) {
+            return Err(match self.get(name) {
+                Ok(_) => Error::InvalidArgument(format!(
+                    "sandbox {name:?} has no copy-on-write layer: its changes are made in place (rootfs.overlay = true gives one)"
+                )),
+                Err(e) => e,
+            });
+        }
+        self.inner
+            .layers
+            .diff(name)
+            .await
+            .map_err(|source| Error::Layer {
+                name: name.into(),
+                source,
+            })
+    }
+
+    /// Removes runc's state, the bundle and the layer (unless kept); returns every failure.
     async fn teardown(&self, name: &str) -> Vec<String> {
         self.inner.net.detach(name);
         let mut errors = Vec::new();
@@ -556,6 +645,9 @@ impl<R: Runtime> Supervisor<R> {
             errors.push(crate::error_chain(&e));
         }
         if let Err(e) = Bundle::at(self.inner.bundles.join(name)).remove() {
+            errors.push(crate::error_chain(&e));
+        }
+        if let Err(e) = self.drop_layer(name).await {
             errors.push(crate::error_chain(&e));
         }
         Output::forget(name);
@@ -720,6 +812,14 @@ impl<R: Runtime> Supervisor<R> {
                 let name = d.file_name().to_string_lossy().into_owned();
                 if !self.table().contains_key(&name) {
                     let _ = Bundle::at(d.path()).remove();
+                }
+            }
+        }
+        // Layers of sandboxes that ended while no daemon ran (kept ones are unmounted).
+        for name in self.inner.layers.names() {
+            if !self.table().contains_key(&name) {
+                if let Err(e) = self.drop_layer(&name).await {
+                    tracing::warn!(SANDBOX = name.as_str(), "{}", crate::error_chain(&e));
                 }
             }
         }

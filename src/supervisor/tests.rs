@@ -252,6 +252,11 @@ impl Harness {
                     dir.path().join("logs"),
                     crate::logbook::DEFAULT_CAP,
                 ),
+                layers: crate::runtime::Layers {
+                    dir: "/nonexistent/layers".into(),
+                    wrapper: None,
+                    helper: "/nonexistent/sandboxd".into(),
+                },
             },
             tx,
             Box::new(crate::spec::SessionEnv::new()),
@@ -451,6 +456,11 @@ async fn reconcile_adopts_running_and_clears_the_dead() {
                 h.dir.path().join("logs"),
                 crate::logbook::DEFAULT_CAP,
             ),
+            layers: crate::runtime::Layers {
+                dir: "/nonexistent/layers".into(),
+                wrapper: None,
+                helper: "/nonexistent/sandboxd".into(),
+            },
         },
         tx,
         Box::new(crate::spec::SessionEnv::new()),
