@@ -203,6 +203,10 @@ impl Settings {
         for (i, d) in config.profile_dirs.into_iter().enumerate() {
             store.dirs.insert(1 + i, d);
         }
+        // The profiles of throwaway runs come first: their names are never a profile's.
+        store
+            .dirs
+            .insert(0, crate::supervisor::runs_dir(&paths.bundles()));
         Ok(Self {
             paths,
             runc,

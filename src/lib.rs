@@ -14,6 +14,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod environ;
+pub mod fds;
 pub mod init;
 pub mod instance;
 pub mod logbook;

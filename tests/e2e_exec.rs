@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -82,49 +82,6 @@ fn exec_streams_stdio_and_exit_status() {
     let out = sh(s, &format!("{ctl} exec e2e-exec -- true </dev/null"));
     assert_eq!(out.status.code(), Some(1));
     s.remove_profile("e2e-exec");
-}
-
-struct Tmux<'a> {
-    s: &'a Session,
-}
-
-impl Tmux<'_> {
-    fn cmd(&self, args: &[&str]) -> String {
-        let mut all = vec!["tmux", "-L", "sandboxd-e2e"];
-        all.extend_from_slice(args);
-        stdout(&self.s.user(&all))
-    }
-
-    fn send(&self, keys: &str) {
-        self.cmd(&["send-keys", "-t", "t", "-l", keys]);
-        self.cmd(&["send-keys", "-t", "t", "Enter"]);
-    }
-
-    fn screen(&self) -> String {
-        self.cmd(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    /// Waits until the screen shows `text` (bounded); returns the screen.
-    fn wait(&self, text: &str) -> String {
-        let t0 = Instant::now();
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(15),
-                "screen never showed {text:?}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux<'_> {
-    fn drop(&mut self) {
-        self.cmd(&["kill-server"]);
-    }
 }
 
 /// `sandboxctl shell` in a real terminal: the profile's user (1000) or root, a pty of the

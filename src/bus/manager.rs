@@ -11,7 +11,7 @@ use zbus::zvariant::{ObjectPath, OwnedFd, OwnedObjectPath, OwnedValue};
 use super::error::BusError;
 use super::path::sandbox_path;
 use crate::runtime::{ExecStdio, Runtime};
-use crate::supervisor::{ExecOptions, Supervisor};
+use crate::supervisor::{ExecOptions, RunOptions, Supervisor};
 
 pub struct Manager<R> {
     pub sup: Supervisor<R>,
@@ -154,8 +154,11 @@ impl<R: Runtime> Manager<R> {
         if argv.is_empty() {
             return Err(BusError::InvalidArgs("argv is empty".into()));
         }
-        let opts = exec_options(argv, options)?;
         let fds: [std::os::fd::OwnedFd; 3] = [stdin.into(), stdout.into(), stderr.into()];
+        for fd in &fds {
+            crate::fds::set_cloexec(fd.as_raw_fd());
+        }
+        let opts = exec_options(argv, options)?;
         if fds
             .iter()
             .any(|fd| nix::unistd::isatty(fd.as_raw_fd()).unwrap_or(false))
@@ -212,6 +215,45 @@ impl<R: Runtime> Manager<R> {
         Ok((OwnedFd::from(pty), id))
     }
 
+    /// Starts a throwaway sandbox from `profile` ("" : `default`) for one command, which
+    /// the caller then starts with `Exec` or `OpenTerminal`; returns its name and object.
+    /// Options: `name` (s; default `run-` and 8 hex digits), `cwd` (s: a host folder, bound
+    /// read-write at the same path and worked in), `overlay` (b, default true: a
+    /// copy-on-write root), `keep` (b). Unless `keep`, the sandbox is stopped and removed
+    /// when the caller leaves the bus (its `sandboxctl` ended or was killed).
+    async fn run(
+        &self,
+        profile: &str,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(String, OwnedObjectPath), BusError> {
+        let (opts, keep) = run_options(options)?;
+        let profile = if profile.is_empty() {
+            "default"
+        } else {
+            profile
+        };
+        let info = self.sup.run(profile, opts).await?;
+        if !keep {
+            if let Some(owner) = header.sender() {
+                super::owner::stop_when_gone(
+                    self.sup.clone(),
+                    conn.clone(),
+                    owner.to_owned().into(),
+                    info.clone(),
+                );
+            }
+        }
+        let path = sandbox_path(&info.name);
+        Ok((info.name, path))
+    }
+
+    /// Sends `signal` to process `id` (from `Exec` or `OpenTerminal`) of sandbox `name`.
+    async fn signal_process(&self, name: &str, id: u32, signal: i32) -> Result<(), BusError> {
+        Ok(self.sup.signal_process(name, id, signal)?)
+    }
+
     #[zbus(signal)]
     pub async fn process_exited(
         emitter: &SignalEmitter<'_>,
@@ -248,6 +290,32 @@ impl<R: Runtime> Manager<R> {
 }
 
 /// `Exec`'s and `OpenTerminal`'s options: `user` (s), `cwd` (s), `env` (as).
+fn run_options(options: HashMap<String, OwnedValue>) -> Result<(RunOptions, bool), BusError> {
+    let mut opts = RunOptions {
+        overlay: true,
+        ..Default::default()
+    };
+    let mut keep = false;
+    for (key, value) in options {
+        let wrong = || BusError::InvalidArgs(format!("option {key:?} has the wrong type"));
+        match key.as_str() {
+            "name" => opts.name = Some(String::try_from(value).map_err(|_| wrong())?),
+            "cwd" => {
+                opts.cwd = Some(String::try_from(value).map_err(|_| wrong())?.into());
+            }
+            "overlay" => opts.overlay = bool::try_from(value).map_err(|_| wrong())?,
+            "keep" => keep = bool::try_from(value).map_err(|_| wrong())?,
+            _ => {
+                return Err(BusError::InvalidArgs(format!(
+                    "unknown option {:?} (known: name, cwd, overlay, keep)",
+                    key.chars().take(64).collect::<String>()
+                )))
+            }
+        }
+    }
+    Ok((opts, keep))
+}
+
 fn exec_options(
     argv: Vec<String>,
     options: HashMap<String, OwnedValue>,

@@ -5,6 +5,7 @@
 
 mod error;
 mod manager;
+mod owner;
 mod path;
 mod sandbox;
 

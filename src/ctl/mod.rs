@@ -10,6 +10,7 @@ pub mod proxy;
 mod rootfs;
 mod session;
 mod terminal;
+mod throwaway;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -150,6 +151,10 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
+    /// Run COMMAND in a new throwaway sandbox, in the current folder (bound read-write),
+    /// on a copy-on-write root; the sandbox is removed when COMMAND ends. Exits with its
+    /// status.
+    Run(throwaway::RunArgs),
     /// Write a desktop entry (app menu launcher) that runs COMMAND in the sandbox.
     DesktopEntry {
         #[arg(add = complete::sandboxes_and_profiles())]
@@ -443,6 +448,10 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             Ok(inner_status(status.map_err(from_session)?))
         }
+        Cmd::Run(args) => {
+            let (_conn, manager) = connect().await?;
+            throwaway::run(args, &manager).await
+        }
         cmd => {
             let (conn, manager) = connect().await?;
             remote(cmd, &conn, &manager)
@@ -520,11 +529,7 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
                     eprintln!("no changes");
                 }
                 for (kind, path) in changes {
-                    let mark = match kind.as_str() {
-                        "added" => 'A',
-                        "deleted" => 'D',
-                        _ => 'C',
-                    };
+                    let mark = throwaway::kind_mark(&kind);
                     println!("{mark} {}", logs::escape_controls(&path));
                 }
             }
@@ -655,6 +660,7 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
         | Cmd::Completions { .. }
         | Cmd::Shell { .. }
         | Cmd::Exec { .. }
+        | Cmd::Run(_)
         | Cmd::Rootfs { .. }
         | Cmd::DesktopEntry { .. }
         | Cmd::Logs { .. }

@@ -25,6 +25,12 @@ pub trait Manager {
     fn reload_profiles(&self) -> zbus::Result<()>;
     fn connection_log(&self, name: &str) -> zbus::Result<Vec<(u64, String, u16, String)>>;
     fn diff(&self, name: &str) -> zbus::Result<Vec<(String, String)>>;
+    fn run(
+        &self,
+        profile: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+    fn signal_process(&self, name: &str, id: u32, signal: i32) -> zbus::Result<()>;
     fn read_log(
         &self,
         name: &str,

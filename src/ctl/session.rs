@@ -47,25 +47,37 @@ fn wait_threads(threads: Vec<JoinHandle<()>>, limit: Duration) {
 }
 
 /// Waits for `ProcessExited(name, id)`; the stream was opened before the process started,
-/// so the signal cannot be missed.
+/// so the signal cannot be missed. SIGINT, SIGTERM and SIGHUP sent to this process are
+/// passed on to the one inside, which decides what they mean.
 async fn exit_status(
+    manager: &ManagerProxy<'_>,
     exits: &mut super::proxy::ProcessExitedStream,
     name: &str,
     id: u32,
     mut on_winch: impl FnMut(),
 ) -> Result<i32, SessionError> {
-    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut winch = signal(SignalKind::window_change())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     loop {
-        tokio::select! {
-            _ = winch.recv() => on_winch(),
+        let passed = tokio::select! {
+            _ = winch.recv() => { on_winch(); continue }
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+            _ = hup.recv() => libc::SIGHUP,
             sig = exits.next() => {
                 let sig = sig.ok_or(SessionError::Lost)?;
                 let args = sig.args()?;
                 if args.name == name && args.id == id {
                     return Ok(args.status);
                 }
+                continue
             }
-        }
+        };
+        // It may have ended just now; its exit is what counts then.
+        let _ = manager.signal_process(name, id, passed).await;
     }
 }
 
@@ -126,7 +138,7 @@ pub async fn shell(
     };
     let _input = relay(dup(&stdin)?, dup(&master)?);
     let output = relay(dup(&master)?, dup(std::io::stdout())?);
-    let status = exit_status(&mut exits, name, id, || {
+    let status = exit_status(manager, &mut exits, name, id, || {
         copy_window_size(0, master.as_raw_fd())
     })
     .await;
@@ -176,7 +188,7 @@ pub async fn exec(
         .await?;
     // Our copies must go, or the relays would never see end of file.
     drop(passed);
-    let status = exit_status(&mut exits, name, id, || {}).await;
+    let status = exit_status(manager, &mut exits, name, id, || {}).await;
     wait_threads(outputs, DRAIN);
     status
 }

@@ -268,7 +268,7 @@ pub fn spawn(exe: &Path) -> Result<Spawned, ControlError> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close_range) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             // The helper blocks on this socket: make it blocking again, then fd 3.
@@ -279,7 +279,8 @@ pub fn spawn(exe: &Path) -> Result<Spawned, ControlError> {
             } else if libc::dup2(theirs_raw, super::CONTROL_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            // Nothing else of the daemon's: it lives as long as its sandbox.
+            crate::fds::cloexec_above(super::CONTROL_FD)
         });
     }
     let child = cmd.spawn().map_err(ControlError::Spawn)?;

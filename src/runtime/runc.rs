@@ -287,13 +287,13 @@ impl Runtime for Runc {
         };
         let (ours, theirs) = channel_pair().map_err(spawn_err)?;
         let theirs_raw = theirs.as_raw_fd();
-        // SAFETY: dup2(2) only, between fork and exec.
+        // SAFETY: dup2(2) and close_range(2) only, between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(theirs_raw, crate::init::channel::CHANNEL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                crate::fds::cloexec_above(crate::init::channel::CHANNEL_FD)
             });
         }
         let mut child = cmd.spawn().map_err(spawn_err)?;

@@ -105,13 +105,47 @@ impl<R: Runtime> Supervisor<R> {
             })?;
         let id = self.inner.next_process.fetch_add(1, Ordering::Relaxed);
         tracing::info!(SANDBOX = name, id, pid = started.pid, argv = ?req.argv, uid = req.uid, via = started.via.as_str(), "process started");
+        self.processes().insert(id, (name.to_string(), started.pid));
         let sup = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
             let status = exit_code(sup.inner.runtime.wait(started.pid).await);
+            sup.processes().remove(&id);
             tracing::info!(SANDBOX = name.as_str(), id, status, "process exited");
             sup.emit(Event::ProcessExited { name, id, status });
         });
         Ok((id, started.pty))
+    }
+
+    fn processes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, (String, u32)>> {
+        self.inner
+            .processes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `signal` to process `id` of sandbox `name` (one [`Supervisor::exec`] started
+    /// and that still runs): how `sandboxctl` passes on Ctrl-C, SIGTERM and SIGHUP.
+    pub fn signal_process(&self, name: &str, id: u32, signal: i32) -> Result<(), Error> {
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| Error::InvalidArgument(format!("{signal} is not a signal")))?;
+        let pid = match self.processes().get(&id) {
+            Some((owner, pid)) if owner == name => *pid,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "sandbox {:?} runs no process {id}",
+                    shown(name)
+                )))
+            }
+        };
+        // The daemon owns the sandbox's user namespace, so it may signal any of its users.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(|e| {
+            Error::RuntimeFailed {
+                name: name.into(),
+                message: format!("signal {signal} to process {id}: {e}"),
+            }
+        })
     }
 }

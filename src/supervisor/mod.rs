@@ -6,6 +6,7 @@
 mod error;
 mod exec;
 mod record;
+mod run;
 mod state;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 pub use error::Error;
 pub use exec::ExecOptions;
 pub use record::RunRecord;
+pub use run::{runs_dir, RunOptions};
 pub use state::{exit_code, now_us, SandboxInfo, State};
 
 use crate::environ::SessionSource;
@@ -93,6 +95,8 @@ struct Inner<R> {
     net: Arc<dyn Networking>,
     next_run: AtomicU64,
     next_process: std::sync::atomic::AtomicU32,
+    /// Processes started by [`Supervisor::exec`] that run now: id → (sandbox, host pid).
+    processes: Mutex<std::collections::HashMap<u32, (String, u32)>>,
 }
 
 /// Cheap to clone; all clones drive the same sandboxes.
@@ -134,6 +138,7 @@ impl<R: Runtime> Supervisor<R> {
                 net,
                 next_run: AtomicU64::new(1),
                 next_process: std::sync::atomic::AtomicU32::new(1),
+                processes: Mutex::default(),
             }),
         }
     }
@@ -730,6 +735,7 @@ impl<R: Runtime> Supervisor<R> {
             },
         );
         self.inner.logs.close(name);
+        self.forget_run(name);
         self.emit(Event::Removed {
             name: name.into(),
             result,

@@ -579,3 +579,47 @@ impl Drop for BoundData {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A tmux server of the test user's (socket `sandboxd-e2e`), one window `t`; killed on drop.
+pub struct Tmux<'a> {
+    pub s: &'a Session,
+}
+
+impl Tmux<'_> {
+    pub fn cmd(&self, args: &[&str]) -> String {
+        let mut all = vec!["tmux", "-L", "sandboxd-e2e"];
+        all.extend_from_slice(args);
+        stdout(&self.s.user(&all))
+    }
+
+    pub fn send(&self, keys: &str) {
+        self.cmd(&["send-keys", "-t", "t", "-l", keys]);
+        self.cmd(&["send-keys", "-t", "t", "Enter"]);
+    }
+
+    pub fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Waits until the screen shows `text` (bounded); returns the screen.
+    pub fn wait(&self, text: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "screen never showed {text:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux<'_> {
+    fn drop(&mut self) {
+        self.cmd(&["kill-server"]);
+    }
+}
