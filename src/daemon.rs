@@ -410,6 +410,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     // Adopt before owning the name, so the first caller already sees adopted sandboxes.
     // The request settles a race between two starts on one bus.
     sup.reconcile().await;
+    crate::bus::watch_adopted_runs(&sup, &conn);
     own_name(&conn).await?;
     tracing::info!("ready on the session bus as {BUS_NAME}");
     let status = format!("{} sandbox(es) running", sup.running_count());

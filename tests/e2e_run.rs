@@ -400,3 +400,85 @@ fn runs_are_refused_with_a_reason() {
     assert!(stderr(&out).contains("e2e-nosuch"), "{}", stderr(&out));
     s.remove_profile("e2e-published");
 }
+
+/// A daemon killed with SIGKILL while runs live: the next one adopts a kept run (its diff
+/// still works), removes the layer of a run that ended while no daemon ran, and watches a
+/// run's caller again (the caller gone, the run goes).
+#[test]
+fn runs_outlive_a_daemon_crash() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    s.stop_all();
+    let layers = s.home.join(".local/share/sandboxd/layers");
+    for name in ["e2e-crash-kept", "e2e-crash-ended"] {
+        s.ctl_ok(&[
+            "run",
+            "--no-cwd",
+            "--keep",
+            "--name",
+            name,
+            "--",
+            "touch",
+            "/usr/e2e-crash",
+        ]);
+        assert!(layers.join(name).exists());
+    }
+    // A run whose caller is killed while no daemon runs.
+    let ctl = s.bin().join("sandboxctl");
+    let mut caller = std::process::Command::new(manifest().join("scripts/user-session"))
+        .args(["run", USER])
+        .arg(&ctl)
+        .args([
+            "run",
+            "--no-cwd",
+            "--name",
+            "e2e-crash-owned",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    s.wait_for("the owned run", Duration::from_secs(15), || {
+        (s.status("e2e-crash-owned")
+            .is_some_and(|x| x["state"] == "running"))
+        .then_some(())
+    });
+    let ended = s.leader_of("e2e-crash-ended");
+    // Stopped, the daemon can neither see the run end nor reap it; then it is killed.
+    let daemon = nix::unistd::Pid::from_raw(s.daemon_pid() as i32);
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ended as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let owned_ctl = processes_of(s.uid)
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(16).any(|w| w == b"e2e-crash-owned\0"))
+        })
+        .expect("the owned run's sandboxctl");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(owned_ctl as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = caller.wait();
+    s.crash_daemon();
+    s.wait_for(
+        "the ended run's layer to go",
+        Duration::from_secs(10),
+        || (!layers.join("e2e-crash-ended").exists()).then_some(()),
+    );
+    assert!(s.status("e2e-crash-ended").is_none());
+    assert_eq!(s.ctl_ok(&["diff", "e2e-crash-kept"]), "A /usr/e2e-crash\n");
+    s.wait_for("the orphaned run to go", Duration::from_secs(10), || {
+        s.status("e2e-crash-owned").is_none().then_some(())
+    });
+    s.ctl_ok(&["stop", "e2e-crash-kept"]);
+    assert!(!layers.join("e2e-crash-kept").exists());
+}

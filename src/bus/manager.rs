@@ -237,6 +237,7 @@ impl<R: Runtime> Manager<R> {
         let info = self.sup.run(profile, opts).await?;
         if !keep {
             if let Some(owner) = header.sender() {
+                self.sup.record_owner(&info.name, owner.as_str());
                 super::owner::stop_when_gone(
                     self.sup.clone(),
                     conn.clone(),

@@ -6,6 +6,8 @@
 mod error;
 mod manager;
 mod owner;
+
+pub use owner::watch_adopted_runs;
 mod path;
 mod sandbox;
 

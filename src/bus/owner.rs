@@ -49,3 +49,14 @@ pub fn stop_when_gone<R: Runtime>(
         }
     });
 }
+
+/// After adoption: watches again the callers of the runs an earlier daemon left running
+/// (a caller that left meanwhile ends its run at once).
+pub fn watch_adopted_runs<R: Runtime>(sup: &Supervisor<R>, conn: &zbus::Connection) {
+    for (run, owner) in sup.run_owners() {
+        match OwnedUniqueName::try_from(owner) {
+            Ok(owner) => stop_when_gone(sup.clone(), conn.clone(), owner, run),
+            Err(e) => tracing::warn!(SANDBOX = run.name.as_str(), "its recorded caller: {e}"),
+        }
+    }
+}

@@ -821,6 +821,18 @@ impl<R: Runtime> Supervisor<R> {
                 }
             }
         }
+        // Run profiles of runs that ended while no daemon ran.
+        if let Ok(files) = std::fs::read_dir(run::runs_dir(&self.inner.bundles)) {
+            for f in files.flatten() {
+                let path = f.path();
+                let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if !self.table().contains_key(name) {
+                    self.forget_run(name);
+                }
+            }
+        }
         // Layers of sandboxes that ended while no daemon ran (kept ones are unmounted).
         for name in self.inner.layers.names() {
             if !self.table().contains_key(&name) {

@@ -80,14 +80,46 @@ impl<R: Runtime> Supervisor<R> {
         }
     }
 
-    /// Removes the profile file of run `name`, if it is one.
+    /// Removes the profile file (and owner record) of run `name`, if it is one.
     pub(super) fn forget_run(&self, name: &str) {
-        let file = runs_dir(&self.inner.bundles).join(format!("{name}.toml"));
-        if let Err(e) = std::fs::remove_file(&file) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(SANDBOX = name, "removing {}: {e}", file.display());
+        let dir = runs_dir(&self.inner.bundles);
+        for file in [
+            dir.join(format!("{name}.toml")),
+            dir.join(format!("{name}.owner")),
+        ] {
+            if let Err(e) = std::fs::remove_file(&file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(SANDBOX = name, "removing {}: {e}", file.display());
+                }
             }
         }
+    }
+
+    /// Records the bus peer run `name` ends with, so that a daemon started after a crash
+    /// can watch it again.
+    pub fn record_owner(&self, name: &str, owner: &str) {
+        let file = runs_dir(&self.inner.bundles).join(format!("{name}.owner"));
+        if let Err(e) = std::fs::write(&file, owner) {
+            tracing::warn!(
+                SANDBOX = name,
+                "recording its caller in {}: {e}",
+                file.display()
+            );
+        }
+    }
+
+    /// The runs this daemon supervises (adopted ones included) that end with a bus peer:
+    /// each run's sandbox and the peer's unique name.
+    pub fn run_owners(&self) -> Vec<(SandboxInfo, String)> {
+        let dir = runs_dir(&self.inner.bundles);
+        self.list()
+            .into_iter()
+            .filter_map(|info| {
+                let owner =
+                    std::fs::read_to_string(dir.join(format!("{}.owner", info.name))).ok()?;
+                Some((info, owner.trim().to_string()))
+            })
+            .collect()
     }
 
     fn is_taken(&self, name: &str) -> bool {
