@@ -110,7 +110,8 @@ fn udp(to: SocketAddr, count: usize) {
     let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let s = UdpSocket::bind(bind).expect("bind");
     s.connect(to).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("read timeout");
     let mut lat = Vec::new();
     let mut buf = [0u8; MSG];
     for i in 0..count {

@@ -1,5 +1,8 @@
 //! sandboxctl's exit statuses and local commands, without a daemon.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 const CTL: &str = env!("CARGO_BIN_EXE_sandboxctl");

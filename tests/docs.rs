@@ -1,6 +1,9 @@
 //! The documentation people read: man pages render without warnings and sandboxctl(1)
 //! lists every command the CLI has.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use clap::CommandFactory;

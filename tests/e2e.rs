@@ -1,6 +1,9 @@
 //! End to end: a real systemd --user, the real user bus, real runc, real namespaces.
 //! Needs root (see tests/common). Each test states the acceptance point it shows.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -3,6 +3,9 @@
 //! daemon, and their sockets are found through the user manager's environment.
 //! Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,9 @@
 //! `OpenShell`), driven by `sandboxctl exec` in pipes and `sandboxctl shell` in a real
 //! terminal (tmux). Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

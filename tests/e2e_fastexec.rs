@@ -3,6 +3,9 @@
 //! runc exec and says so; a pid 1 that garbles or floods its channel harms only itself.
 //! Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

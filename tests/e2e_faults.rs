@@ -1,6 +1,9 @@
 //! End to end: faults. After each, the daemon serves, `list` tells the truth and nothing
 //! leaks. Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -2,6 +2,9 @@
 //! user, on imported and host roots; a fresh tmpfs; a host folder. Needs root, like
 //! tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::MetadataExt;

@@ -2,6 +2,9 @@
 //! each test asserts how. The sandbox uses the host's /usr (for python3 and util-linux).
 //! Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};
@@ -75,7 +78,7 @@ print('capeff', [l.split()[1] for l in open('/proc/self/status') if l.startswith
         assert!(
             out.lines().any(|l| l == line),
             "expected {line:?} in:\n{out}"
-        )
+        );
     };
     let one_of = |label: &str, ok: &[&str]| {
         let got = out

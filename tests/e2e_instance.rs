@@ -3,6 +3,9 @@
 //! with a message, having touched nothing; killing it changes nothing; a crash releases
 //! the lock for the restarted service. Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -4,6 +4,9 @@
 //! written where one runs (the journal then also gets the output). Needs root, like
 //! tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -3,6 +3,9 @@
 //! a desktop; this machine's `/` is private), so mounts below it reach the daemon's
 //! namespace. Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! 2001:db8:113::/64, reached from the host over a veth pair), and probes run inside
 //! the sandboxes with the host's python3 (`tests/net/client.py`).
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::{IpAddr, TcpListener};
@@ -1133,7 +1136,7 @@ fn hostile_sandboxes_cannot_exhaust_the_daemons_descriptors() {
         s.write_profile(
             n,
             &format!("[rootfs]\nhost = true\n[network]\n{network}\n[limits]\nnofile = 2048\n"),
-        )
+        );
     };
     for n in hostile {
         profile(n, &format!("{ALLOW_INET}\nmax_connections = {EACH}"));

@@ -2,6 +2,9 @@
 //! says inside real sandboxes, for root-as-you and keep-id roots. Needs root, like
 //! tests/e2e.rs (to write an archive with files of several owners).
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

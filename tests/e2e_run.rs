@@ -2,6 +2,9 @@
 //! types it: the current folder, a copy-on-write root, exit statuses, stdio, a terminal,
 //! a killed caller, many at once, and nothing left behind. Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::MetadataExt;

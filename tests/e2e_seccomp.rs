@@ -3,6 +3,9 @@
 //! processes, across a daemon crash; what must keep working; the `security.nested`
 //! settings; the lock on its own, outside the daemon. Needs root, like tests/e2e.rs.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

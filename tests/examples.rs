@@ -1,6 +1,9 @@
 //! Every file under etc/ validates: the example profiles (against a home that has the
 //! folders they name) and the example daemon configuration.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use sandboxd::config::DaemonConfig;

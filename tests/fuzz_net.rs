@@ -4,6 +4,9 @@
 //! `proxy::dns::message`) is driven here with long random runs too. Bounded by default
 //! (CI); `FUZZ_CASES=N` runs longer (see docs/fuzzing.md).
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr};
 
 use proptest::prelude::*;

@@ -2,6 +2,9 @@
 //! a valid profile, gives a profile or a located error, never a panic. Bounded: a fixed
 //! number of cases per run, so CI time stays flat.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use proptest::prelude::*;

@@ -1,5 +1,8 @@
 //! sandbox-init as a process: exit status, signal forwarding, zombie reaping, idling.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,9 @@
 //! exactly as the shipped dist/dbus/org.sandboxd.Sandboxd1.xml says, and its errors carry
 //! the contract's names.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;

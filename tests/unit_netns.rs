@@ -3,6 +3,9 @@
 //! table, checked against golden `ip` and `nft` output (tests/golden/). Where the machine
 //! allows no unprivileged user namespaces, or lacks `ip`/`nft`, the test says so and skips.
 
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -139,7 +139,7 @@ pub async fn shell(
     let _input = relay(dup(&stdin)?, dup(&master)?);
     let output = relay(dup(&master)?, dup(std::io::stdout())?);
     let status = exit_status(manager, &mut exits, name, id, || {
-        copy_window_size(0, master.as_raw_fd())
+        copy_window_size(0, master.as_raw_fd());
     })
     .await;
     wait_threads(vec![output], DRAIN);

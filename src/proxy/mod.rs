@@ -534,7 +534,7 @@ impl Networking for Proxy {
     }
 
     fn detach(&self, name: &str) {
-        Proxy::detach(self, name)
+        Proxy::detach(self, name);
     }
 
     fn update(&self, name: &str, network: &Network) -> bool {

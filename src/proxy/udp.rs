@@ -73,13 +73,13 @@ fn receive(fd: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SocketAddr
                 dst = Some(SocketAddr::new(
                     IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
                     u16::from_be(a.sin_port),
-                ))
+                ));
             }
             ControlMessageOwned::Ipv6OrigDstAddr(a) => {
                 dst = Some(SocketAddr::new(
                     IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
                     u16::from_be(a.sin6_port),
-                ))
+                ));
             }
             _ => {}
         }

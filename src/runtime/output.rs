@@ -52,7 +52,7 @@ fn stream_opened(name: &str) {
     open_streams(|m| {
         m.entry(name.to_string())
             .or_insert_with(|| tokio::sync::watch::channel(0).0)
-            .send_modify(|n| *n += 1)
+            .send_modify(|n| *n += 1);
     });
 }
 

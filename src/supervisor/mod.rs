@@ -795,7 +795,7 @@ impl<R: Runtime> Supervisor<R> {
                 .and_then(|_| bundle.read_record::<RunRecord>().ok());
             match record {
                 Some(record) if c.status == "running" && c.pid != 0 => {
-                    self.adopt(&c.id, c.pid, record)
+                    self.adopt(&c.id, c.pid, record);
                 }
                 _ => {
                     tracing::info!(
