@@ -102,21 +102,7 @@ fn shell_in_a_real_terminal() {
         &text.replace("[process]\n", "[process]\nuser = \"user\"\n"),
     );
     s.ctl_ok(&["start", "e2e-shell"]);
-    let tmux = Tmux { s };
-    tmux.cmd(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "sh",
-    ]);
-    tmux.cmd(&["set-option", "-g", "status", "off"]);
+    let tmux = Tmux::start(s);
     let host_tty = tmux
         .cmd(&["display-message", "-p", "-t", "t", "#{pane_tty}"])
         .trim()

@@ -26,6 +26,13 @@ struct Remains {
     processes: usize,
 }
 
+/// A process of the test user whose command line (NUL-separated) passes `wanted`.
+fn process_with(s: &Session, wanted: impl Fn(&[u8]) -> bool) -> Option<u32> {
+    processes_of(s.uid)
+        .into_iter()
+        .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| wanted(&c)))
+}
+
 fn entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |r| r.count())
 }
@@ -217,21 +224,7 @@ fn a_run_on_a_terminal() {
     let s = session();
     s.ready();
     let dir = project(s, "e2e-project-tty");
-    let tmux = Tmux { s };
-    tmux.cmd(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "sh",
-    ]);
-    tmux.cmd(&["set-option", "-g", "status", "off"]);
+    let tmux = Tmux::start(s);
     tmux.send(&format!("cd {}; PS1='host$ '", dir.display()));
     tmux.send("sandboxctl run -- sh");
     std::thread::sleep(Duration::from_millis(800));
@@ -305,11 +298,9 @@ fn a_killed_caller_takes_its_run_along() {
         ps.contains("sleep").then_some(())
     });
     let ctl_pid = s.wait_for("sandboxctl's pid", Duration::from_secs(5), || {
-        processes_of(s.uid).into_iter().find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
-                c.starts_with(ctl.display().to_string().as_bytes())
-                    && c.windows(4).any(|w| w == b"run\0")
-            })
+        process_with(s, |c| {
+            c.starts_with(ctl.display().to_string().as_bytes())
+                && c.windows(4).any(|w| w == b"run\0")
         })
     });
     let t0 = Instant::now();
@@ -339,12 +330,7 @@ fn a_killed_caller_takes_its_run_along() {
             .into_iter()
             .any(|x| x["name"].as_str().is_some_and(|n| n.starts_with("run-")));
         running
-            .then(|| {
-                processes_of(s.uid).into_iter().find(|p| {
-                    std::fs::read(format!("/proc/{p}/cmdline"))
-                        .is_ok_and(|c| c.starts_with(ctl.display().to_string().as_bytes()))
-                })
-            })
+            .then(|| process_with(s, |c| c.starts_with(ctl.display().to_string().as_bytes())))
             .flatten()
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -465,12 +451,7 @@ fn runs_outlive_a_daemon_crash() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let owned_ctl = processes_of(s.uid)
-        .into_iter()
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.windows(16).any(|w| w == b"e2e-crash-owned\0"))
-        })
+    let owned_ctl = process_with(s, |c| c.windows(16).any(|w| w == b"e2e-crash-owned\0"))
         .expect("the owned run's sandboxctl");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(owned_ctl as i32),

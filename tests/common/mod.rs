@@ -585,7 +585,26 @@ pub struct Tmux<'a> {
     pub s: &'a Session,
 }
 
-impl Tmux<'_> {
+impl<'a> Tmux<'a> {
+    /// A new server of the test user's with one 80×24 window `t` running sh, no status line.
+    pub fn start(s: &'a Session) -> Self {
+        let tmux = Tmux { s };
+        tmux.cmd(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "sh",
+        ]);
+        tmux.cmd(&["set-option", "-g", "status", "off"]);
+        tmux
+    }
     pub fn cmd(&self, args: &[&str]) -> String {
         let mut all = vec!["tmux", "-L", "sandboxd-e2e"];
         all.extend_from_slice(args);
