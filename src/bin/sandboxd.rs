@@ -26,8 +26,8 @@ fn main() -> std::process::ExitCode {
     if argv.get(1).map(String::as_str) == Some(sandboxd::runtime::LOCK_ARG) {
         sandboxd::runtime::lock_main(&argv[2..]);
     }
-    if argv.get(1).map(String::as_str) == Some(sandboxd::runtime::DIFF_ARG) {
-        sandboxd::runtime::diff_main(&argv[2..]);
+    if argv.get(1).map(String::as_str) == Some(sandboxd::runtime::LAYER_ARG) {
+        sandboxd::runtime::layer_main(&argv[2..]);
     }
     let args = Args::parse();
     sandboxd::logging::init("sandboxd");

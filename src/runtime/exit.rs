@@ -38,6 +38,37 @@ fn pidfd_open(pid: u32) -> Result<PidFd, ExitWaitError> {
     Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
 }
 
+/// A handle on a process that stays valid when its pid is reused: signals through it reach
+/// that process or nobody (pidfd_send_signal(2)), and cost no `runc kill`.
+pub struct ProcessHandle(PidFd);
+
+impl ProcessHandle {
+    /// A handle on `pid`, which must be known to be the process meant (e.g. a child not yet
+    /// reaped).
+    pub fn open(pid: u32) -> Result<Self, ExitWaitError> {
+        pidfd_open(pid).map(Self)
+    }
+
+    /// Sends `signal`; a process that already exited is no error.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags; no memory is shared.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        match std::io::Error::last_os_error() {
+            _ if rc == 0 => Ok(()),
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            e => Err(e),
+        }
+    }
+}
+
 /// The wait status of an exited process behind `fd`, if we may collect it.
 fn collect(fd: &PidFd) -> Option<i32> {
     // SAFETY: siginfo_t is plain data; zeroed is a valid initial value for waitid to fill.

@@ -6,15 +6,13 @@
 //! The overlay is mounted in the daemon's intermediate user and mount namespace, where runc
 //! runs, so runc sees it and copy-ups keep every owner the namespace maps (keep-id roots
 //! stay right). Its files belong to subordinate ids, so removing a layer and reading what
-//! changed also happen in that namespace, the diff through this binary's `layer-diff` mode.
+//! changed also happen in that namespace, each step one process of this binary's `layer`
+//! mode (`layer_helper`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-/// The argv[1] of the `sandboxd` binary that prints a layer's changes as JSON.
-pub const DIFF_ARG: &str = "layer-diff";
 
 /// Bound on one mount, unmount, removal or diff.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -159,20 +157,19 @@ impl Layers {
             path: dir.join(ORIGIN),
             source,
         })?;
-        // A kept layer may still be mounted from a daemon that crashed.
-        let _ = self.unmount(name).await;
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        let mut argv = wrapper.clone();
-        argv.extend(["mount", "-t", "overlay", "overlay", "-o"].map(String::from));
-        argv.push(options);
-        argv.push(merged.display().to_string());
+        // A kept layer may still be mounted from a daemon that crashed: the step detaches it.
+        let mut argv = self.step(wrapper, "mount");
+        argv.extend([lower, &upper, &work, &merged].map(|p| p.display().to_string()));
         run("mounting the overlay", &argv).await?;
         Ok(merged)
+    }
+
+    /// The argv of one `layer` step of this binary, in the namespace `wrapper` enters.
+    fn step(&self, wrapper: &[String], step: &str) -> Vec<String> {
+        let mut argv = wrapper.to_vec();
+        argv.push(self.helper.display().to_string());
+        argv.extend([super::layer_helper::LAYER_ARG, step].map(String::from));
+        argv
     }
 
     /// Unmounts `name`'s overlay (nothing when it is not mounted).
@@ -180,27 +177,19 @@ impl Layers {
         let Some(wrapper) = &self.wrapper else {
             return Ok(());
         };
-        let merged = self.merged(name);
-        if !is_mount_point(wrapper, &merged).await {
-            return Ok(());
-        }
-        let mut argv = wrapper.clone();
-        argv.extend(["umount", "--lazy"].map(String::from));
-        argv.push(merged.display().to_string());
+        let mut argv = self.step(wrapper, "unmount");
+        argv.push(self.merged(name).display().to_string());
         run("unmounting the overlay", &argv).await
     }
 
-    /// Unmounts and deletes `name`'s layer.
+    /// Unmounts and deletes `name`'s layer, in one step.
     pub async fn remove(&self, name: &str) -> Result<(), LayerError> {
         let dir = self.path(name);
         if !dir.exists() {
             return Ok(());
         }
-        self.unmount(name).await?;
-        let mut argv = self.wrapper.clone().unwrap_or_default();
-        // Never into a mount: the merged view is unmounted, and nothing else is mounted.
-        argv.extend(["rm", "-rf", "--one-file-system"].map(String::from));
-        argv.push(dir.display().to_string());
+        let mut argv = self.step(self.wrapper.as_deref().unwrap_or_default(), "remove");
+        argv.extend([&dir, &self.merged(name)].map(|p| p.display().to_string()));
         run("removing the layer", &argv).await
     }
 
@@ -232,9 +221,7 @@ impl Layers {
             })?;
         let (lower, prefix) = (origin.lower.as_path(), origin.prefix.as_str());
         let upper = dir.join("upper");
-        let mut argv = self.wrapper.clone().unwrap_or_default();
-        argv.push(self.helper.display().to_string());
-        argv.push(DIFF_ARG.into());
+        let mut argv = self.step(self.wrapper.as_deref().unwrap_or_default(), "diff");
         for p in [&upper, lower] {
             argv.push(p.display().to_string());
         }
@@ -250,13 +237,6 @@ impl Layers {
             message: e.to_string(),
         })
     }
-}
-
-async fn is_mount_point(wrapper: &[String], path: &Path) -> bool {
-    let mut argv = wrapper.to_vec();
-    argv.extend(["mountpoint", "-q"].map(String::from));
-    argv.push(path.display().to_string());
-    run("mountpoint", &argv).await.is_ok()
 }
 
 async fn run(what: &str, argv: &[String]) -> Result<(), LayerError> {
@@ -286,157 +266,5 @@ async fn run_output(what: &str, argv: &[String]) -> Result<Vec<u8>, LayerError> 
         Err(failed(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ))
-    }
-}
-
-/// The `layer-diff UPPER LOWER PREFIX [MOUNTPOINT…]` mode: prints the changes as a JSON
-/// array. Runs in the intermediate namespace, where every file of the layer is readable.
-pub fn diff_main(args: &[String]) -> ! {
-    let code = match args {
-        [upper, lower, prefix, points @ ..] => {
-            match changes(Path::new(upper), Path::new(lower), prefix, points) {
-                Ok(list) => {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
-                    );
-                    0
-                }
-                Err(e) => {
-                    eprintln!("{upper}: {e}");
-                    1
-                }
-            }
-        }
-        _ => {
-            eprintln!("usage: sandboxd {DIFF_ARG} UPPER LOWER PREFIX [MOUNTPOINT...]");
-            2
-        }
-    };
-    std::process::exit(code)
-}
-
-/// Walks an overlay upper layer: a whiteout (a 0/0 character device) is a deletion; an
-/// entry that exists in `lower` is a change (directories only when they are opaque, i.e.
-/// replaced), others are additions, except the mount points runc made (`points`, and the
-/// folders above them) while they are empty. Sorted by path.
-pub fn changes(
-    upper: &Path,
-    lower: &Path,
-    prefix: &str,
-    points: &[String],
-) -> std::io::Result<Vec<Change>> {
-    let mut out = Vec::new();
-    let points: Vec<&Path> = points.iter().map(Path::new).collect();
-    walk(upper, lower, Path::new(prefix), &points, &mut out)?;
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
-fn walk(
-    upper: &Path,
-    lower: &Path,
-    inside: &Path,
-    points: &[&Path],
-    out: &mut Vec<Change>,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let mut entries: Vec<_> = std::fs::read_dir(upper)?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let meta = entry.metadata()?;
-        let path = inside.join(&name);
-        let below = lower.join(&name);
-        let in_lower = std::fs::symlink_metadata(&below).is_ok();
-        let shown = path.display().to_string();
-        // A mount point, or a folder made to hold one.
-        let made_by_runc = points.iter().any(|p| p.starts_with(&path));
-        if meta.file_type().is_char_device() && meta.rdev() == 0 {
-            out.push(Change {
-                kind: Kind::Deleted,
-                path: shown,
-            });
-        } else if meta.is_dir() {
-            if !in_lower && !made_by_runc {
-                out.push(Change {
-                    kind: Kind::Added,
-                    path: shown,
-                });
-            } else if in_lower && is_opaque(&entry.path()) {
-                out.push(Change {
-                    kind: Kind::Changed,
-                    path: shown,
-                });
-            }
-            walk(&entry.path(), &below, &path, points, out)?;
-        } else if !(made_by_runc && !in_lower && meta.len() == 0) {
-            out.push(Change {
-                kind: if in_lower { Kind::Changed } else { Kind::Added },
-                path: shown,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// An opaque directory hides its lower twin (overlayfs marks it with an xattr, `user.` in
-/// a user namespace, `trusted.` otherwise).
-fn is_opaque(dir: &Path) -> bool {
-    ["user.overlay.opaque", "trusted.overlay.opaque"]
-        .iter()
-        .any(|attr| xattr_is_y(dir, attr))
-}
-
-fn xattr_is_y(path: &Path, attr: &str) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(p), Ok(a)) = (
-        std::ffi::CString::new(path.as_os_str().as_bytes()),
-        std::ffi::CString::new(attr),
-    ) else {
-        return false;
-    };
-    let mut buf = [0u8; 4];
-    // SAFETY: both strings are NUL-terminated and live across the call; buf is writable
-    // for its length.
-    let n = unsafe { libc::lgetxattr(p.as_ptr(), a.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    n == 1 && buf[0] == b'y'
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_layer_reads_as_additions_and_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (upper, lower) = (dir.path().join("u"), dir.path().join("l"));
-        for d in [upper.join("etc"), upper.join("new/deep"), lower.join("etc")] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        std::fs::write(lower.join("etc/hostname"), b"a").unwrap();
-        std::fs::write(upper.join("etc/hostname"), b"b").unwrap();
-        std::fs::write(upper.join("etc/added"), b"").unwrap();
-        std::fs::write(upper.join("new/deep/file"), b"").unwrap();
-        std::fs::create_dir_all(upper.join("proc")).unwrap();
-        std::fs::create_dir_all(upper.join("run/user/1000")).unwrap();
-        std::fs::write(upper.join("etc/resolv.conf"), b"").unwrap();
-        std::fs::write(upper.join("run/written"), b"").unwrap();
-        let points = ["/proc", "/run/user/1000", "/etc/resolv.conf"].map(String::from);
-        let list = changes(&upper, &lower, "/", &points).unwrap();
-        let shown: Vec<(Kind, &str)> = list.iter().map(|c| (c.kind, c.path.as_str())).collect();
-        assert_eq!(
-            shown,
-            [
-                (Kind::Added, "/etc/added"),
-                (Kind::Changed, "/etc/hostname"),
-                (Kind::Added, "/new"),
-                (Kind::Added, "/new/deep"),
-                (Kind::Added, "/new/deep/file"),
-                (Kind::Added, "/run/written"),
-            ]
-        );
-        let usr = changes(&upper, &lower, "/usr", &[]).unwrap();
-        assert_eq!(usr[0].path, "/usr/etc/added");
     }
 }

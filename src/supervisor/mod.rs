@@ -72,6 +72,8 @@ struct Run {
     id: u64,
     exited: watch::Receiver<bool>,
     stop_requested: bool,
+    /// pid 1, for signals without a `runc kill` (`None` for an adopted sandbox).
+    leader: Option<Arc<crate::runtime::ProcessHandle>>,
 }
 
 struct Entry {
@@ -423,6 +425,8 @@ impl<R: Runtime> Supervisor<R> {
         };
         let run_id = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(false);
+        // Opened before the monitor exists, so before anything reaps pid 1: it is ours.
+        let leader = crate::runtime::ProcessHandle::open(pid).ok().map(Arc::new);
         let tracked = self.update(name, None, |e| {
             e.info.state = State::Running;
             e.info.leader = pid;
@@ -434,12 +438,13 @@ impl<R: Runtime> Supervisor<R> {
                 id: run_id,
                 exited: rx,
                 stop_requested: false,
+                leader,
             });
         });
         if !tracked {
             // A stop ran (and forgot the sandbox) while it was starting: undo, so no
             // container lives on that nobody supervises. `runc delete --force` kills it.
-            for err in self.teardown(name).await {
+            for err in self.teardown(name, false).await {
                 tracing::warn!(SANDBOX = name, "undoing a start: {err}");
             }
             return Err(Error::RuntimeFailed {
@@ -545,7 +550,7 @@ impl<R: Runtime> Supervisor<R> {
                 }
                 (e.restart.clone(), e.info.restarts)
             };
-            for err in self.teardown(&name).await {
+            for err in self.teardown(&name, true).await {
                 tracing::warn!(SANDBOX = name.as_str(), "cleanup after exit: {err}");
             }
             let again = match restart.policy {
@@ -643,16 +648,25 @@ impl<R: Runtime> Supervisor<R> {
     }
 
     /// Removes runc's state, the bundle and the layer (unless kept); returns every failure.
-    async fn teardown(&self, name: &str) -> Vec<String> {
+    /// Once pid 1 is known to be gone (`exited`), runc's state and the layer are removed at
+    /// once: the overlay is the intermediate namespace's mount, and nothing writes to it.
+    async fn teardown(&self, name: &str, exited: bool) -> Vec<String> {
         self.inner.net.detach(name);
         let mut errors = Vec::new();
-        if let Err(e) = self.inner.runtime.delete(name).await {
+        let (deleted, dropped) = if exited {
+            tokio::join!(self.inner.runtime.delete(name), self.drop_layer(name))
+        } else {
+            // `runc delete --force` kills what still runs first.
+            let deleted = self.inner.runtime.delete(name).await;
+            (deleted, self.drop_layer(name).await)
+        };
+        if let Err(e) = deleted {
             errors.push(crate::error_chain(&e));
         }
         if let Err(e) = Bundle::at(self.inner.bundles.join(name)).remove() {
             errors.push(crate::error_chain(&e));
         }
-        if let Err(e) = self.drop_layer(name).await {
+        if let Err(e) = dropped {
             errors.push(crate::error_chain(&e));
         }
         Output::forget(name);
@@ -680,19 +694,18 @@ impl<R: Runtime> Supervisor<R> {
             };
             let exited = e.run.as_mut().map(|r| {
                 r.stop_requested = true;
-                r.exited.clone()
+                (r.exited.clone(), r.leader.clone())
             });
             (exited, e.restart.stop_timeout, e.info.state)
         };
         let mut errors = Vec::new();
-        if let Some(mut exited) = exited {
+        if let Some((mut exited, leader)) = exited {
             self.update(name, None, |e| e.info.state = State::Stopping);
             tracing::info!(SANDBOX = name, "stopping");
             self.inner.logs.note(name, "stopping: SIGTERM");
             if !*exited.borrow() {
-                if let Err(e) = self.inner.runtime.kill(name, libc::SIGTERM).await {
-                    tracing::debug!(SANDBOX = name, "SIGTERM: {}", crate::error_chain(&e));
-                }
+                self.signal_leader(name, leader.as_deref(), libc::SIGTERM)
+                    .await;
             }
             let gone = tokio::time::timeout(timeout, exited.wait_for(|x| *x))
                 .await
@@ -705,9 +718,8 @@ impl<R: Runtime> Supervisor<R> {
                 self.inner
                     .logs
                     .note(name, &format!("still running after {timeout:?}: SIGKILL"));
-                if let Err(e) = self.inner.runtime.kill(name, libc::SIGKILL).await {
-                    tracing::debug!(SANDBOX = name, "SIGKILL: {}", crate::error_chain(&e));
-                }
+                self.signal_leader(name, leader.as_deref(), libc::SIGKILL)
+                    .await;
                 if tokio::time::timeout(KILL_GRACE, exited.wait_for(|x| *x))
                     .await
                     .is_err()
@@ -715,7 +727,8 @@ impl<R: Runtime> Supervisor<R> {
                     errors.push(format!("still running {KILL_GRACE:?} after SIGKILL"));
                 }
             }
-            errors.extend(self.teardown(name).await);
+            let gone = *exited.borrow();
+            errors.extend(self.teardown(name, gone).await);
         }
         let result = if errors.is_empty() {
             match state {
@@ -747,6 +760,24 @@ impl<R: Runtime> Supervisor<R> {
                 name: name.into(),
                 message: errors.join("; "),
             })
+        }
+    }
+
+    /// Sends `signal` to pid 1 through its handle, or through `runc kill` without one.
+    async fn signal_leader(
+        &self,
+        name: &str,
+        leader: Option<&crate::runtime::ProcessHandle>,
+        signal: i32,
+    ) {
+        let sent = match leader {
+            Some(handle) => handle.signal(signal).map_err(|e| e.to_string()),
+            None => {
+                (self.inner.runtime.kill(name, signal).await).map_err(|e| crate::error_chain(&e))
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!(SANDBOX = name, signal, "signal to pid 1: {e}");
         }
     }
 
@@ -876,6 +907,7 @@ impl<R: Runtime> Supervisor<R> {
                     id: run_id,
                     exited: rx,
                     stop_requested: false,
+                    leader: None,
                 }),
             },
         );
