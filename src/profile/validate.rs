@@ -5,7 +5,10 @@
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use super::model::{NetworkMode, RawAllowHost, RawNested, RawProfile, RawUser};
+use super::model::{
+    NetworkMode, RawAllowHost, RawLimits, RawMount, RawNested, RawNetwork, RawProcess, RawProfile,
+    RawRestart, RawRootfs, RawSecurity, RawUser,
+};
 use super::{
     validate_name, AllowHost, Audio, Devices, Gui, Home, Limits, Mount, Nested, Network, Process,
     Profile, Restart, Rootfs, RootfsSource, Security, User,
@@ -181,47 +184,90 @@ fn publish(key: &str, raw: &str) -> Result<(), Invalid> {
 /// Turns a parsed file into a [`Profile`], or names the first key that is wrong.
 pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result<Profile, Invalid> {
     validate_name(name).map_err(|e| invalid("(file name)", e.to_string()))?;
-
-    let rootfs = {
-        let r = raw.rootfs.ok_or_else(|| {
-            invalid(
-                "rootfs",
-                "missing [rootfs] table: set rootfs.path to a directory or rootfs.host = true",
-            )
-        })?;
-        let source = match (r.path, r.host) {
-            (Some(_), true) => {
-                return Err(invalid(
-                    "rootfs.host",
-                    "set either rootfs.path or rootfs.host = true, not both",
-                ))
-            }
-            (None, false) => {
-                return Err(invalid(
-                    "rootfs",
-                    "set rootfs.path to a directory or rootfs.host = true",
-                ))
-            }
-            (Some(p), false) => RootfsSource::Path(host_path("rootfs.path", &p, home, true)?),
-            (None, true) => RootfsSource::Host,
-        };
-        if r.keep_changes && !r.overlay {
-            return Err(invalid(
-                "rootfs.keep_changes",
-                "keeps the changes of an overlay: set rootfs.overlay = true too",
-            ));
-        }
-        Rootfs {
-            source,
-            readonly: r.readonly,
-            overlay: r.overlay,
-            keep_changes: r.keep_changes,
-        }
-    };
-
+    let rootfs = rootfs(raw.rootfs, home)?;
     let hostname = hostname(raw.hostname.as_deref().unwrap_or(name))?;
+    let process = process(raw.process)?;
+    let home_dir = home_kind(raw.home.as_deref(), home)?;
+    let mounts = mounts(raw.mounts, home)?;
+    let network = network(raw.network)?;
+    let extra = extra_devices(&raw.devices.extra)?;
+    let restart = restart_and_limits(raw.restart, &raw.limits)?;
+    let security = security(raw.security)?;
+    Ok(Profile {
+        name: name.to_string(),
+        file: Some(file.to_path_buf()),
+        description: raw.description.unwrap_or_default(),
+        hostname,
+        autostart: raw.autostart,
+        rootfs,
+        process,
+        home: home_dir,
+        mounts,
+        network,
+        gui: Gui {
+            wayland: raw.gui.wayland,
+            x11: raw.gui.x11,
+        },
+        audio: Audio {
+            pulseaudio: raw.audio.pulseaudio,
+            pipewire: raw.audio.pipewire,
+        },
+        devices: Devices {
+            gpu: raw.devices.gpu,
+            sound: raw.devices.sound,
+            extra,
+        },
+        limits: Limits {
+            memory: raw.limits.memory,
+            pids: raw.limits.pids,
+            nofile: raw.limits.nofile,
+        },
+        restart,
+        security,
+    })
+}
 
-    let p = raw.process;
+/// `[rootfs]`: exactly one source; `keep_changes` only with `overlay`.
+fn rootfs(raw: Option<RawRootfs>, home: &Path) -> Result<Rootfs, Invalid> {
+    let r = raw.ok_or_else(|| {
+        invalid(
+            "rootfs",
+            "missing [rootfs] table: set rootfs.path to a directory or rootfs.host = true",
+        )
+    })?;
+    let source = match (r.path, r.host) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "rootfs.host",
+                "set either rootfs.path or rootfs.host = true, not both",
+            ))
+        }
+        (None, false) => {
+            return Err(invalid(
+                "rootfs",
+                "set rootfs.path to a directory or rootfs.host = true",
+            ))
+        }
+        (Some(p), false) => RootfsSource::Path(host_path("rootfs.path", &p, home, true)?),
+        (None, true) => RootfsSource::Host,
+    };
+    if r.keep_changes && !r.overlay {
+        return Err(invalid(
+            "rootfs.keep_changes",
+            "keeps the changes of an overlay: set rootfs.overlay = true too",
+        ));
+    }
+    Ok(Rootfs {
+        source,
+        readonly: r.readonly,
+        overlay: r.overlay,
+        keep_changes: r.keep_changes,
+    })
+}
+
+/// `[process]`: a command that names a program, a user name or uid, an absolute cwd, env
+/// names without `=` or NUL.
+fn process(p: RawProcess) -> Result<Process, Invalid> {
     if let Some(cmd) = &p.command {
         if cmd.first().is_none_or(|c| c.is_empty()) {
             return Err(invalid(
@@ -269,8 +315,12 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         cwd,
         env: p.env,
     };
+    Ok(process)
+}
 
-    let home_dir = match raw.home.as_deref() {
+/// `home`: `"tmpfs"`, `"persistent"` or an existing host folder.
+fn home_kind(raw: Option<&str>, home: &Path) -> Result<Option<Home>, Invalid> {
+    Ok(match raw {
         None => None,
         Some("tmpfs") => Some(Home::Tmpfs),
         Some("persistent") => Some(Home::Persistent),
@@ -283,18 +333,24 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
                 format!("{other:?}: expected \"tmpfs\", \"persistent\" or an absolute host path"),
             ))
         }
-    };
+    })
+}
 
+/// `[[mount]]`: existing host sources, absolute destinations inside.
+fn mounts(raw: Vec<RawMount>, home: &Path) -> Result<Vec<Mount>, Invalid> {
     let mut mounts = Vec::new();
-    for (i, m) in raw.mounts.into_iter().enumerate() {
+    for (i, m) in raw.into_iter().enumerate() {
         mounts.push(Mount {
             source: host_path(&format!("mount[{i}].source"), &m.source, home, false)?,
             destination: sandbox_path(&format!("mount[{i}].destination"), &m.destination)?,
             readonly: m.readonly,
         });
     }
+    Ok(mounts)
+}
 
-    let n = raw.network;
+/// `[network]`: destinations, upstream and published ports that parse, bounded limits.
+fn network(n: RawNetwork) -> Result<Network, Invalid> {
     for (list, key) in [(&n.allow, "network.allow"), (&n.deny, "network.deny")] {
         for (i, d) in list.iter().enumerate() {
             destination(&format!("{key}[{i}]"), d)?;
@@ -338,9 +394,13 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         max_connections: n.max_connections,
         max_udp_flows: n.max_udp_flows,
     };
+    Ok(network)
+}
 
+/// `devices.extra`: paths under `/dev/` (a trailing `?`: optional).
+fn extra_devices(raw: &[String]) -> Result<Vec<PathBuf>, Invalid> {
     let mut extra = Vec::new();
-    for (i, d) in raw.devices.extra.iter().enumerate() {
+    for (i, d) in raw.iter().enumerate() {
         let key = format!("devices.extra[{i}]");
         // A trailing `?` marks a device as optional: missing, it is a warning, not an error.
         let path = d.strip_suffix('?').unwrap_or(d);
@@ -353,24 +413,32 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         }
         extra.push(PathBuf::from(d));
     }
+    Ok(extra)
+}
 
-    if raw.limits.pids == Some(0) {
+/// `[limits]` above zero; `[restart]` with its defaults and a stop timeout above zero.
+fn restart_and_limits(raw: RawRestart, limits: &RawLimits) -> Result<Restart, Invalid> {
+    if limits.pids == Some(0) {
         return Err(invalid("limits.pids", "must be above zero"));
     }
-    if raw.limits.nofile == Some(0) {
+    if limits.nofile == Some(0) {
         return Err(invalid("limits.nofile", "must be above zero"));
     }
     let defaults = Restart::default();
     let restart = Restart {
-        policy: raw.restart.policy,
-        max: raw.restart.max.unwrap_or(defaults.max),
-        stop_timeout: raw.restart.stop_timeout.unwrap_or(defaults.stop_timeout),
+        policy: raw.policy,
+        max: raw.max.unwrap_or(defaults.max),
+        stop_timeout: raw.stop_timeout.unwrap_or(defaults.stop_timeout),
     };
     if restart.stop_timeout.is_zero() {
         return Err(invalid("restart.stop_timeout", "must be above zero"));
     }
+    Ok(restart)
+}
 
-    let nested = match raw.security.nested {
+/// `[security]`: `nested` is false, true or "namespaces".
+fn security(raw: RawSecurity) -> Result<Security, Invalid> {
+    let nested = match raw.nested {
         RawNested::Switch(false) => Nested::Off,
         RawNested::Switch(true) => Nested::Full,
         RawNested::Name(n) if n == "namespaces" => Nested::Namespaces,
@@ -381,42 +449,9 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
             ))
         }
     };
-    let security = Security {
+    Ok(Security {
         nested,
-        multiarch: raw.security.multiarch,
-    };
-
-    Ok(Profile {
-        name: name.to_string(),
-        file: Some(file.to_path_buf()),
-        description: raw.description.unwrap_or_default(),
-        hostname,
-        autostart: raw.autostart,
-        rootfs,
-        process,
-        home: home_dir,
-        mounts,
-        network,
-        gui: Gui {
-            wayland: raw.gui.wayland,
-            x11: raw.gui.x11,
-        },
-        audio: Audio {
-            pulseaudio: raw.audio.pulseaudio,
-            pipewire: raw.audio.pipewire,
-        },
-        devices: Devices {
-            gpu: raw.devices.gpu,
-            sound: raw.devices.sound,
-            extra,
-        },
-        limits: Limits {
-            memory: raw.limits.memory,
-            pids: raw.limits.pids,
-            nofile: raw.limits.nofile,
-        },
-        restart,
-        security,
+        multiarch: raw.multiarch,
     })
 }
 
