@@ -69,51 +69,94 @@ pub fn resolve(
     session: &SessionEnv,
     home: &Path,
 ) -> Result<Desktop, DesktopError> {
-    let mut d = Desktop::default();
-    let rt = format!("/run/user/{uid}");
-    let host_rt = session.get("XDG_RUNTIME_DIR").map(PathBuf::from);
-    let in_host_rt = |key: &'static str, name: &str| -> Result<PathBuf, DesktopError> {
-        let dir = host_rt
-            .as_ref()
-            .ok_or_else(|| err(key, "XDG_RUNTIME_DIR is not set in the session"))?;
-        Ok(dir.join(name))
+    let mut r = Resolver {
+        d: Desktop::default(),
+        rt: format!("/run/user/{uid}"),
+        session,
+        home,
+        uses_rt: false,
     };
-    let mut bind = |source: PathBuf, destination: String, readonly: bool| {
-        d.binds.push(Bind {
+    if profile.gui.wayland {
+        r.wayland()?;
+    }
+    if profile.gui.x11 {
+        r.x11()?;
+    }
+    if profile.audio.pulseaudio {
+        r.pulseaudio()?;
+    }
+    if profile.audio.pipewire {
+        r.pipewire()?;
+    }
+    if r.uses_rt {
+        r.d.env.push(format!("XDG_RUNTIME_DIR={}", r.rt));
+        r.d.runtime_dir = Some(r.rt.clone());
+    }
+    r.devices(profile)?;
+    Ok(r.d)
+}
+
+/// What [`resolve`] has found so far.
+struct Resolver<'a> {
+    d: Desktop,
+    /// `/run/user/UID` inside.
+    rt: String,
+    session: &'a SessionEnv,
+    home: &'a Path,
+    /// Whether a socket or cookie lives in the runtime folder inside.
+    uses_rt: bool,
+}
+
+impl Resolver<'_> {
+    fn bind(&mut self, source: PathBuf, destination: String, readonly: bool) {
+        self.d.binds.push(Bind {
             source,
             destination,
             readonly,
             device: false,
         });
-    };
-    let mut env = Vec::new();
-    let mut uses_rt = false;
+    }
 
-    if profile.gui.wayland {
+    /// `name` in the host's runtime folder.
+    fn in_host_rt(&self, key: &'static str, name: &str) -> Result<PathBuf, DesktopError> {
+        let dir = self
+            .session
+            .get("XDG_RUNTIME_DIR")
+            .ok_or_else(|| err(key, "XDG_RUNTIME_DIR is not set in the session"))?;
+        Ok(Path::new(dir).join(name))
+    }
+
+    /// A socket named by an absolute path or by a name in the host's runtime folder.
+    fn named_socket(&self, key: &'static str, name: &str) -> Result<PathBuf, DesktopError> {
+        if name.starts_with('/') {
+            Ok(PathBuf::from(name))
+        } else {
+            self.in_host_rt(key, name)
+        }
+    }
+
+    fn wayland(&mut self) -> Result<(), DesktopError> {
         let key = "gui.wayland";
-        let display = session
+        let display = self
+            .session
             .get("WAYLAND_DISPLAY")
             .filter(|v| !v.is_empty())
             .ok_or_else(|| err(key, "WAYLAND_DISPLAY is not set in the session: start the compositor first, or run `systemctl --user import-environment WAYLAND_DISPLAY`"))?;
-        let path = if display.starts_with('/') {
-            PathBuf::from(display)
-        } else {
-            in_host_rt(key, display)?
-        };
-        bind(
-            socket(key, &path, "the Wayland socket")?,
-            format!("{rt}/wayland-0"),
-            false,
-        );
-        env.extend([
+        let path = self.named_socket(key, display)?;
+        let dest = format!("{}/wayland-0", self.rt);
+        self.bind(socket(key, &path, "the Wayland socket")?, dest, false);
+        self.d.env.extend([
             "WAYLAND_DISPLAY=wayland-0".to_string(),
             "XDG_SESSION_TYPE=wayland".into(),
         ]);
-        uses_rt = true;
+        self.uses_rt = true;
+        Ok(())
     }
-    if profile.gui.x11 {
+
+    fn x11(&mut self) -> Result<(), DesktopError> {
         let key = "gui.x11";
-        let display = session
+        let display = self
+            .session
             .get("DISPLAY")
             .filter(|v| !v.is_empty())
             .ok_or_else(|| err(key, "DISPLAY is not set in the session"))?;
@@ -128,78 +171,111 @@ pub fn resolve(
                 )
             })?;
         let sock = format!("/tmp/.X11-unix/X{number}");
-        bind(
-            socket(key, Path::new(&sock), "the X11 socket")?,
-            sock.clone(),
-            false,
-        );
-        env.push(format!("DISPLAY=:{number}"));
-        let cookie = session
+        let source = socket(key, Path::new(&sock), "the X11 socket")?;
+        self.bind(source, sock, false);
+        self.d.env.push(format!("DISPLAY=:{number}"));
+        let cookie = self
+            .session
             .get("XAUTHORITY")
             .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".Xauthority"));
+            .unwrap_or_else(|| self.home.join(".Xauthority"));
         if cookie.is_file() {
-            bind(cookie, format!("{rt}/Xauthority"), true);
-            env.push(format!("XAUTHORITY={rt}/Xauthority"));
-            uses_rt = true;
+            let dest = format!("{}/Xauthority", self.rt);
+            self.bind(cookie, dest.clone(), true);
+            self.d.env.push(format!("XAUTHORITY={dest}"));
+            self.uses_rt = true;
         }
+        Ok(())
     }
-    if profile.audio.pulseaudio {
+
+    fn pulseaudio(&mut self) -> Result<(), DesktopError> {
         let key = "audio.pulseaudio";
-        let path = match session
+        let path = match self
+            .session
             .get("PULSE_SERVER")
             .and_then(|s| s.strip_prefix("unix:"))
         {
             Some(p) => PathBuf::from(p),
-            None => in_host_rt(key, "pulse/native")?,
+            None => self.in_host_rt(key, "pulse/native")?,
         };
-        bind(
+        let dest = format!("{}/pulse/native", self.rt);
+        self.bind(
             socket(key, &path, "the PulseAudio socket")?,
-            format!("{rt}/pulse/native"),
+            dest.clone(),
             false,
         );
-        env.push(format!("PULSE_SERVER=unix:{rt}/pulse/native"));
-        let cookie = session
+        self.d.env.push(format!("PULSE_SERVER=unix:{dest}"));
+        let cookie = self
+            .session
             .get("PULSE_COOKIE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".config/pulse/cookie"));
+            .unwrap_or_else(|| self.home.join(".config/pulse/cookie"));
         if cookie.is_file() {
-            bind(cookie, format!("{rt}/pulse/cookie"), true);
-            env.push(format!("PULSE_COOKIE={rt}/pulse/cookie"));
+            let dest = format!("{}/pulse/cookie", self.rt);
+            self.bind(cookie, dest.clone(), true);
+            self.d.env.push(format!("PULSE_COOKIE={dest}"));
         }
-        uses_rt = true;
+        self.uses_rt = true;
+        Ok(())
     }
-    if profile.audio.pipewire {
-        let key = "audio.pipewire";
-        let name = session
-            .get("PIPEWIRE_REMOTE")
-            .cloned()
-            .unwrap_or_else(|| "pipewire-0".into());
-        let path = if name.starts_with('/') {
-            PathBuf::from(&name)
-        } else {
-            in_host_rt(key, &name)?
-        };
-        bind(
-            socket(key, &path, "the PipeWire socket")?,
-            format!("{rt}/pipewire-0"),
-            false,
-        );
-        uses_rt = true;
-    }
-    if uses_rt {
-        env.push(format!("XDG_RUNTIME_DIR={rt}"));
-        d.runtime_dir = Some(rt);
-    }
-    d.env = env;
 
-    let device = |key: &'static str,
-                  path: &Path,
-                  optional: bool,
-                  d: &mut Desktop|
-     -> Result<(), DesktopError> {
+    fn pipewire(&mut self) -> Result<(), DesktopError> {
+        let key = "audio.pipewire";
+        let name = self
+            .session
+            .get("PIPEWIRE_REMOTE")
+            .map_or("pipewire-0", String::as_str);
+        let path = self.named_socket(key, name)?;
+        let dest = format!("{}/pipewire-0", self.rt);
+        self.bind(socket(key, &path, "the PipeWire socket")?, dest, false);
+        self.uses_rt = true;
+        Ok(())
+    }
+
+    /// The device nodes of `devices.*`: a missing one is an error, or a warning when it
+    /// is optional.
+    fn devices(&mut self, profile: &Profile) -> Result<(), DesktopError> {
+        if profile.devices.gpu {
+            self.device("devices.gpu", Path::new("/dev/dri"), false)?;
+            // NVIDIA's proprietary driver exposes its own nodes beside /dev/dri.
+            let mut nvidia: Vec<PathBuf> = std::fs::read_dir("/dev")
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("nvidia"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            nvidia.sort();
+            for p in nvidia {
+                self.device("devices.gpu", &p, true)?;
+            }
+        }
+        if profile.devices.sound {
+            self.device("devices.sound", Path::new("/dev/snd"), false)?;
+        }
+        for extra in &profile.devices.extra {
+            let text = extra.to_string_lossy();
+            let (path, optional) = match text.strip_suffix('?') {
+                Some(p) => (PathBuf::from(p), true),
+                None => (extra.clone(), false),
+            };
+            self.device("devices.extra", &path, optional)?;
+        }
+        Ok(())
+    }
+
+    fn device(
+        &mut self,
+        key: &'static str,
+        path: &Path,
+        optional: bool,
+    ) -> Result<(), DesktopError> {
         if path.exists() {
-            d.binds.push(Bind {
+            self.d.binds.push(Bind {
                 source: path.into(),
                 destination: path.display().to_string(),
                 readonly: false,
@@ -207,7 +283,7 @@ pub fn resolve(
             });
             Ok(())
         } else if optional {
-            d.warnings.push(format!(
+            self.d.warnings.push(format!(
                 "{key}: {} does not exist; starting without it",
                 path.display()
             ));
@@ -218,38 +294,7 @@ pub fn resolve(
                 format!("{} does not exist on this machine", path.display()),
             ))
         }
-    };
-    if profile.devices.gpu {
-        device("devices.gpu", Path::new("/dev/dri"), false, &mut d)?;
-        // NVIDIA's proprietary driver exposes its own nodes beside /dev/dri.
-        let mut nvidia: Vec<PathBuf> = std::fs::read_dir("/dev")
-            .map(|r| {
-                r.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("nvidia"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        nvidia.sort();
-        for p in nvidia {
-            device("devices.gpu", &p, true, &mut d)?;
-        }
     }
-    if profile.devices.sound {
-        device("devices.sound", Path::new("/dev/snd"), false, &mut d)?;
-    }
-    for extra in &profile.devices.extra {
-        let text = extra.to_string_lossy();
-        let (path, optional) = match text.strip_suffix('?') {
-            Some(p) => (PathBuf::from(p), true),
-            None => (extra.clone(), false),
-        };
-        device("devices.extra", &path, optional, &mut d)?;
-    }
-    Ok(d)
 }
 
 #[cfg(test)]
