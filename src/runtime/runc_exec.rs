@@ -49,66 +49,17 @@ impl Runc {
         stdio: ExecStdio,
     ) -> Result<Started, RuntimeError> {
         let files = ExecFiles::new(&self.root);
-        // Only runc inside the namespace a container was created from may enter it. One
-        // created under an earlier daemon whose namespace is gone cannot be entered.
-        if let Some(ours) = self.userns {
-            if let Some(state) = self.state(id).await? {
-                if super::parent_userns_inode(state.pid).is_ok_and(|parent| parent != ours) {
-                    return Err(RuntimeError::Failed {
-                        op: "exec",
-                        id: id.to_string(),
-                        message: "it runs in a user namespace of an earlier daemon that is gone, so no process can join it; restart the sandbox".into(),
-                    });
-                }
-            }
-        }
-        let (pid_s, log_s, console_s) = (
-            files.pid.to_string_lossy(),
-            files.log.to_string_lossy(),
-            files.console.to_string_lossy(),
-        );
-        let user = format!("{}:{}", req.uid, req.gid);
-        let mut args: Vec<&str> = vec![
-            "--log",
-            &log_s,
-            "--log-format",
-            "json",
-            "exec",
-            "--detach",
-            "--pid-file",
-            &pid_s,
-            "--user",
-            &user,
-        ];
-        // The shim changes directory itself: runc's own errors would reach the caller's
-        // stderr twice.
-        args.extend(["--cwd", "/"]);
-        for e in &req.env {
-            args.extend(["--env", e]);
-        }
-        let spawn_err = |source| RuntimeError::Spawn {
-            program: self.program.display().to_string(),
-            source,
-        };
+        self.check_enterable(id).await?;
         let stdio_err = |source| RuntimeError::Stdio {
             id: id.to_string(),
             source,
         };
         let console = match &stdio {
-            ExecStdio::Terminal => {
-                args.extend(["--tty", "--console-socket", &console_s]);
-                Some(ConsoleSocket::bind(&files.console).map_err(stdio_err)?)
-            }
+            ExecStdio::Terminal => Some(ConsoleSocket::bind(&files.console).map_err(stdio_err)?),
             ExecStdio::Fds(_) => None,
         };
-        args.push(id);
-        args.extend([crate::spec::INIT_PATH, crate::init::EXEC_ARG]);
-        if let Some(cwd) = &req.cwd {
-            args.extend(["--cwd", cwd]);
-        }
-        args.push("--");
-        args.extend(req.argv.iter().map(String::as_str));
-        let mut cmd = self.command(&args);
+        let args = exec_args(id, req, &files, console.is_some());
+        let mut cmd = self.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
         match stdio {
             // Detached without a terminal, runc hands its own stdio to the process.
             ExecStdio::Fds([i, o, e]) => {
@@ -120,62 +71,10 @@ impl Runc {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        let timeout = || RuntimeError::Timeout {
-            op: "exec",
-            id: id.to_string(),
-            secs: RUNC_TIMEOUT.as_secs(),
-        };
-        let failed = || {
-            let message = log_message(&files.log);
-            match not_run(&message, req) {
-                Some(why) => RuntimeError::NotRun {
-                    program: req.argv.first().cloned().unwrap_or_default(),
-                    why,
-                },
-                None => RuntimeError::Failed {
-                    op: "exec",
-                    id: id.to_string(),
-                    message,
-                },
-            }
-        };
-        let pty = match &console {
-            None => {
-                let status = self.bounded("exec", id, child.wait()).await?;
-                if !status.success() {
-                    return Err(failed());
-                }
-                None
-            }
-            Some(console) => {
-                // runc sends the master before it exits; if it fails first, nothing comes.
-                let run = async {
-                    let receive = console.receive();
-                    tokio::pin!(receive);
-                    tokio::select! {
-                        fd = &mut receive => {
-                            let status = child.wait().await.map_err(spawn_err)?;
-                            if !status.success() {
-                                return Err(failed());
-                            }
-                            fd.map_err(stdio_err)
-                        }
-                        status = child.wait() => {
-                            if !status.map_err(spawn_err)?.success() {
-                                return Err(failed());
-                            }
-                            (&mut receive).await.map_err(stdio_err)
-                        }
-                    }
-                };
-                Some(
-                    tokio::time::timeout(RUNC_TIMEOUT, run)
-                        .await
-                        .map_err(|_| timeout())??,
-                )
-            }
-        };
+        let child = cmd.spawn().map_err(|source| self.spawn_error(source))?;
+        let pty = self
+            .await_exec(id, req, &files, child, console.as_ref())
+            .await?;
         let pid = std::fs::read_to_string(&files.pid)
             .unwrap_or_default()
             .trim()
@@ -191,6 +90,132 @@ impl Runc {
             via: super::ExecPath::Runc,
         })
     }
+
+    /// Only runc inside the namespace a container was created from may enter it. One
+    /// created under an earlier daemon whose namespace is gone cannot be entered.
+    async fn check_enterable(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(ours) = self.userns else {
+            return Ok(());
+        };
+        if let Some(state) = self.state(id).await? {
+            if super::parent_userns_inode(state.pid).is_ok_and(|parent| parent != ours) {
+                return Err(RuntimeError::Failed {
+                    op: "exec",
+                    id: id.to_string(),
+                    message: "it runs in a user namespace of an earlier daemon that is gone, so no process can join it; restart the sandbox".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_error(&self, source: std::io::Error) -> RuntimeError {
+        RuntimeError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        }
+    }
+
+    /// Waits for `runc exec` to end, and with a console for the pty master it sends.
+    async fn await_exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        files: &ExecFiles,
+        mut child: tokio::process::Child,
+        console: Option<&ConsoleSocket>,
+    ) -> Result<Option<std::os::fd::OwnedFd>, RuntimeError> {
+        let stdio_err = |source| RuntimeError::Stdio {
+            id: id.to_string(),
+            source,
+        };
+        let failed = || {
+            let message = log_message(&files.log);
+            match not_run(&message, req) {
+                Some(why) => RuntimeError::NotRun {
+                    program: req.argv.first().cloned().unwrap_or_default(),
+                    why,
+                },
+                None => RuntimeError::Failed {
+                    op: "exec",
+                    id: id.to_string(),
+                    message,
+                },
+            }
+        };
+        let Some(console) = console else {
+            let status = self.bounded("exec", id, child.wait()).await?;
+            return if status.success() {
+                Ok(None)
+            } else {
+                Err(failed())
+            };
+        };
+        // runc sends the master before it exits; if it fails first, nothing comes.
+        let run = async {
+            let receive = console.receive();
+            tokio::pin!(receive);
+            tokio::select! {
+                fd = &mut receive => {
+                    let status = child.wait().await.map_err(|e| self.spawn_error(e))?;
+                    if !status.success() {
+                        return Err(failed());
+                    }
+                    fd.map_err(stdio_err)
+                }
+                status = child.wait() => {
+                    if !status.map_err(|e| self.spawn_error(e))?.success() {
+                        return Err(failed());
+                    }
+                    (&mut receive).await.map_err(stdio_err)
+                }
+            }
+        };
+        let fd = tokio::time::timeout(RUNC_TIMEOUT, run)
+            .await
+            .map_err(|_| RuntimeError::Timeout {
+                op: "exec",
+                id: id.to_string(),
+                secs: RUNC_TIMEOUT.as_secs(),
+            })??;
+        Ok(Some(fd))
+    }
+}
+
+/// runc's arguments for an exec of `req` through sandbox-init's exec shim.
+fn exec_args(id: &str, req: &ExecRequest, files: &ExecFiles, terminal: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--log",
+        &files.log.to_string_lossy(),
+        "--log-format",
+        "json",
+        "exec",
+        "--detach",
+        "--pid-file",
+        &files.pid.to_string_lossy(),
+        "--user",
+        &format!("{}:{}", req.uid, req.gid),
+        // The shim changes directory itself: runc's own errors would reach the caller's
+        // stderr twice.
+        "--cwd",
+        "/",
+    ]
+    .map(String::from)
+    .into();
+    for e in &req.env {
+        args.extend(["--env".to_string(), e.clone()]);
+    }
+    if terminal {
+        args.extend(["--tty".into(), "--console-socket".into()]);
+        args.push(files.console.to_string_lossy().into_owned());
+    }
+    args.extend([id, crate::spec::INIT_PATH, crate::init::EXEC_ARG].map(String::from));
+    if let Some(cwd) = &req.cwd {
+        args.extend(["--cwd".to_string(), cwd.clone()]);
+    }
+    args.push("--".into());
+    args.extend(req.argv.iter().cloned());
+    args
 }
 
 /// runc's words for a program or working directory it could not use (runc 1.1
