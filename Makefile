@@ -23,9 +23,10 @@ LOCKED     ?= $(if $(CI),--locked,)
 .PHONY: build init check test test-unit test-e2e bench install install-files uninstall
 
 # The tiers. test-unit needs no root, no network and no user session (under a minute after
-# the build): unit and property tests, the D-Bus contract over a peer-to-peer connection,
-# the netns helper in a throwaway `unshare -rn` namespace (skipped, saying why, where
-# unprivileged user namespaces are off), sandbox-init as a process, the docs and examples.
+# the build; as root, scripts/unit-tier runs it as the unprivileged user sandboxd-unit):
+# unit and property tests, the D-Bus contract over a peer-to-peer connection, the netns
+# helper in a throwaway `unshare -rn` namespace (skipped, saying why, where unprivileged
+# user namespaces are off), sandbox-init as a process, the docs and examples.
 UNIT_TESTS := --lib --bins --test unit_bus --test unit_netns --test init --test ctl \
 	--test docs --test examples --test fuzz_net --test fuzz_profile
 
@@ -46,7 +47,7 @@ test:
 	scripts/test
 
 test-unit:
-	$(CARGO) test $(LOCKED) $(UNIT_TESTS)
+	CARGO=$(CARGO) scripts/unit-tier $(LOCKED) $(UNIT_TESTS)
 
 # The end-to-end suites: real runc, a real systemd --user and bus, real namespaces (root).
 test-e2e:
