@@ -5,23 +5,26 @@
 //! [`supervisor`] in the middle and [`bus`] / [`ctl`] at the edges. [`init`] is the
 //! sandbox's pid 1; [`netns`] the helper that sets up a sandbox's network namespace, and
 //! [`proxy`] the daemon's side of its only way out.
+//!
+//! Modules only the crate itself uses are private, so the compiler reports what in them
+//! nothing calls; the public ones are what the binaries and the integration tests use.
 
 pub mod bus;
 pub mod cgroups;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
-pub mod environ;
-pub mod fds;
+mod environ;
+mod fds;
 pub mod init;
 pub mod instance;
 pub mod logbook;
 pub mod logging;
 pub mod netns;
-pub mod paths;
+mod paths;
 pub mod profile;
 pub mod proxy;
-pub mod reload;
+mod reload;
 pub mod runtime;
 pub mod seqpacket;
 pub mod spec;
