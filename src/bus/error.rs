@@ -53,7 +53,7 @@ impl From<Error> for BusError {
             Error::NoSuchSandbox(_) => Self::NoSuchSandbox(msg),
             Error::AlreadyRunning(_) => Self::AlreadyRunning(msg),
             Error::NotRunning(_) => Self::NotRunning(msg),
-            Error::RuntimeFailed { .. } => Self::RuntimeFailed(msg),
+            Error::RuntimeFailed { .. } | Error::Cleanup { .. } => Self::RuntimeFailed(msg),
             Error::InvalidArgument(_) => Self::InvalidArgs(msg),
             Error::CannotRun { why, .. } => match why {
                 NotRun::NotFound => Self::CommandNotFound(msg),
@@ -80,5 +80,28 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::InvalidData),
         });
         assert!(matches!(BusError::from(e), BusError::InvalidProfile(_)));
+    }
+
+    #[test]
+    fn a_failed_cleanup_is_runtime_failed_with_every_cause() {
+        let e = Error::Cleanup {
+            name: "web".into(),
+            errors: vec![
+                crate::supervisor::CleanupError::StillRunning(std::time::Duration::from_secs(10)),
+                crate::supervisor::CleanupError::Layer(crate::runtime::LayerError::Command {
+                    what: "removing the layer".into(),
+                    message: "busy".into(),
+                }),
+            ],
+        };
+        let BusError::RuntimeFailed(m) = BusError::from(e) else {
+            panic!("not RuntimeFailed");
+        };
+        assert!(
+            m.contains("\"web\"")
+                && m.contains("after SIGKILL")
+                && m.contains("layer: removing the layer failed: busy"),
+            "{m}"
+        );
     }
 }

@@ -55,6 +55,12 @@ pub enum Error {
         #[source]
         source: ProxyError,
     },
+    /// The sandbox is gone from the daemon, but removing what it left failed.
+    #[error("sandbox {name:?}: cleanup failed: {}", errors.iter().map(|e| crate::error_chain(e)).collect::<Vec<_>>().join("; "))]
+    Cleanup {
+        name: String,
+        errors: Vec<CleanupError>,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     /// An exec's program or working directory could not be used inside the sandbox.
@@ -91,4 +97,17 @@ impl From<ProfileError> for Error {
             Self::NoSuchProfile(e)
         }
     }
+}
+
+/// One part of removing a sandbox that failed; the others were still tried.
+#[derive(Debug, Error)]
+pub enum CleanupError {
+    #[error("pid 1 still runs {0:?} after SIGKILL")]
+    StillRunning(std::time::Duration),
+    #[error("removing runc's state")]
+    Runtime(#[source] RuntimeError),
+    #[error("removing the bundle")]
+    Bundle(#[source] crate::spec::BundleError),
+    #[error("removing the copy-on-write layer")]
+    Layer(#[source] crate::runtime::LayerError),
 }

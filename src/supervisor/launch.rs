@@ -76,7 +76,11 @@ impl<R: Runtime> Supervisor<R> {
             // A stop ran (and forgot the sandbox) while it was starting: undo, so no
             // container lives on that nobody supervises. `runc delete --force` kills it.
             for err in self.teardown(name, false).await {
-                tracing::warn!(SANDBOX = name, "undoing a start: {err}");
+                tracing::warn!(
+                    SANDBOX = name,
+                    "undoing a start: {}",
+                    crate::error_chain(&err)
+                );
             }
             return Err(Error::RuntimeFailed {
                 name: name.into(),

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-pub use error::Error;
+pub use error::{CleanupError, Error};
 pub use exec::ExecOptions;
 pub use record::RunRecord;
 pub use run::{runs_dir, RunOptions};
@@ -329,7 +329,7 @@ impl<R: Runtime> Supervisor<R> {
     /// Removes runc's state, the bundle and the layer (unless kept); returns every failure.
     /// Once pid 1 is known to be gone (`exited`), runc's state and the layer are removed at
     /// once: the overlay is the intermediate namespace's mount, and nothing writes to it.
-    async fn teardown(&self, name: &str, exited: bool) -> Vec<String> {
+    async fn teardown(&self, name: &str, exited: bool) -> Vec<CleanupError> {
         self.inner.net.detach(name);
         let mut errors = Vec::new();
         let (deleted, dropped) = if exited {
@@ -340,13 +340,13 @@ impl<R: Runtime> Supervisor<R> {
             (deleted, self.drop_layer(name).await)
         };
         if let Err(e) = deleted {
-            errors.push(crate::error_chain(&e));
+            errors.push(CleanupError::Runtime(e));
         }
         if let Err(e) = Bundle::at(self.inner.bundles.join(name)).remove() {
-            errors.push(crate::error_chain(&e));
+            errors.push(CleanupError::Bundle(e));
         }
         if let Err(e) = dropped {
-            errors.push(crate::error_chain(&e));
+            errors.push(CleanupError::Layer(e));
         }
         Output::forget(name);
         errors
@@ -403,19 +403,21 @@ impl<R: Runtime> Supervisor<R> {
                     .await
                     .is_err()
                 {
-                    errors.push(format!("still running {KILL_GRACE:?} after SIGKILL"));
+                    errors.push(CleanupError::StillRunning(KILL_GRACE));
                 }
             }
             let gone = *exited.borrow();
             errors.extend(self.teardown(name, gone).await);
         }
-        let result = if errors.is_empty() {
-            match state {
-                State::Failed => "failed".to_string(),
-                _ => "done".to_string(),
-            }
-        } else {
-            format!("cleanup failed: {}", errors.join("; "))
+        let failures = errors
+            .iter()
+            .map(|e| crate::error_chain(e))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let result = match state {
+            _ if !errors.is_empty() => format!("cleanup failed: {failures}"),
+            State::Failed => "failed".to_string(),
+            _ => "done".to_string(),
         };
         self.table().remove(name);
         self.inner.logs.note(
@@ -423,7 +425,7 @@ impl<R: Runtime> Supervisor<R> {
             &if errors.is_empty() {
                 "removed".to_string()
             } else {
-                format!("removed; cleanup failed: {}", errors.join("; "))
+                format!("removed; cleanup failed: {failures}")
             },
         );
         self.inner.logs.close(name);
@@ -435,9 +437,9 @@ impl<R: Runtime> Supervisor<R> {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Error::RuntimeFailed {
+            Err(Error::Cleanup {
                 name: name.into(),
-                message: errors.join("; "),
+                errors,
             })
         }
     }

@@ -46,7 +46,11 @@ impl<R: Runtime> Supervisor<R> {
                 (e.restart.clone(), e.info.restarts)
             };
             for err in self.teardown(&name, true).await {
-                tracing::warn!(SANDBOX = name.as_str(), "cleanup after exit: {err}");
+                tracing::warn!(
+                    SANDBOX = name.as_str(),
+                    "cleanup after exit: {}",
+                    crate::error_chain(&err)
+                );
             }
             let again = match restart.policy {
                 RestartPolicy::No => false,
