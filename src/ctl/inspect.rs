@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::proxy::{ManagerProxy, SandboxProxy};
-use super::{logs, since_text, terminal};
+use super::{logs, pid_text, since_text, terminal};
 
 /// `netlog`: the refusals so far, and with `follow` those to come.
 pub async fn netlog(
@@ -97,14 +97,7 @@ pub async fn status(
         );
     } else {
         println!("{name}: {state}");
-        println!(
-            "  leader pid:  {}",
-            if leader == 0 {
-                "-".into()
-            } else {
-                leader.to_string()
-            }
-        );
+        println!("  leader pid:  {}", pid_text(leader));
         println!("  since:       {}", since_text(since));
         println!(
             "  profile:     {}",

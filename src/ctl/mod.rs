@@ -97,6 +97,15 @@ fn profile_line(name: &str, error: &str, description: &str, width: usize) -> Str
     format!("{name:<width$}  {what}")
 }
 
+/// A host pid as shown, `-` for none.
+fn pid_text(pid: u32) -> String {
+    if pid == 0 {
+        "-".into()
+    } else {
+        pid.to_string()
+    }
+}
+
 fn since_text(us: u64) -> String {
     if us == 0 {
         return "-".into();
@@ -319,14 +328,7 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
             } else {
                 println!("{:<24} {:<10} {:>8}", "NAME", "STATE", "PID");
                 for (n, s, p, _) in list {
-                    println!(
-                        "{n:<24} {s:<10} {:>8}",
-                        if p == 0 {
-                            "-".to_string()
-                        } else {
-                            p.to_string()
-                        }
-                    );
+                    println!("{n:<24} {s:<10} {:>8}", pid_text(p));
                 }
             }
         }

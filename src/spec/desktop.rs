@@ -135,6 +135,24 @@ impl Resolver<'_> {
         }
     }
 
+    /// An authentication cookie, from `$var` or `default` in the home: bound read-only at
+    /// `inside` in the runtime folder, and `$var` pointed at it. Optional: false when the
+    /// file does not exist.
+    fn cookie(&mut self, var: &str, default: &str, inside: &str) -> bool {
+        let cookie = self
+            .session
+            .get(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.home.join(default));
+        if !cookie.is_file() {
+            return false;
+        }
+        let dest = format!("{}/{inside}", self.rt);
+        self.bind(cookie, dest.clone(), true);
+        self.d.env.push(format!("{var}={dest}"));
+        true
+    }
+
     fn wayland(&mut self) -> Result<(), DesktopError> {
         let key = "gui.wayland";
         let display = self
@@ -174,15 +192,7 @@ impl Resolver<'_> {
         let source = socket(key, Path::new(&sock), "the X11 socket")?;
         self.bind(source, sock, false);
         self.d.env.push(format!("DISPLAY=:{number}"));
-        let cookie = self
-            .session
-            .get("XAUTHORITY")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.home.join(".Xauthority"));
-        if cookie.is_file() {
-            let dest = format!("{}/Xauthority", self.rt);
-            self.bind(cookie, dest.clone(), true);
-            self.d.env.push(format!("XAUTHORITY={dest}"));
+        if self.cookie("XAUTHORITY", ".Xauthority", "Xauthority") {
             self.uses_rt = true;
         }
         Ok(())
@@ -205,16 +215,7 @@ impl Resolver<'_> {
             false,
         );
         self.d.env.push(format!("PULSE_SERVER=unix:{dest}"));
-        let cookie = self
-            .session
-            .get("PULSE_COOKIE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.home.join(".config/pulse/cookie"));
-        if cookie.is_file() {
-            let dest = format!("{}/pulse/cookie", self.rt);
-            self.bind(cookie, dest.clone(), true);
-            self.d.env.push(format!("PULSE_COOKIE={dest}"));
-        }
+        self.cookie("PULSE_COOKIE", ".config/pulse/cookie", "pulse/cookie");
         self.uses_rt = true;
         Ok(())
     }
