@@ -22,6 +22,7 @@ pub mod logbook;
 pub mod logging;
 pub mod netns;
 mod paths;
+pub mod procfs;
 pub mod profile;
 pub mod proxy;
 mod reload;

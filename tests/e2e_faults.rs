@@ -6,6 +6,7 @@
 
 mod common;
 
+use sandboxd::procfs::Stat;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -357,12 +358,8 @@ fn find_process(parts: &[&str]) -> Option<u32> {
 /// How many processes of `uid` run under each command name.
 fn process_names(uid: u32) -> std::collections::BTreeMap<String, usize> {
     let mut names = std::collections::BTreeMap::new();
-    for p in processes_of(uid) {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        if let Some((head, _)) = stat.rsplit_once(')') {
-            let name = head.split_once('(').map_or("", |(_, n)| n).to_string();
-            *names.entry(name).or_insert(0) += 1;
-        }
+    for stat in processes_of(uid).into_iter().filter_map(Stat::of) {
+        *names.entry(stat.comm).or_insert(0) += 1;
     }
     names
 }
@@ -379,14 +376,7 @@ fn child_named(parent: u32, comm: &str) -> Option<u32> {
         .ok()?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let Some((head, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            head.ends_with(&format!("({comm}"))
-                && rest.split_whitespace().nth(1) == Some(&parent.to_string())
-        })
+        .find(|&p| Stat::of(p).is_some_and(|s| s.comm == comm && s.ppid == parent))
 }
 
 fn fd_count(pid: u32) -> usize {

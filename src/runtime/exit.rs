@@ -133,13 +133,7 @@ pub async fn wait_exit(pid: u32) -> Result<Option<i32>, ExitWaitError> {
 
 fn process_exists(pid: u32) -> bool {
     // A zombie still "exists" for kill(0); /proc/PID/stat state 'Z' means exited.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    crate::procfs::Stat::of(pid).is_some_and(|s| !s.is_zombie())
 }
 
 #[cfg(test)]

@@ -65,14 +65,12 @@ fn children() -> Vec<ChildProc> {
                 .collect::<Vec<_>>()
         })
         .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(')')?;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let stat = crate::procfs::Stat::of(pid)?;
             Some(ChildProc {
                 pid,
-                comm: head.split_once('(')?.1.to_string(),
-                zombie: fields.first() == Some(&"Z"),
-                start: fields.get(19)?.parse().ok()?,
+                zombie: stat.is_zombie(),
+                start: stat.start_time,
+                comm: stat.comm,
             })
         })
         .collect()

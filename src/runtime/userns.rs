@@ -41,13 +41,7 @@ pub struct IntermediateUserns {
 
 /// The kernel's start time of `pid` (stat field 22): with the pid, it names one process.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    crate::procfs::Stat::of(pid).map(|s| s.start_time)
 }
 
 fn map_of(pid: u32, file: &str) -> Option<Vec<Vec<u64>>> {

@@ -479,13 +479,7 @@ pub fn processes_of(uid: u32) -> Vec<u32> {
 }
 
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
+    sandboxd::procfs::Stat::of(pid).is_some_and(|s| !s.is_zombie())
 }
 
 pub fn stdout(o: &Output) -> String {
