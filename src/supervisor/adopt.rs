@@ -137,22 +137,13 @@ impl<R: Runtime> Supervisor<R> {
             .into_iter()
             .filter(|p| p.error.is_empty())
             .filter_map(|p| self.inner.store.load(&p.name).ok())
-            .filter(|p| p.autostart)
+            .filter(|p| p.autostart && !self.table().contains_key(&p.name))
             .map(|p| p.name)
             .collect();
-        let starts = names
-            .iter()
-            .filter(|n| !self.table().contains_key(n.as_str()))
-            .map(|n| async move {
-                if let Err(e) = self.start(n).await {
-                    tracing::warn!(
-                        SANDBOX = n.as_str(),
-                        "autostart failed: {}",
-                        crate::error_chain(&e)
-                    );
-                }
-            });
-        futures_util::future::join_all(starts).await;
+        at_once(&names, "autostart", |n| async move {
+            self.start(n).await.map(drop)
+        })
+        .await;
     }
 
     /// Stops every sandbox (daemon shutdown).
@@ -163,15 +154,28 @@ impl<R: Runtime> Supervisor<R> {
             .filter(|(_, e)| e.info.state.is_active())
             .map(|(n, _)| n.clone())
             .collect();
-        let stops = names.iter().map(|n| async move {
-            if let Err(e) = self.stop(n).await {
+        at_once(&names, "stop", |n| self.stop(n)).await;
+    }
+}
+
+/// Runs `op` on every sandbox in `names` at the same time; a failure is logged (`WHAT
+/// failed`), and does not keep the others from running.
+async fn at_once<'a, F, Fut>(names: &'a [String], what: &str, op: F)
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>> + 'a,
+{
+    let all = names.iter().map(|n| {
+        let done = op(n);
+        async move {
+            if let Err(e) = done.await {
                 tracing::warn!(
                     SANDBOX = n.as_str(),
-                    "stop failed: {}",
+                    "{what} failed: {}",
                     crate::error_chain(&e)
                 );
             }
-        });
-        futures_util::future::join_all(stops).await;
-    }
+        }
+    });
+    futures_util::future::join_all(all).await;
 }
