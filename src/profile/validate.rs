@@ -112,6 +112,15 @@ fn destination(key: &str, raw: &str) -> Result<(), Invalid> {
         return Ok(());
     }
     let name = host.strip_prefix("*.").unwrap_or(host);
+    // No top-level domain is all digits (RFC 3696 §2): "192.168.1" is a mistyped address
+    // or network, and as a name it would silently never match.
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return bad("not a valid address (a network is written as a CIDR, such as 192.168.1.0/24)");
+    }
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -149,11 +158,19 @@ pub(crate) fn split_port(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// `direct`, `socks5://HOST:PORT`, `socks5h://HOST:PORT` or `socks5+unix:///PATH`.
 fn upstream(raw: &str) -> Result<(), Invalid> {
+    let server_ok = |rest: &str| match split_port(rest.trim_end_matches('/')) {
+        (host, Some(port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        (_, None) => false,
+    };
     let ok = raw == "direct"
-        || ["socks5://", "socks5h://", "socks5+unix:///"]
+        || raw
+            .strip_prefix("socks5+unix://")
+            .is_some_and(|p| p.len() > 1 && p.starts_with('/'))
+        || ["socks5://", "socks5h://"]
             .iter()
-            .any(|p| raw.strip_prefix(p).is_some_and(|r| !r.is_empty()));
+            .any(|p| raw.strip_prefix(p).is_some_and(server_ok));
     if ok {
         Ok(())
     } else {
@@ -480,8 +497,38 @@ mod tests {
             "*.x:99999",
             "exa mple.com",
             "x:9-1",
+            "192.168.1",
+            "10.0.0.0.1",
+            "*.10:443",
         ] {
             assert!(destination("k", bad).is_err(), "{bad}");
+        }
+        let err = destination("network.deny[0]", "192.168.1").unwrap_err();
+        assert!(err.message.contains("192.168.1.0/24"), "{}", err.message);
+    }
+
+    #[test]
+    fn upstreams_name_a_server_with_a_port_or_a_socket_path() {
+        for ok in [
+            "direct",
+            "socks5://127.0.0.1:9050",
+            "socks5h://proxy.example:1080/",
+            "socks5://[::1]:1080",
+            "socks5+unix:///run/user/1000/tor.sock",
+        ] {
+            assert!(upstream(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "socks5://",
+            "socks5://host",
+            "socks5://host:0",
+            "socks5h://:1080",
+            "socks5+unix://",
+            "socks5+unix:///",
+            "http://proxy:3128",
+        ] {
+            assert!(upstream(bad).is_err(), "{bad}");
         }
     }
 

@@ -289,6 +289,9 @@ pub enum ProxyError {
     Listeners(#[source] std::io::Error),
     #[error("{0}")]
     Publish(String),
+    /// Never fall back to direct: the profile asked for its traffic to go elsewhere.
+    #[error("network.upstream {0:?} is not a usable upstream")]
+    Upstream(String),
 }
 
 impl Proxy {
@@ -342,6 +345,8 @@ impl Proxy {
     /// for its listeners and serves them until [`Proxy::detach`] or the helper's death.
     pub async fn attach(&self, name: &str, pid: u32, network: &Network) -> Result<(), ProxyError> {
         self.detach(name);
+        let egress = egress::Egress::parse(&network.upstream)
+            .ok_or_else(|| ProxyError::Upstream(network.upstream.clone()))?;
         let t0 = std::time::Instant::now();
         let netns::Spawned { mut child, client } = self.take_helper()?;
         let ready = match client.join(pid, READY_TIMEOUT).await {
@@ -368,9 +373,7 @@ impl Proxy {
             upstream: self.upstream.clone(),
             dns: std::sync::atomic::AtomicBool::new(network.dns),
             name_hits: Mutex::new(HashMap::new()),
-            egress: RwLock::new(
-                egress::Egress::parse(&network.upstream).unwrap_or(egress::Egress::Direct),
-            ),
+            egress: RwLock::new(egress),
             cut: stop.child_token(),
             budget: self.budget.clone(),
             account: Arc::default(),
@@ -460,8 +463,13 @@ impl Proxy {
         s.max_udp_flows
             .store(network.max_udp_flows, Ordering::Relaxed);
         s.dns.store(network.dns, Ordering::Relaxed);
-        if let Some(e) = egress::Egress::parse(&network.upstream) {
-            *s.egress.write().unwrap_or_else(|p| p.into_inner()) = e;
+        match egress::Egress::parse(&network.upstream) {
+            Some(e) => *s.egress.write().unwrap_or_else(|p| p.into_inner()) = e,
+            None => tracing::warn!(
+                SANDBOX = name,
+                upstream = network.upstream.as_str(),
+                "not a usable upstream: the sandbox keeps its current one"
+            ),
         }
         tracing::info!(SANDBOX = name, "network policy reloaded");
         true
