@@ -41,6 +41,8 @@ pub enum DnsError {
     NotAQuery,
     #[error("no question")]
     NoQuestion,
+    #[error("not a reply")]
+    NotAReply,
 }
 
 /// The first question of a query, with what an answer must echo.
@@ -231,6 +233,22 @@ pub struct Reply {
     pub rcode: u8,
     pub addresses: Vec<IpAddr>,
     pub ttl: u32,
+    /// The TC bit: the answer did not fit the datagram (ask again over TCP).
+    pub truncated: bool,
+    /// The first question as it came, from its name to its class (name compression
+    /// is not allowed there, so it compares byte for byte, but for case).
+    pub question: Vec<u8>,
+}
+
+impl Reply {
+    /// Whether this is the answer to `query` (as [`Query::encode`] made it): a response,
+    /// with its id and the same question. An id alone is 16 bits an off-path sender can
+    /// guess; the question must match too.
+    pub fn answers(&self, query: &[u8]) -> bool {
+        query.len() > HEADER
+            && u16::from_be_bytes([query[0], query[1]]) == self.id
+            && self.question.eq_ignore_ascii_case(&query[HEADER..])
+    }
 }
 
 impl Reply {
@@ -239,11 +257,19 @@ impl Reply {
             return Err(DnsError::Truncated);
         }
         let flags = u16_at(b, 2)?;
+        if flags & 0x8000 == 0 {
+            return Err(DnsError::NotAReply);
+        }
         let qd = u16_at(b, 4)?;
         let an = u16_at(b, 6)?;
         let mut at = HEADER;
-        for _ in 0..qd {
+        let mut question = Vec::new();
+        for i in 0..qd {
+            let start = at;
             at = read_name(b, at)?.1 + 4;
+            if i == 0 {
+                question = b.get(start..at).ok_or(DnsError::Truncated)?.to_vec();
+            }
         }
         let mut addresses = Vec::new();
         let mut ttl = u32::MAX;
@@ -277,6 +303,8 @@ impl Reply {
             rcode: (flags & 0xf) as u8,
             addresses,
             ttl: if ttl == u32::MAX { 0 } else { ttl },
+            truncated: flags & 0x0200 != 0,
+            question,
         })
     }
 }
@@ -284,6 +312,20 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_answers_only_its_own_question() {
+        let q = Query::encode(7, "allowed.test", TYPE_A).unwrap();
+        let reply =
+            Reply::parse(&Query::parse(&q).unwrap().answer(RCODE_NOERROR, &[], 60)).unwrap();
+        assert!(reply.answers(&q));
+        assert!(reply.answers(&Query::encode(7, "ALLOWED.test", TYPE_A).unwrap()));
+        assert!(!reply.answers(&Query::encode(8, "allowed.test", TYPE_A).unwrap()));
+        assert!(!reply.answers(&Query::encode(7, "other.test", TYPE_A).unwrap()));
+        assert!(!reply.answers(&Query::encode(7, "allowed.test", TYPE_AAAA).unwrap()));
+        // A query is not a reply.
+        assert!(matches!(Reply::parse(&q), Err(DnsError::NotAReply)));
+    }
 
     #[test]
     fn a_query_round_trips_through_an_answer() {

@@ -235,38 +235,71 @@ impl Upstream {
     }
 }
 
-/// One query to one server over UDP; on failure, what went wrong in a few words.
+/// One query to one server over UDP, again over TCP when the answer was truncated; on
+/// failure, what went wrong in a few words. Only a reply to this very question counts
+/// (its id and its question section), so a guessed id from elsewhere is ignored.
 async fn ask(server: SocketAddr, name: &str, qtype: u16) -> Result<Reply, String> {
     let bind: SocketAddr = if server.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let io = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "refused (nothing answers DNS there)".to_string(),
-        _ => e.to_string(),
-    };
-    let sock = UdpSocket::bind(bind).await.map_err(io)?;
-    sock.connect(server).await.map_err(io)?;
+    let sock = UdpSocket::bind(bind).await.map_err(io_reason)?;
+    sock.connect(server).await.map_err(io_reason)?;
     let id: u16 = rand_id();
     let q = Query::encode(id, name, qtype).map_err(|e| e.to_string())?;
-    sock.send(&q).await.map_err(io)?;
+    sock.send(&q).await.map_err(io_reason)?;
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
-    loop {
+    let late = || format!("no answer within {}s", UPSTREAM_TIMEOUT.as_secs());
+    let reply = loop {
         let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
             .await
-            .map_err(|_| format!("no answer within {}s", UPSTREAM_TIMEOUT.as_secs()))?
-            .map_err(io)?;
+            .map_err(|_| late())?
+            .map_err(io_reason)?;
         match Reply::parse(&buf[..n]) {
-            Ok(r) if r.id == id && (r.rcode == RCODE_NOERROR || r.rcode == RCODE_NXDOMAIN) => {
-                return Ok(r)
-            }
-            Ok(r) if r.id == id => {
-                return Err(format!("answered {}", message::rcode_name(r.rcode)))
-            }
+            Ok(r) if r.answers(&q) => break r,
             _ => continue, // not ours: keep waiting until the deadline
         }
+    };
+    let reply = if reply.truncated {
+        tokio::time::timeout_at(deadline, ask_tcp(server, &q))
+            .await
+            .map_err(|_| late())??
+    } else {
+        reply
+    };
+    match reply.rcode {
+        RCODE_NOERROR | RCODE_NXDOMAIN => Ok(reply),
+        code => Err(format!("answered {}", message::rcode_name(code))),
+    }
+}
+
+/// The query `q` over TCP (RFC 7766: each message after its two-byte length).
+async fn ask_tcp(server: SocketAddr, q: &[u8]) -> Result<Reply, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server)
+        .await
+        .map_err(io_reason)?;
+    let len = u16::try_from(q.len()).map_err(|_| "query too long".to_string())?;
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(q);
+    tcp.write_all(&out).await.map_err(io_reason)?;
+    let mut len = [0u8; 2];
+    tcp.read_exact(&mut len).await.map_err(io_reason)?;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    tcp.read_exact(&mut reply).await.map_err(io_reason)?;
+    match Reply::parse(&reply) {
+        Ok(r) if r.answers(q) => Ok(r),
+        Ok(_) => Err("answered another question over TCP".into()),
+        Err(e) => Err(format!("over TCP: {e}")),
+    }
+}
+
+fn io_reason(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused (nothing answers DNS there)".to_string(),
+        _ => e.to_string(),
     }
 }
 
@@ -352,6 +385,66 @@ pub async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback upstream that first sends a reply with the right id to another question
+    /// (what an off-path spoofer would send), then the real one truncated; the answer with
+    /// the address comes over TCP on the same port.
+    #[tokio::test]
+    async fn a_spoofed_reply_is_ignored_and_a_truncated_one_is_asked_again_over_tcp() {
+        let (udp, tcp) = (0..20)
+            .find_map(|_| {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let port = udp.local_addr().ok()?.port();
+                let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+                Some((udp, tcp))
+            })
+            .unwrap();
+        let server = udp.local_addr().unwrap();
+        let real: IpAddr = "192.0.2.7".parse().unwrap();
+        let upstream = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 512];
+            udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (n, from) = udp.recv_from(&mut buf).unwrap();
+            let q = Query::parse(&buf[..n]).unwrap();
+            let forged = Query::encode(q.id, "evil.test", TYPE_A).unwrap();
+            let forged = Query::parse(&forged).unwrap().answer(
+                RCODE_NOERROR,
+                &["203.0.113.66".parse().unwrap()],
+                60,
+            );
+            udp.send_to(&forged, from).unwrap();
+            let mut truncated = q.answer(RCODE_NOERROR, &[], 60);
+            truncated[2] |= 0x02;
+            udp.send_to(&truncated, from).unwrap();
+            // Bounded: if the client never comes over TCP, the test fails instead of hanging.
+            tcp.set_nonblocking(true).unwrap();
+            let (mut conn, _) = (0..500)
+                .find_map(|_| {
+                    let c = tcp.accept().ok();
+                    if c.is_none() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    c
+                })
+                .expect("no query over TCP within 5 s");
+            conn.set_nonblocking(false).unwrap();
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).unwrap();
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut query).unwrap();
+            let answer = Query::parse(&query)
+                .unwrap()
+                .answer(RCODE_NOERROR, &[real], 60);
+            let mut out = u16::try_from(answer.len()).unwrap().to_be_bytes().to_vec();
+            out.extend_from_slice(&answer);
+            conn.write_all(&out).unwrap();
+        });
+        let reply = ask(server, "allowed.test", TYPE_A).await.unwrap();
+        assert_eq!(reply.addresses, [real]);
+        assert!(!reply.truncated);
+        upstream.join().unwrap();
+    }
 
     #[test]
     fn synthetic_addresses_are_stable_and_never_shared() {
