@@ -8,6 +8,10 @@ use std::net::IpAddr;
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
+/// EDNS0 pseudo-record (RFC 6891).
+const TYPE_OPT: u16 = 41;
+/// The UDP payload size announced upstream (and the receive buffer of `dns::ask`).
+pub const EDNS_SIZE: u16 = 4096;
 pub const CLASS_IN: u16 = 1;
 pub const RCODE_NOERROR: u8 = 0;
 pub const RCODE_FORMERR: u8 = 1;
@@ -180,10 +184,17 @@ impl Query {
         let mut out = Vec::with_capacity(32 + name.len());
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(&0x0100u16.to_be_bytes());
-        out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        // One question, one additional record: EDNS0's OPT (RFC 6891), so a server may
+        // answer in datagrams up to EDNS_SIZE instead of truncating at 512 bytes.
+        out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
         write_name(&mut out, name)?;
         out.extend_from_slice(&qtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        // Root name, type OPT, class = payload size, extended rcode/version/flags 0, no data.
+        out.push(0);
+        out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+        out.extend_from_slice(&EDNS_SIZE.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         Ok(out)
     }
 
@@ -245,9 +256,8 @@ impl Reply {
     /// with its id and the same question. An id alone is 16 bits an off-path sender can
     /// guess; the question must match too.
     pub fn answers(&self, query: &[u8]) -> bool {
-        query.len() > HEADER
-            && u16::from_be_bytes([query[0], query[1]]) == self.id
-            && self.question.eq_ignore_ascii_case(&query[HEADER..])
+        Query::parse(query)
+            .is_ok_and(|q| q.id == self.id && q.question.eq_ignore_ascii_case(&self.question))
     }
 }
 
@@ -325,6 +335,12 @@ mod tests {
         assert!(!reply.answers(&Query::encode(7, "allowed.test", TYPE_AAAA).unwrap()));
         // A query is not a reply.
         assert!(matches!(Reply::parse(&q), Err(DnsError::NotAReply)));
+        // The query announces EDNS0: one OPT record of payload size EDNS_SIZE at its end.
+        assert_eq!(u16::from_be_bytes([q[10], q[11]]), 1);
+        let opt = &q[q.len() - 11..];
+        assert_eq!(opt[0], 0);
+        assert_eq!(u16::from_be_bytes([opt[1], opt[2]]), TYPE_OPT);
+        assert_eq!(u16::from_be_bytes([opt[3], opt[4]]), EDNS_SIZE);
     }
 
     #[test]

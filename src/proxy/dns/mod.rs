@@ -249,7 +249,7 @@ async fn ask(server: SocketAddr, name: &str, qtype: u16) -> Result<Reply, String
     let id: u16 = rand_id();
     let q = Query::encode(id, name, qtype).map_err(|e| e.to_string())?;
     sock.send(&q).await.map_err(io_reason)?;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; usize::from(message::EDNS_SIZE)];
     let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
     let late = || format!("no answer within {}s", UPSTREAM_TIMEOUT.as_secs());
     let reply = loop {
