@@ -140,9 +140,16 @@ fn names_wildcards_ports_and_deny() {
         p.decide_named("ports.test", at("1.2.3.4:8011"), &[me]),
         Err(Denial::NameNotAllowed)
     );
-    // An allowed name cannot be pointed at the host, the LAN or any other special
-    // range, documentation and benchmarking ranges included (DNS rebinding); the
-    // refusal names the range.
+}
+
+/// An allowed name cannot be pointed at the host, the LAN or any other special range,
+/// documentation and benchmarking ranges included (DNS rebinding); the refusal names the
+/// range. allow_lan, or an allow entry inside the range, opens it for names too.
+#[test]
+fn an_allowed_name_cannot_rebind_to_special_ranges() {
+    let me: IpAddr = "203.0.113.1".parse().unwrap();
+    let p = policy(&["allowed.test"], &[], AllowHost::None, false);
+    let at = |s: &str| s.parse::<SocketAddr>().unwrap();
     assert_eq!(
         p.decide_named("allowed.test", at("203.0.113.1:80"), &[me]),
         Err(Denial::Host)
@@ -163,7 +170,6 @@ fn names_wildcards_ports_and_deny() {
             other => panic!("{addr}: {other:?}"),
         }
     }
-    // allow_lan, or an allow entry inside the range, opens it for names too.
     let mut lan = p.clone();
     lan.allow_lan = true;
     assert_eq!(
