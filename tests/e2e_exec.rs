@@ -312,21 +312,7 @@ fn tiocsti_cannot_reach_the_host_terminal() {
         "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n",
     );
     s.ctl_ok(&["start", "e2e-tty"]);
-    let tmux = Tmux { s };
-    tmux.cmd(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "sh",
-    ]);
-    tmux.cmd(&["set-option", "-g", "status", "off"]);
+    let tmux = Tmux::sized(s, 100, 30);
     let script = "import fcntl, os, termios\n\
         done = []\n\
         for fd in range(64):\n    \

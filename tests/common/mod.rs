@@ -582,7 +582,13 @@ pub struct Tmux<'a> {
 impl<'a> Tmux<'a> {
     /// A new server of the test user's with one 80×24 window `t` running sh, no status line.
     pub fn start(s: &'a Session) -> Self {
+        Self::sized(s, 80, 24)
+    }
+
+    /// [`Tmux::start`] with a window of `cols`×`rows`.
+    pub fn sized(s: &'a Session, cols: u16, rows: u16) -> Self {
         let tmux = Tmux { s };
+        let (cols, rows) = (cols.to_string(), rows.to_string());
         tmux.cmd(&[
             "-f",
             "/dev/null",
@@ -591,9 +597,9 @@ impl<'a> Tmux<'a> {
             "-s",
             "t",
             "-x",
-            "80",
+            &cols,
             "-y",
-            "24",
+            &rows,
             "sh",
         ]);
         tmux.cmd(&["set-option", "-g", "status", "off"]);
