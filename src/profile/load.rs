@@ -53,6 +53,8 @@ pub fn deserialize_located<T: serde::de::DeserializeOwned>(src: &str) -> Result<
     serde_path_to_error::deserialize(toml::Deserializer::new(src)).map_err(|e| {
         let key = match e.path().to_string() {
             p if p == "." => "(document)".to_string(),
+            // A table or key named `''`: say so rather than name nothing.
+            p if p.is_empty() => "'' (an empty key)".to_string(),
             p => p,
         };
         let span = e.inner().span().or_else(|| locate(src, &key));
@@ -277,6 +279,13 @@ mod tests {
         let (line, _, key, msg) = err(src);
         assert_eq!((line, key.as_str()), (7, "mount[1].source"));
         assert!(msg.contains("not an absolute path"), "{msg}");
+    }
+
+    #[test]
+    fn an_empty_key_is_named_as_one() {
+        let (line, _, key, msg) = err("[['']]\nx = 1\n[rootfs]\nhost = true\n");
+        assert_eq!((line, key.as_str()), (1, "'' (an empty key)"));
+        assert!(msg.contains("unknown field"), "{msg}");
     }
 
     #[test]
