@@ -74,13 +74,14 @@ fn assert_same(after: &Snapshot, before: &Snapshot) {
 }
 
 /// The user's processes once they stop changing (what an earlier test or the session
-/// itself started may still be ending): two equal readings 300 ms apart, within 10 s.
+/// itself started may still be ending), idle netns helpers aside: two equal readings
+/// 300 ms apart, within 10 s.
 fn settled_processes(uid: u32) -> BTreeSet<u32> {
     let t0 = Instant::now();
-    let mut last: BTreeSet<u32> = processes_of(uid).into_iter().collect();
+    let mut last: BTreeSet<u32> = processes_but_the_pool(uid).into_iter().collect();
     while t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(300));
-        let now: BTreeSet<u32> = processes_of(uid).into_iter().collect();
+        let now: BTreeSet<u32> = processes_but_the_pool(uid).into_iter().collect();
         if now == last {
             break;
         }

@@ -54,14 +54,7 @@ fn remains(s: &Session) -> Remains {
             .unwrap_or_default()
             .lines()
             .count(),
-        // Idle netns helpers are a pool the daemon refills at its own pace: not counted.
-        processes: processes_of(s.uid)
-            .into_iter()
-            .filter(|p| {
-                !std::fs::read(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.starts_with(b"sandboxd: netns helper"))
-            })
-            .count(),
+        processes: processes_but_the_pool(s.uid).len(),
     }
 }
 

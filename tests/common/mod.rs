@@ -478,6 +478,17 @@ pub fn processes_of(uid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// [`processes_of`] without idle netns helpers: a pool the daemon refills at its own pace.
+pub fn processes_but_the_pool(uid: u32) -> Vec<u32> {
+    processes_of(uid)
+        .into_iter()
+        .filter(|p| {
+            !std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sandboxd: netns helper"))
+        })
+        .collect()
+}
+
 pub fn alive(pid: u32) -> bool {
     sandboxd::procfs::Stat::of(pid).is_some_and(|s| !s.is_zombie())
 }
