@@ -457,13 +457,32 @@ fn a_daemon_that_loses_its_bus_leaves_its_sandboxes_running() {
     alt.kill_bus();
     s.remove_profile("inst-alt");
     // Everything the two daemons started ends with them (their namespace holder, spare
-    // helpers): wait for it, so that no later test sees it go.
-    s.wait_for(
-        "the second daemon's processes to end",
-        Duration::from_secs(10),
-        || {
-            let now: BTreeSet<u32> = processes_of(s.uid).into_iter().collect();
-            now.is_subset(&before).then_some(())
-        },
+    // helpers): wait for it, so that no later test sees it go. The session daemon's own
+    // spare helpers may have been replaced meanwhile; they are its children, the other
+    // daemons' orphans are not.
+    let session_daemon = s.daemon_pid();
+    let mut left = BTreeSet::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        left = processes_of(s.uid)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .filter(|p| sandboxd::procfs::Stat::of(*p).is_some_and(|st| st.ppid != session_daemon))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let described: Vec<String> = left
+        .iter()
+        .map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            format!("{p} {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the second daemon's processes stayed: {described:?}"
     );
 }
