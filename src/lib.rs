@@ -10,6 +10,7 @@
 //! nothing calls; the public ones are what the binaries and the integration tests use.
 
 pub mod bus;
+pub mod busproxy;
 pub mod cgroups;
 pub mod config;
 pub mod ctl;

@@ -63,4 +63,9 @@ impl RuntimePaths {
     pub fn bundles(&self) -> PathBuf {
         self.base.join("bundles")
     }
+
+    /// The D-Bus proxies' sockets, a directory per sandbox.
+    pub fn buses(&self) -> PathBuf {
+        self.base.join("dbus")
+    }
 }

@@ -147,6 +147,7 @@ async fn the_contract_over_a_peer_to_peer_connection() {
         intermediate: true,
         nofile: (1024, 4096),
         limits: Enforcement::Rlimits { why: "test".into() },
+        buses: dir.path().join("dbus"),
     };
     let store = ProfileStore {
         dirs: vec![dir.path().join("profiles")],

@@ -49,6 +49,7 @@ impl From<Error> for BusError {
             Error::Spec { .. }
             | Error::Runtime { .. }
             | Error::Network { .. }
+            | Error::Bus { .. }
             | Error::Layer { .. } => Self::RuntimeFailed(msg),
             Error::NoSuchSandbox(_) => Self::NoSuchSandbox(msg),
             Error::AlreadyRunning(_) => Self::AlreadyRunning(msg),

@@ -4,6 +4,7 @@
 //! A [`Profile`] is always valid: paths are absolute and expanded, sizes and durations are
 //! numbers, and every name has passed [`validate_name`].
 
+mod dbus;
 mod load;
 mod model;
 mod name;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use dbus::Dbus;
 pub use load::{deserialize_located, locate_key, parse_profile, Located, ProfileError};
 pub use model::{NetworkMode, RestartPolicy};
 pub use name::{validate_name, InvalidName, MAX_NAME_LEN};
@@ -47,6 +49,8 @@ pub struct Profile {
     pub limits: Limits,
     pub restart: Restart,
     pub security: Security,
+    /// `None`: no session bus at all.
+    pub dbus: Option<Dbus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +261,7 @@ impl Profile {
             limits: Limits::default(),
             restart: Restart::default(),
             security: Security::default(),
+            dbus: None,
         }
     }
 

@@ -37,6 +37,7 @@ pub struct RawProfile {
     pub restart: RawRestart,
     #[serde(default)]
     pub security: RawSecurity,
+    pub dbus: Option<super::dbus::RawDbus>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,7 +21,7 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         key: key.into(),
         message: message.into(),
@@ -210,6 +210,7 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
     let extra = extra_devices(&raw.devices.extra)?;
     let restart = restart_and_limits(raw.restart, &raw.limits)?;
     let security = security(raw.security)?;
+    let dbus = raw.dbus.map(super::dbus::validate).transpose()?;
     Ok(Profile {
         name: name.to_string(),
         file: Some(file.to_path_buf()),
@@ -241,6 +242,7 @@ pub fn validate(name: &str, file: &Path, raw: RawProfile, home: &Path) -> Result
         },
         restart,
         security,
+        dbus,
     })
 }
 

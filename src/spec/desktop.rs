@@ -1,5 +1,5 @@
-//! The desktop session a profile opts into: Wayland, X11, PulseAudio and PipeWire sockets
-//! and device nodes, found from the session's *current* environment (the systemd user
+//! The desktop session a profile opts into: Wayland, X11, PulseAudio and PipeWire sockets,
+//! the filtered bus of `[dbus]`, and device nodes, found from the session's *current* environment (the systemd user
 //! manager's, which compositors update after the daemon started) and bound into the
 //! sandbox. Anything asked for but missing is an error naming it, so a sandbox never
 //! starts silently without what its profile promised.
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use super::HostContext;
 use crate::profile::Profile;
 
 /// Environment variables of the user's session, e.g. `WAYLAND_DISPLAY`.
@@ -67,13 +68,13 @@ pub fn resolve(
     profile: &Profile,
     uid: u32,
     session: &SessionEnv,
-    home: &Path,
+    ctx: &HostContext,
 ) -> Result<Desktop, DesktopError> {
     let mut r = Resolver {
         d: Desktop::default(),
         rt: format!("/run/user/{uid}"),
         session,
-        home,
+        home: &ctx.home,
         uses_rt: false,
     };
     if profile.gui.wayland {
@@ -87,6 +88,12 @@ pub fn resolve(
     }
     if profile.audio.pipewire {
         r.pipewire()?;
+    }
+    if let Some(dbus) = &profile.dbus {
+        r.dbus(
+            dbus,
+            &crate::busproxy::Buses::dir_of(&ctx.buses, &profile.name),
+        );
     }
     if r.uses_rt {
         r.d.env.push(format!("XDG_RUNTIME_DIR={}", r.rt));
@@ -233,6 +240,23 @@ impl Resolver<'_> {
         Ok(())
     }
 
+    /// The proxy's socket directory (made when the sandbox starts), read-only: the
+    /// sandbox connects to the sockets but cannot add any.
+    fn dbus(&mut self, dbus: &crate::profile::Dbus, dir: &Path) {
+        use crate::busproxy::{INSIDE_DIR, SESSION_SOCKET, SYSTEM_SOCKET};
+        let inside = format!("{}/{INSIDE_DIR}", self.rt);
+        self.bind(dir.to_path_buf(), inside.clone(), true);
+        self.d.env.push(format!(
+            "DBUS_SESSION_BUS_ADDRESS=unix:path={inside}/{SESSION_SOCKET}"
+        ));
+        if !dbus.system_talk.is_empty() {
+            self.d.env.push(format!(
+                "DBUS_SYSTEM_BUS_ADDRESS=unix:path={inside}/{SYSTEM_SOCKET}"
+            ));
+        }
+        self.uses_rt = true;
+    }
+
     /// The device nodes of `devices.*`: a missing one is an error, or a warning when it
     /// is optional.
     fn devices(&mut self, profile: &Profile) -> Result<(), DesktopError> {
@@ -307,6 +331,44 @@ mod tests {
         Profile::builtin_default()
     }
 
+    fn ctx(home: &Path) -> HostContext {
+        let mut c = super::super::tests::ctx();
+        c.home = home.to_path_buf();
+        c
+    }
+
+    #[test]
+    fn a_dbus_table_binds_the_proxy_directory_and_names_its_sockets() {
+        let mut p = profile();
+        let c = ctx(Path::new("/"));
+        assert!(resolve(&p, 1000, &SessionEnv::new(), &c)
+            .unwrap()
+            .env
+            .iter()
+            .all(|e| !e.starts_with("DBUS_")));
+        p.dbus = Some(crate::profile::Dbus {
+            system_talk: vec!["org.freedesktop.UPower".into()],
+            ..Default::default()
+        });
+        let d = resolve(&p, 1000, &SessionEnv::new(), &c).unwrap();
+        assert_eq!(
+            d.binds,
+            [Bind {
+                source: c.buses.join("default"),
+                destination: "/run/user/1000/.dbus-proxy".into(),
+                readonly: true,
+                device: false,
+            }]
+        );
+        assert!(d.env.contains(
+            &"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/.dbus-proxy/bus".to_string()
+        ));
+        assert!(d.env.contains(
+            &"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/user/1000/.dbus-proxy/system_bus".to_string()
+        ));
+        assert_eq!(d.runtime_dir.as_deref(), Some("/run/user/1000"));
+    }
+
     #[test]
     fn wayland_and_pulse_from_the_session() {
         let rt = tempfile::tempdir().unwrap();
@@ -326,7 +388,7 @@ mod tests {
         let mut p = profile();
         p.gui.wayland = true;
         p.audio.pulseaudio = true;
-        let d = resolve(&p, 1000, &session, home.path()).unwrap();
+        let d = resolve(&p, 1000, &session, &ctx(home.path())).unwrap();
         assert_eq!(d.runtime_dir.as_deref(), Some("/run/user/1000"));
         assert!(d.env.contains(&"WAYLAND_DISPLAY=wayland-0".to_string()));
         assert!(d
@@ -357,29 +419,31 @@ mod tests {
         .into();
         let mut p = profile();
         p.gui.wayland = true;
-        let e = resolve(&p, 0, &session, Path::new("/")).unwrap_err();
+        let e = resolve(&p, 0, &session, &ctx(Path::new("/"))).unwrap_err();
         assert_eq!(e.key, "gui.wayland");
         assert!(e.message.contains("WAYLAND_DISPLAY is not set"), "{e}");
         let mut s2 = session.clone();
         s2.insert("WAYLAND_DISPLAY".into(), "wayland-9".into());
-        let e = resolve(&p, 0, &s2, Path::new("/")).unwrap_err();
+        let e = resolve(&p, 0, &s2, &ctx(Path::new("/"))).unwrap_err();
         assert!(e.message.contains("wayland-9"), "{e}");
         let mut p = profile();
         p.gui.x11 = true;
         let mut s3 = session.clone();
         s3.insert("DISPLAY".into(), "remote:0".into());
-        assert!(resolve(&p, 0, &s3, Path::new("/"))
+        assert!(resolve(&p, 0, &s3, &ctx(Path::new("/")))
             .unwrap_err()
             .message
             .contains("only local displays"));
         let mut p = profile();
         p.devices.extra = vec!["/dev/sandboxd-absent".into()];
         assert_eq!(
-            resolve(&p, 0, &session, Path::new("/")).unwrap_err().key,
+            resolve(&p, 0, &session, &ctx(Path::new("/")))
+                .unwrap_err()
+                .key,
             "devices.extra"
         );
         p.devices.extra = vec!["/dev/sandboxd-absent?".into(), "/dev/null".into()];
-        let d = resolve(&p, 0, &session, Path::new("/")).unwrap();
+        let d = resolve(&p, 0, &session, &ctx(Path::new("/"))).unwrap();
         assert_eq!(d.warnings.len(), 1);
         assert_eq!(d.binds.len(), 1);
         assert!(d.binds[0].device);

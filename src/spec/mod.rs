@@ -182,6 +182,9 @@ pub struct HostContext {
     pub nofile: (u64, u64),
     /// How `limits.memory` and `limits.pids` are enforced here.
     pub limits: Enforcement,
+    /// `$XDG_RUNTIME_DIR/sandboxd/dbus`: each `[dbus]` sandbox's proxy sockets, in a
+    /// directory of its name.
+    pub buses: PathBuf,
 }
 
 impl HostContext {
@@ -207,6 +210,9 @@ impl HostContext {
             nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .unwrap_or((1024, 4096)),
             limits: Enforcement::detect(uid),
+            buses: crate::paths::RuntimePaths::from_env()
+                .map(|p| p.buses())
+                .unwrap_or_default(),
         }
     }
 }
@@ -490,7 +496,7 @@ pub fn build(
 ) -> Result<Spec, SpecError> {
     let account = profile_account(profile, ctx)?;
     let home = home::plan(profile, ctx, &account)?;
-    let desktop = desktop::resolve(profile, account.uid, session, &ctx.home)?;
+    let desktop = desktop::resolve(profile, account.uid, session, ctx)?;
     for w in &desktop.warnings {
         tracing::warn!(SANDBOX = profile.name.as_str(), "{w}");
     }
@@ -543,7 +549,7 @@ pub fn preflight(
     };
     build(&local, ctx, &root, session, None, None)?;
     let uid = profile_account(profile, ctx)?.uid;
-    Ok(match desktop::resolve(profile, uid, session, &ctx.home) {
+    Ok(match desktop::resolve(profile, uid, session, ctx) {
         Ok(d) => d.warnings,
         Err(e) => vec![format!("{e} (needed when it starts)")],
     })

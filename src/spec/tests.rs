@@ -22,6 +22,7 @@ fn ctx_with(subids: bool) -> HostContext {
         intermediate: false,
         nofile: (1024, 4096),
         limits: Enforcement::Rlimits { why: "test".into() },
+        buses: "/run/user/1000/sandboxd/dbus".into(),
     }
 }
 

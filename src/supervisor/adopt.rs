@@ -59,6 +59,10 @@ impl<R: Runtime> Supervisor<R> {
                 }
             }
         }
+        // Bus sockets of sandboxes that ended while no daemon ran.
+        self.inner
+            .buses
+            .remove_others(&|name| self.table().contains_key(name));
         // Layers of sandboxes that ended while no daemon ran (kept ones are unmounted).
         for name in self.inner.layers.names() {
             if !self.table().contains_key(&name) {
@@ -108,9 +112,23 @@ impl<R: Runtime> Supervisor<R> {
         );
         self.emit(Event::New(name.into()));
         self.emit(Event::Changed(info));
-        // The earlier daemon's helper ended with it: give the sandbox a new one, under
-        // the profile's current policy. Until then (or if that fails) it has no network.
+        // The earlier daemon's helper and bus proxy ended with it: give the sandbox new
+        // ones, under the profile's current policy. Until then (or if that fails) it has
+        // no network, or no bus.
         if let Ok(profile) = self.inner.store.load(name) {
+            if let Some(dbus) = profile.dbus.clone() {
+                let sup = self.clone();
+                let name = name.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = sup.inner.buses.attach(&name, &dbus).await {
+                        tracing::warn!(
+                            SANDBOX = name.as_str(),
+                            "no session bus after adoption: {}",
+                            crate::error_chain(&e)
+                        );
+                    }
+                });
+            }
             if profile.network.mode == NetworkMode::Proxy {
                 let sup = self.clone();
                 let name = name.to_string();

@@ -55,6 +55,13 @@ pub enum Error {
         #[source]
         source: ProxyError,
     },
+    /// The filtered session bus of `[dbus]` could not be started.
+    #[error("sandbox {name:?}: session bus")]
+    Bus {
+        name: String,
+        #[source]
+        source: crate::busproxy::SpawnError,
+    },
     /// The sandbox is gone from the daemon, but removing what it left failed.
     #[error("sandbox {name:?}: cleanup failed: {}", errors.iter().map(|e| crate::error_chain(e)).collect::<Vec<_>>().join("; "))]
     Cleanup {

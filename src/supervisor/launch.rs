@@ -48,6 +48,7 @@ impl<R: Runtime> Supervisor<R> {
             Ok(pid) => pid,
             Err(e) => {
                 self.inner.net.detach(name);
+                self.inner.buses.detach(name).await;
                 let _ = self.inner.runtime.delete(name).await;
                 let _ = bundle.remove();
                 let _ = self.drop_layer(name).await;
@@ -168,8 +169,9 @@ impl<R: Runtime> Supervisor<R> {
             .map_err(|e| failed(crate::error_chain(&e)))
     }
 
-    /// `runc create`, the network (between create and start, so the sandbox's first
-    /// instruction already runs with it), `runc start`.
+    /// The session bus proxy (its directory is bound in), `runc create`, the network
+    /// (between create and start, so the sandbox's first instruction already runs with
+    /// it), `runc start`.
     pub(super) async fn create_and_start(
         &self,
         profile: &Profile,
@@ -185,6 +187,16 @@ impl<R: Runtime> Supervisor<R> {
                 name: name.into(),
                 message: crate::error_chain(&e),
             })?;
+        if let Some(dbus) = &profile.dbus {
+            self.inner
+                .buses
+                .attach(name, dbus)
+                .await
+                .map_err(|source| Error::Bus {
+                    name: name.into(),
+                    source,
+                })?;
+        }
         let pid = self
             .inner
             .runtime

@@ -99,6 +99,8 @@ struct Inner<R> {
     events: mpsc::UnboundedSender<Event>,
     session: Box<dyn SessionSource>,
     net: Arc<dyn Networking>,
+    /// The filtered session buses of `[dbus]` sandboxes.
+    buses: crate::busproxy::Buses,
     next_run: AtomicU64,
     next_process: std::sync::atomic::AtomicU32,
     /// Processes started by [`Supervisor::exec`] that run now: id → (sandbox, host pid).
@@ -130,11 +132,17 @@ impl<R: Runtime> Supervisor<R> {
         session: Box<dyn SessionSource>,
         net: Arc<dyn Networking>,
     ) -> Self {
+        let buses = crate::busproxy::Buses::new(
+            host.buses.clone(),
+            crate::busproxy::Upstreams::from_env(),
+            disk.logs.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 runtime,
                 store,
                 host,
+                buses,
                 bundles: disk.bundles,
                 logs: disk.logs,
                 layers: disk.layers,
@@ -331,6 +339,7 @@ impl<R: Runtime> Supervisor<R> {
     /// once: the overlay is the intermediate namespace's mount, and nothing writes to it.
     async fn teardown(&self, name: &str, exited: bool) -> Vec<CleanupError> {
         self.inner.net.detach(name);
+        self.inner.buses.detach(name).await;
         let mut errors = Vec::new();
         let (deleted, dropped) = if exited {
             tokio::join!(self.inner.runtime.delete(name), self.drop_layer(name))

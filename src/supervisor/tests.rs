@@ -238,6 +238,7 @@ impl Harness {
             intermediate: true,
             nofile: (1024, 4096),
             limits: crate::cgroups::Enforcement::Rlimits { why: "test".into() },
+            buses: dir.path().join("dbus"),
         };
         let fake = Fake::default();
         let net = Arc::new(NetLog::default());

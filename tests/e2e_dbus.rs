@@ -1,0 +1,402 @@
+//! End to end: the filtered session bus of `[dbus]`. The test user's real session bus
+//! (dbus-daemon), a real xdg-dbus-proxy started by the daemon, and test peers on the host
+//! bus (tests/dbus/peer.py, GLib's D-Bus) answering what reaches them. Needs root, like
+//! tests/e2e.rs.
+
+// Tests may unwrap: a panic is a failure that says where.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const NOTIFY: &str = "org.freedesktop.Notifications";
+const OTHER: &str = "org.sandboxd.Test.Other";
+
+/// The peer script, passed to `python3 -c` inside (the sandbox cannot see this tree).
+fn peer_code() -> String {
+    std::fs::read_to_string(manifest().join("tests/dbus/peer.py")).unwrap()
+}
+
+/// A test peer on the host bus that owns `name` and logs each call it gets.
+struct Peer {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Peer {
+    fn serve(s: &Session, name: &str) -> Self {
+        let log = s.runtime_dir.join(format!("e2e-peer-{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new(manifest().join("scripts/user-session"))
+            .args(["run", USER, "python3"])
+            .arg(manifest().join("tests/dbus/peer.py"))
+            .args(["serve", name])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let peer = Self { child, log };
+        s.wait_for(
+            &format!("the peer owning {name}"),
+            Duration::from_secs(20),
+            || peer.calls().contains("ready").then_some(()),
+        );
+        peer
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-u", USER, "-f", &self.log.display().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `gdbus call` on the session bus, inside sandbox `name` (or on the host when `None`).
+fn call(
+    s: &Session,
+    name: Option<&str>,
+    dest: &str,
+    path: &str,
+    method: &str,
+) -> std::process::Output {
+    let gdbus = [
+        "gdbus",
+        "call",
+        "--session",
+        "--timeout",
+        "5",
+        "--dest",
+        dest,
+        "--object-path",
+        path,
+        "--method",
+        method,
+    ];
+    match name {
+        Some(n) => {
+            let mut args = vec!["exec", n, "--"];
+            args.extend(gdbus);
+            s.ctl(&args)
+        }
+        None => s.user(&gdbus),
+    }
+}
+
+fn server_information(s: &Session, name: &str) -> std::process::Output {
+    call(
+        s,
+        Some(name),
+        NOTIFY,
+        "/org/freedesktop/Notifications",
+        "org.freedesktop.Notifications.GetServerInformation",
+    )
+}
+
+fn list_names(s: &Session, name: Option<&str>) -> Vec<String> {
+    let out = call(
+        s,
+        name,
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.ListNames",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The xdg-dbus-proxy processes serving sandbox `name`.
+fn proxies_of(s: &Session, name: &str) -> Vec<u32> {
+    let dir = format!("/sandboxd/dbus/{name}/");
+    processes_of(s.uid)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.starts_with("xdg-dbus-proxy") && c.contains(&dir)
+            })
+        })
+        .collect()
+}
+
+fn bus_dir(s: &Session, name: &str) -> std::path::PathBuf {
+    s.runtime_dir.join("sandboxd/dbus").join(name)
+}
+
+/// After a stop: no proxy process, no socket directory.
+fn assert_nothing_left(s: &Session, name: &str) {
+    assert!(proxies_of(s, name).is_empty(), "a proxy outlived {name}");
+    assert!(!bus_dir(s, name).exists(), "{name}'s sockets stayed");
+}
+
+/// With `talk` naming the notification service, a call inside reaches the peer and
+/// nothing else is visible or callable: not another peer, not systemd; `ListNames` shows
+/// only the bus and the allowed name.
+#[test]
+fn a_filtered_bus_reaches_only_the_names_it_lists() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let notify = Peer::serve(s, NOTIFY);
+    let other = Peer::serve(s, OTHER);
+    let name = "e2e-dbus";
+    s.start_host_root(name, &format!("[dbus]\ntalk = [\"{NOTIFY}\"]\n"));
+
+    let out = server_information(s, name);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("sandboxd-test"), "{}", stdout(&out));
+    assert!(
+        notify.calls().contains("GetServerInformation"),
+        "{}",
+        notify.calls()
+    );
+
+    let out = call(
+        s,
+        Some(name),
+        OTHER,
+        "/org/freedesktop/Notifications",
+        "org.freedesktop.Notifications.GetServerInformation",
+    );
+    assert!(
+        !out.status.success(),
+        "an unlisted peer answered: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("ServiceUnknown") || stderr(&out).contains("NameHasNoOwner"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !other.calls().contains("GetServerInformation"),
+        "{}",
+        other.calls()
+    );
+    let out = call(
+        s,
+        Some(name),
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.DBus.Peer.Ping",
+    );
+    assert!(!out.status.success(), "systemd answered: {}", stdout(&out));
+
+    let host = list_names(s, None);
+    assert!(host.iter().any(|n| n == OTHER), "{host:?}");
+    let inside = list_names(s, Some(name));
+    let well_known: Vec<&String> = inside.iter().filter(|n| !n.starts_with(':')).collect();
+    assert_eq!(well_known, ["org.freedesktop.DBus", NOTIFY], "{inside:?}");
+
+    // The address points at the proxy's socket, and the host's bus is not there.
+    let env = s.ctl_ok(&[
+        "exec", name, "--", "sh", "-c",
+        "echo $DBUS_SESSION_BUS_ADDRESS; test -e /run/user/0/bus || echo no-bus; test -e /run/user/1001/bus || echo no-host-bus",
+    ]);
+    assert_eq!(
+        env,
+        "unix:path=/run/user/0/.dbus-proxy/bus\nno-bus\nno-host-bus\n"
+    );
+    s.finish(name);
+    assert_nothing_left(s, name);
+}
+
+/// `own` lets the sandbox own its name, which the host then sees; any other name is
+/// refused.
+#[test]
+fn a_sandbox_owns_only_the_names_it_may() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let name = "e2e-dbus-own";
+    let app = "org.sandboxd.Test.App";
+    s.start_host_root(name, &format!("[dbus]\nown = [\"{app}\"]\n"));
+    let code = peer_code();
+    let ctl = s.bin().join("sandboxctl");
+    let mut holder = Command::new(manifest().join("scripts/user-session"))
+        .args(["run", USER])
+        .arg(&ctl)
+        .args(["exec", name, "--", "python3", "-c", &code, "own", app, "20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.wait_for(
+        "the host to see the sandbox's name",
+        Duration::from_secs(20),
+        || list_names(s, None).iter().any(|n| n == app).then_some(()),
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    let out = s.ctl(&[
+        "exec", name, "--", "python3", "-c", &code, "own", OTHER, "0",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    // xdg-dbus-proxy answers a RequestName it does not allow as if the bus did not know it.
+    let refusal = stdout(&out);
+    assert!(
+        refusal.contains("AccessDenied") || refusal.contains("ServiceUnknown"),
+        "{refusal}"
+    );
+    assert!(!list_names(s, None).iter().any(|n| n == OTHER));
+    s.finish(name);
+    assert_nothing_left(s, name);
+}
+
+/// Without a `[dbus]` table there is no bus inside: no address, no socket, gdbus fails.
+#[test]
+fn no_dbus_table_no_bus() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let name = "e2e-nodbus";
+    s.start_host_root(name, "");
+    let env = s.ctl_ok(&[
+        "exec", name, "--", "sh", "-c",
+        "echo ${DBUS_SESSION_BUS_ADDRESS-unset}; test -e /run/user/0/.dbus-proxy || echo no-proxy; test -e /run/user/1001/bus || echo no-host-bus",
+    ]);
+    assert_eq!(env, "unset\nno-proxy\nno-host-bus\n");
+    let out = call(
+        s,
+        Some(name),
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.ListNames",
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(proxies_of(s, name).is_empty());
+    assert!(!bus_dir(s, name).exists());
+    s.finish(name);
+}
+
+/// Waits for a proxy of `name` other than `old`; returns its pid.
+fn next_proxy(s: &Session, name: &str, old: u32) -> u32 {
+    s.wait_for("a new proxy", Duration::from_secs(10), || {
+        proxies_of(s, name)
+            .into_iter()
+            .find(|p| *p != old && alive(*p))
+    })
+}
+
+fn kill9(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// A killed proxy is started again and the bus works again; five quick ends in a row and
+/// it is given up, the sandbox then has no bus, and the log says each. A daemon that
+/// crashes takes its proxies along; the next one gives the adopted sandbox a new one.
+#[test]
+fn a_proxy_that_dies_is_replaced_then_given_up() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let _notify = Peer::serve(s, NOTIFY);
+    let name = "e2e-dbus-kill";
+    s.start_host_root(name, &format!("[dbus]\ntalk = [\"{NOTIFY}\"]\n"));
+    let first = proxies_of(s, name);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    kill9(first[0]);
+    let second = next_proxy(s, name, first[0]);
+    let out = server_information(s, name);
+    assert!(
+        out.status.success(),
+        "the bus did not come back: {}",
+        stderr(&out)
+    );
+    let logs = s.ctl_ok(&["logs", name]);
+    assert!(logs.contains("the D-Bus proxy ended"), "{logs}");
+
+    // The daemon's crash ends its proxy; the next daemon adopts the sandbox and gives it
+    // a new proxy.
+    s.crash_daemon();
+    let third = next_proxy(s, name, second);
+    assert!(!alive(second), "a proxy outlived its daemon");
+    let out = server_information(s, name);
+    assert!(
+        out.status.success(),
+        "no bus after adoption: {}",
+        stderr(&out)
+    );
+
+    let mut pid = third;
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        kill9(pid);
+        pid = next_proxy(s, name, pid);
+    }
+    kill9(pid);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the kills were not quick"
+    );
+    s.wait_for("the daemon to give up", Duration::from_secs(10), || {
+        s.ctl_ok(&["logs", name])
+            .contains("not starting it again")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        proxies_of(s, name).iter().all(|p| !alive(*p)),
+        "a proxy was started again"
+    );
+    let out = server_information(s, name);
+    assert!(
+        !out.status.success(),
+        "the bus still answered: {}",
+        stdout(&out)
+    );
+    s.finish(name);
+    assert_nothing_left(s, name);
+}
+
+/// Bad `[dbus]` entries are refused at start with the file, the line and the key.
+#[test]
+fn bad_entries_are_refused_with_their_place() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    for (name, table, key, line) in [
+        (
+            "e2e-dbus-bad1",
+            "talk = [\"not a name\"]",
+            "dbus.talk[0]",
+            6,
+        ),
+        ("e2e-dbus-bad2", "call = [\"x\"]", "dbus.call[0]", 6),
+    ] {
+        s.write_profile(
+            name,
+            &format!("[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[dbus]\n{table}\n"),
+        );
+        let out = s.ctl(&["start", name]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{name}.toml:{line}")), "{err}");
+        assert!(err.contains(key), "{err}");
+        assert!(s.status(name).is_none());
+        s.remove_profile(name);
+    }
+}
