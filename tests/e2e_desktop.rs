@@ -22,8 +22,15 @@ struct Server {
 
 impl Server {
     fn start(name: &'static str, args: &[&str]) -> Self {
+        Self::with_env(name, &[], args)
+    }
+
+    /// `name` with `VAR=value` settings `env` added to the session's environment.
+    fn with_env(name: &'static str, env: &[&str], args: &[&str]) -> Self {
         let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
-            .args(["run", USER, name])
+            .args(["run", USER, "env"])
+            .args(env)
+            .arg(name)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -195,4 +202,146 @@ fn pulseaudio_reaches_the_sandbox() {
     );
     s.ctl_ok(&["stop", "e2e-pa"]);
     s.remove_profile("e2e-pa");
+}
+
+/// With Xvfb running in the session under a cookie and `gui.x11`, an X client inside
+/// reaches the display through the bound socket and cookie (and not without the cookie);
+/// without `gui.x11` it cannot, by path or by the abstract socket.
+#[test]
+fn x11_reaches_the_sandbox_with_its_cookie() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let (number, display) = (42, ":42");
+    // A machine that never ran an X server has no socket folder; Xvfb needs one.
+    let dir = std::path::Path::new("/tmp/.X11-unix");
+    if !dir.exists() {
+        std::fs::create_dir(dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let socket = dir.join(format!("X{number}"));
+    let auth = s.home.join(".Xauthority");
+    let _ = std::fs::remove_file(&auth);
+    let cookie: String = std::fs::read("/proc/sys/kernel/random/uuid")
+        .map(|u| String::from_utf8_lossy(&u).replace(['-', '\n'], ""))
+        .unwrap();
+    s.user_ok(&[
+        "xauth",
+        "-f",
+        auth.to_str().unwrap(),
+        "add",
+        display,
+        "MIT-MAGIC-COOKIE-1",
+        &cookie,
+    ]);
+    let _x = Server::start(
+        "Xvfb",
+        &[display, "-auth", auth.to_str().unwrap(), "-nolisten", "tcp"],
+    );
+    s.wait_for("the X socket", Duration::from_secs(20), || {
+        socket.exists().then_some(())
+    });
+    s.user_ok(&[
+        "env",
+        &format!("DISPLAY={display}"),
+        "systemctl",
+        "--user",
+        "import-environment",
+        "DISPLAY",
+    ]);
+    host_profile(s, "e2e-x11", "[gui]\nx11 = true\n");
+    host_profile(s, "e2e-nox11", "");
+    let started = (s.ctl(&["start", "e2e-x11"]), s.ctl(&["start", "e2e-nox11"]));
+    s.user_ok(&["systemctl", "--user", "unset-environment", "DISPLAY"]);
+    assert!(started.0.status.success(), "{}", stderr(&started.0));
+    assert!(started.1.status.success(), "{}", stderr(&started.1));
+
+    let info = s.ctl(&["exec", "e2e-x11", "--", "xdpyinfo"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    assert!(
+        stdout(&info).contains(&format!("name of display:    {display}")),
+        "{}",
+        stdout(&info)
+    );
+    let env = s.ctl_ok(&[
+        "exec",
+        "e2e-x11",
+        "--",
+        "sh",
+        "-c",
+        "echo $DISPLAY $XAUTHORITY",
+    ]);
+    assert_eq!(env, format!("{display} /run/user/0/Xauthority\n"));
+    // The server checks the cookie: without it the same socket refuses.
+    let no_cookie = s.ctl(&[
+        "exec",
+        "e2e-x11",
+        "--",
+        "env",
+        "XAUTHORITY=/dev/null",
+        "xdpyinfo",
+    ]);
+    assert_ne!(no_cookie.status.code(), Some(0), "{}", stdout(&no_cookie));
+    // Without gui.x11: no socket, and the abstract one is in another network namespace.
+    let none = s.ctl(&[
+        "exec",
+        "e2e-nox11",
+        "--",
+        "env",
+        &format!("DISPLAY={display}"),
+        "xdpyinfo",
+    ]);
+    assert_ne!(none.status.code(), Some(0), "{}", stdout(&none));
+    assert!(!stdout(&none).contains("name of display"));
+    s.ctl_ok(&["stop", "e2e-x11"]);
+    s.ctl_ok(&["stop", "e2e-nox11"]);
+    s.remove_profile("e2e-x11");
+    s.remove_profile("e2e-nox11");
+    let _ = std::fs::remove_file(&auth);
+}
+
+/// With a PipeWire daemon on a socket of its own, named to the session by
+/// PIPEWIRE_REMOTE, `pw-cli info 0` inside reaches its core through `audio.pipewire`.
+#[test]
+fn pipewire_reaches_the_sandbox() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    // Debian's package socket-activates a server in every user manager: keep it out of
+    // the way and run our own, as with PulseAudio.
+    let _ = s.systemctl(&["stop", "pipewire.socket", "pipewire.service"]);
+    let name = "e2e-pipewire";
+    let socket = s.runtime_dir.join(name);
+    let _ = std::fs::remove_file(&socket);
+    let _pw = Server::with_env("pipewire", &[&format!("PIPEWIRE_CORE={name}")], &[]);
+    s.wait_for("the PipeWire socket", Duration::from_secs(20), || {
+        socket.exists().then_some(())
+    });
+    s.user_ok(&[
+        "env",
+        &format!("PIPEWIRE_REMOTE={name}"),
+        "systemctl",
+        "--user",
+        "import-environment",
+        "PIPEWIRE_REMOTE",
+    ]);
+    host_profile(s, "e2e-pw", "[audio]\npipewire = true\n");
+    let started = s.ctl(&["start", "e2e-pw"]);
+    s.user_ok(&[
+        "systemctl",
+        "--user",
+        "unset-environment",
+        "PIPEWIRE_REMOTE",
+    ]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    let info = s.ctl(&["exec", "e2e-pw", "--", "pw-cli", "info", "0"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    assert!(
+        stdout(&info).contains("PipeWire:Interface:Core"),
+        "{}",
+        stdout(&info)
+    );
+    s.ctl_ok(&["stop", "e2e-pw"]);
+    s.remove_profile("e2e-pw");
 }

@@ -103,6 +103,14 @@ pub fn resolve(
     Ok(r.d)
 }
 
+/// The number of a local display (`:N` or `:N.S`).
+pub fn display_number(display: &str) -> Option<&str> {
+    display
+        .strip_prefix(':')
+        .and_then(|n| n.split('.').next())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// What [`resolve`] has found so far.
 struct Resolver<'a> {
     d: Desktop,
@@ -185,16 +193,12 @@ impl Resolver<'_> {
             .get("DISPLAY")
             .filter(|v| !v.is_empty())
             .ok_or_else(|| err(key, "DISPLAY is not set in the session"))?;
-        let number = display
-            .strip_prefix(':')
-            .and_then(|n| n.split('.').next())
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| {
-                err(
-                    key,
-                    format!("DISPLAY={display:?}: only local displays (\":N\") can be shared"),
-                )
-            })?;
+        let number = display_number(display).ok_or_else(|| {
+            err(
+                key,
+                format!("DISPLAY={display:?}: only local displays (\":N\") can be shared"),
+            )
+        })?;
         let sock = format!("/tmp/.X11-unix/X{number}");
         let source = socket(key, Path::new(&sock), "the X11 socket")?;
         self.bind(source, sock, false);

@@ -15,6 +15,7 @@ mod passwd;
 mod process;
 mod rootpath;
 mod seccomp;
+mod xauth;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ use mounts::{base_mounts, bind, bind_with, host_root_mounts, mount};
 pub use passwd::{resolve, Account};
 use process::{process, resource_limits};
 pub use seccomp::filter as seccomp_filter;
+pub use xauth::write_for_sandbox as write_x11_cookie;
 
 use crate::cgroups::Enforcement;
 use crate::profile::{Nested, Profile, RootfsSource};

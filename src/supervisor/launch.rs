@@ -137,11 +137,21 @@ impl<R: Runtime> Supervisor<R> {
             source: Box::new(source),
         };
         spec::prepare_home(profile, &self.inner.host).map_err(spec_error)?;
+        // The session's X cookie for the display, rewritten for a sandbox of another
+        // host name, is the one bound in; none ("") when the session has none for it,
+        // never the whole file with the cookies of other displays.
+        let mut session = std::borrow::Cow::Borrowed(session);
+        if profile.gui.x11 {
+            let cookie = spec::write_x11_cookie(&session, &self.inner.host.home, &bundle.dir)
+                .map_err(|e| failed(format!("writing the sandbox's X cookie: {e}")))?;
+            let path = cookie.map(|p| p.display().to_string()).unwrap_or_default();
+            session.to_mut().insert("XAUTHORITY".into(), path);
+        }
         let spec = spec::build(
             profile,
             &self.inner.host,
             &root,
-            session,
+            &session,
             resolver,
             usr_layer,
         )
