@@ -230,6 +230,82 @@ fn keep_id_maps_the_profile_user_to_you() {
     let _ = std::fs::remove_dir_all(&share);
 }
 
+/// `desktop-entry --from` an installed app's entry keeps its names, icon and MIME types;
+/// the launcher validates, and a real launcher (GIO) started with a URL runs the app's
+/// command inside the sandbox with that URL.
+#[test]
+fn desktop_entry_from_an_installed_app() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let share = s.home.join("e2e-app");
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(
+        share.join("app.sh"),
+        "#!/bin/sh\nprintf '%s|' \"$SANDBOX_NAME\" \"$@\" > /mnt/app/out\n",
+    )
+    .unwrap();
+    let source = share.join("e2e-viewer.desktop");
+    std::fs::write(
+        &source,
+        "[Desktop Entry]\nType=Application\nName=E2E Viewer\nName[de]=E2E Betrachter\nIcon=e2e-viewer\nMimeType=x-scheme-handler/e2e;text/plain;\nExec=/mnt/app/app.sh --open %u\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(share.join("app.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for p in [share.clone(), share.join("app.sh"), source.clone()] {
+        nix::unistd::chown(&p, Some(s.uid.into()), Some(s.uid.into())).unwrap();
+    }
+    s.write_profile(
+        "e2e-app",
+        "[rootfs]\nhost = true\n[network]\nmode = \"none\"\n[[mount]]\nsource = \"~/e2e-app\"\ndestination = \"/mnt/app\"\n",
+    );
+    s.ctl_ok(&[
+        "desktop-entry",
+        "e2e-app",
+        "--from",
+        source.to_str().unwrap(),
+    ]);
+    let entry = s
+        .home
+        .join(".local/share/applications/sandboxd-e2e-app-e2e-viewer.desktop");
+    let out = s.user(&["desktop-file-validate", entry.to_str().unwrap()]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&entry).unwrap();
+    for line in [
+        "Name=E2E Viewer (e2e-app)",
+        "Name[de]=E2E Betrachter (e2e-app)",
+        "Icon=e2e-viewer",
+        "MimeType=x-scheme-handler/e2e;text/plain;",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    assert!(
+        s.status("e2e-app").is_none(),
+        "the sandbox must not run yet"
+    );
+    let url = "e2e://host/a%20b?q=1&r=2";
+    let run = s.user(&["gio", "launch", entry.to_str().unwrap(), url]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = s.wait_for("the app's output", Duration::from_secs(20), || {
+        std::fs::read_to_string(share.join("out"))
+            .ok()
+            .filter(|o| o.ends_with('|'))
+    });
+    assert_eq!(out, format!("e2e-app|--open|{url}|"));
+    assert_eq!(s.status("e2e-app").unwrap()["state"], "running");
+    s.ctl_ok(&["stop", "e2e-app"]);
+    s.remove_profile("e2e-app");
+    let _ = std::fs::remove_file(entry);
+    let _ = std::fs::remove_dir_all(&share);
+}
+
 /// `sandboxctl desktop-entry` writes a launcher that passes desktop-file-validate and whose
 /// Exec line starts the sandbox and runs the command inside it.
 #[test]

@@ -134,17 +134,26 @@ pub enum Cmd {
     /// on a copy-on-write root; the sandbox is removed when COMMAND ends. Exits with its
     /// status.
     Run(throwaway::RunArgs),
-    /// Write a desktop entry (app menu launcher) that runs COMMAND in the sandbox.
+    /// Write a desktop entry (app menu launcher) that runs COMMAND, or the app an installed
+    /// entry describes (--from), in the sandbox.
     DesktopEntry {
         #[arg(add = complete::sandboxes_and_profiles())]
         name: String,
-        /// The launcher's title [default: "PROGRAM (NAME)"]
+        /// The launcher's title [default: "PROGRAM (NAME)", or the app's names with "(NAME)"]
         #[arg(long)]
         title: Option<String>,
-        /// Icon name or path
+        /// Icon name or path [default: the app's]
         #[arg(long)]
         icon: Option<String>,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        /// An installed app's entry (e.g. /usr/share/applications/firefox-esr.desktop):
+        /// its name, icon, MIME types, categories and command, %u/%f passed through
+        #[arg(long, value_name = "APP.desktop", conflicts_with = "command")]
+        from: Option<PathBuf>,
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required_unless_present = "from"
+        )]
         command: Vec<String>,
     },
     /// Check this machine and session for what sandboxd needs, and say what to fix.

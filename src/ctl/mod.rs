@@ -5,6 +5,7 @@
 mod args;
 mod complete;
 mod desktop_entry;
+mod desktop_file;
 mod doctor;
 mod inspect;
 mod logs;
@@ -197,9 +198,10 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             name,
             title,
             icon,
+            from,
             command,
         } => {
-            let file = desktop_entry::write(&name, &command, title.as_deref(), icon.as_deref())
+            let file = desktop_entry_cmd(&name, title.as_deref(), icon, from.as_deref(), &command)
                 .map_err(|message| Failure {
                     code: EXIT_FAILURE,
                     message,
@@ -396,6 +398,33 @@ async fn remote(cmd: Cmd, conn: &zbus::Connection, manager: &ManagerProxy<'_>) -
         }
     }
     Ok(())
+}
+
+/// `desktop-entry`: a launcher for `command`, or for the app the entry `from` describes.
+fn desktop_entry_cmd(
+    name: &str,
+    title: Option<&str>,
+    icon: Option<String>,
+    from: Option<&std::path::Path>,
+    command: &[String],
+) -> Result<std::path::PathBuf, String> {
+    let (mut launcher, id) = match from {
+        Some(file) => {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let app = desktop_file::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let id = file.file_stem().map(|s| s.to_string_lossy().into_owned());
+            (desktop_entry::Launcher::for_app(name, app, title), id)
+        }
+        None => (
+            desktop_entry::Launcher::for_command(name, command, title),
+            None,
+        ),
+    };
+    if icon.is_some() {
+        launcher.icon = icon;
+    }
+    desktop_entry::write(&launcher, id.as_deref())
 }
 
 /// Validates a profile by file path (anything with a `/` or ending in `.toml`) or by name.
