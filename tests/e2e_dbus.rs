@@ -400,3 +400,144 @@ fn bad_entries_are_refused_with_their_place() {
         s.remove_profile(name);
     }
 }
+
+/// The portal frontend (Debian's xdg-desktop-portal, headless) with the test peer as its
+/// notification backend, run as the test user; stopped with everything it activated.
+struct Portal {
+    child: Child,
+    backend: Peer,
+}
+
+const BACKEND: &str = "org.freedesktop.impl.portal.desktop.sandboxdtest";
+const PORTAL_PROGRAMS: [&str; 3] = [
+    "xdg-desktop-portal",
+    "xdg-document-portal",
+    "xdg-permission-store",
+];
+
+impl Portal {
+    fn start(s: &Session) -> Self {
+        let backend = Peer::serve(s, BACKEND);
+        let dir = s.runtime_dir.join("e2e-portals");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("sandboxdtest.portal"),
+            format!("[portal]\nDBusName={BACKEND}\nInterfaces=org.freedesktop.impl.portal.Notification;\nUseIn=sandboxdtest\n"),
+        )
+        .unwrap();
+        let child = Command::new(manifest().join("scripts/user-session"))
+            .args(["run", USER, "env"])
+            .arg(format!("XDG_DESKTOP_PORTAL_DIR={}", dir.display()))
+            .args([
+                "XDG_CURRENT_DESKTOP=sandboxdtest",
+                "/usr/libexec/xdg-desktop-portal",
+                "--replace",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        s.wait_for("the portal", Duration::from_secs(20), || {
+            list_names(s, None)
+                .iter()
+                .any(|n| n == "org.freedesktop.portal.Desktop")
+                .then_some(())
+        });
+        Self { child, backend }
+    }
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        let s = session();
+        let units: Vec<String> = PORTAL_PROGRAMS
+            .iter()
+            .map(|p| format!("{p}.service"))
+            .collect();
+        let mut args = vec!["stop"];
+        args.extend(units.iter().map(String::as_str));
+        let _ = s.systemctl(&args);
+        for p in PORTAL_PROGRAMS {
+            let program = format!("^/usr/libexec/{p}");
+            let _ = Command::new("pkill")
+                .args(["-u", USER, "-f", &program])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(s.runtime_dir.join("e2e-portals"));
+    }
+}
+
+/// With `portals = true` a portal call from inside reaches the real portal frontend,
+/// which names the sandbox's app id to its backend: `sandboxd.NAME`, or `dbus.app_id`.
+#[test]
+fn the_portals_know_the_sandbox_s_app_id() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let portal = Portal::start(s);
+    for (name, table, app_id) in [
+        ("e2e-portal", "", "sandboxd.e2e-portal"),
+        (
+            "e2e-portal-id",
+            "app_id = \"org.sandboxd.Test.Viewer\"\n",
+            "org.sandboxd.Test.Viewer",
+        ),
+    ] {
+        s.start_host_root(name, &format!("[dbus]\nportals = true\n{table}"));
+        let out = s.ctl(&[
+            "exec",
+            name,
+            "--",
+            "gdbus",
+            "call",
+            "--session",
+            "--timeout",
+            "10",
+            "--dest",
+            "org.freedesktop.portal.Desktop",
+            "--object-path",
+            "/org/freedesktop/portal/desktop",
+            "--method",
+            "org.freedesktop.portal.Notification.AddNotification",
+            "e2e",
+            "{'title': <'hello'>}",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line = format!("AddNotification app_id={app_id}\n");
+        s.wait_for(
+            "the backend to get the call",
+            Duration::from_secs(10),
+            || portal.backend.calls().contains(&line).then_some(()),
+        );
+        // Only the portals: the notification service itself is not reachable.
+        let direct = server_information(s, name);
+        assert!(!direct.status.success(), "{}", stdout(&direct));
+        s.finish(name);
+        assert_nothing_left(s, name);
+    }
+    // The host's own calls are a host app's: no app id.
+    let out = s.user(&[
+        "gdbus",
+        "call",
+        "--session",
+        "--dest",
+        "org.freedesktop.portal.Desktop",
+        "--object-path",
+        "/org/freedesktop/portal/desktop",
+        "--method",
+        "org.freedesktop.portal.Notification.AddNotification",
+        "e2e",
+        "{'title': <'hi'>}",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    s.wait_for("the host's call", Duration::from_secs(10), || {
+        portal
+            .backend
+            .calls()
+            .contains("AddNotification app_id=\n")
+            .then_some(())
+    });
+}

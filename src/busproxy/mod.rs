@@ -58,6 +58,31 @@ impl Upstreams {
     }
 }
 
+impl Upstreams {
+    /// The folders an identified proxy (in a root of its own) needs: its sockets' `dir`,
+    /// and those of the buses it connects to by path.
+    fn folders(&self, dbus: &Dbus, dir: &Path) -> Vec<PathBuf> {
+        let mut buses = vec![&self.session];
+        if !dbus.system_talk.is_empty() {
+            buses.push(&self.system);
+        }
+        let mut folders = vec![dir.to_path_buf()];
+        for address in buses {
+            let path = address
+                .split(';')
+                .filter_map(|a| a.strip_prefix("unix:"))
+                .flat_map(|a| a.split(','))
+                .find_map(|kv| kv.strip_prefix("path="));
+            if let Some(parent) = path.and_then(|p| Path::new(p).parent()) {
+                if !folders.iter().any(|f| parent.starts_with(f)) {
+                    folders.push(parent.to_path_buf());
+                }
+            }
+        }
+        folders
+    }
+}
+
 /// The portal frontend's names, the calls it takes and the signals it sends (what
 /// Flatpak grants every app): the portals check access themselves.
 const PORTAL_RULES: [&str; 3] = [
@@ -142,7 +167,11 @@ impl Buses {
             .map_err(SpawnError::Io)?;
         clear_sockets(&dir);
         let args = args(dbus, &self.upstreams, &dir);
-        let first = match process::spawn(&args, READY_WITHIN).await {
+        let identified = dbus.portals.then(|| process::Identified {
+            app_id: dbus.app_id_of(name),
+            folders: self.upstreams.folders(dbus, &dir),
+        });
+        let first = match process::spawn(&args, identified.as_ref(), READY_WITHIN).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -157,11 +186,13 @@ impl Buses {
             ),
         );
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(
-                self.clone()
-                    .supervise(name.to_string(), dir, args, first, stop.clone()),
-            );
+        let task = tokio::spawn(self.clone().supervise(
+            name.to_string(),
+            dir,
+            (args, identified),
+            first,
+            stop.clone(),
+        ));
         self.lock()
             .insert(name.to_string(), Supervised { stop, task });
         Ok(())
@@ -211,7 +242,7 @@ impl Buses {
         self,
         name: String,
         dir: PathBuf,
-        args: Vec<String>,
+        (args, identified): (Vec<String>, Option<process::Identified>),
         mut running: process::Running,
         stop: CancellationToken,
     ) {
@@ -220,7 +251,7 @@ impl Buses {
             let started = Instant::now();
             let ended = tokio::select! {
                 _ = stop.cancelled() => {
-                    let _ = running.child.kill().await;
+                    running.stop().await;
                     return;
                 }
                 ended = running.child.wait() => ended,
@@ -245,7 +276,7 @@ impl Buses {
                     _ = tokio::time::sleep(PAUSE) => {}
                 }
                 clear_sockets(&dir);
-                match process::spawn(&args, READY_WITHIN).await {
+                match process::spawn(&args, identified.as_ref(), READY_WITHIN).await {
                     Ok(r) => break r,
                     Err(e) if quick >= QUICK_ENDS => {
                         self.say(&name, &format!("the D-Bus proxy cannot start again ({}): giving up; the sandbox has no session bus until it restarts", crate::error_chain(&e)));
@@ -343,5 +374,39 @@ mod tests {
         // No system bus unless asked for.
         let a = args(&Dbus::default(), &up(), Path::new("/d"));
         assert_eq!(a.len(), 3);
+    }
+
+    #[test]
+    fn an_identified_proxy_sees_its_sockets_and_its_buses_folders() {
+        let dir = Path::new("/run/user/1000/sandboxd/dbus/x");
+        let d = Dbus {
+            system_talk: vec!["org.freedesktop.UPower".into()],
+            ..Dbus::default()
+        };
+        assert_eq!(
+            up().folders(&d, dir),
+            [dir, Path::new("/run/user/1000"), Path::new("/run/dbus")]
+        );
+        let abstract_bus = Upstreams {
+            session: "unix:abstract=/tmp/dbus-x,guid=1".into(),
+            ..up()
+        };
+        assert_eq!(abstract_bus.folders(&Dbus::default(), dir), [dir]);
+        let id = process::Identified {
+            app_id: "sandboxd.x".into(),
+            folders: vec![dir.into()],
+        };
+        let a = id.bwrap_args();
+        assert_eq!(
+            a[a.len() - 5..],
+            [
+                "--ro-bind-data",
+                "4",
+                "/.flatpak-info",
+                "--",
+                "xdg-dbus-proxy"
+            ]
+        );
+        assert_eq!(id.info(), "[Application]\nname=sandboxd.x\n");
     }
 }

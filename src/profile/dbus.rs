@@ -23,6 +23,7 @@ pub struct RawDbus {
     pub portals: bool,
     #[serde(default)]
     pub system_talk: Vec<String>,
+    pub app_id: Option<String>,
 }
 
 /// A checked `[dbus]` table. Its presence gives the sandbox a filtered session bus.
@@ -42,6 +43,32 @@ pub struct Dbus {
     pub portals: bool,
     /// Names of the system bus the sandbox may talk to; empty: no system bus.
     pub system_talk: Vec<String>,
+    /// What the portals know the sandbox as; `None`: `sandboxd.NAME`.
+    pub app_id: Option<String>,
+}
+
+impl Dbus {
+    /// The app id of sandbox `name`: `app_id`, else `sandboxd.NAME` (dots in NAME made
+    /// `_`, so it stays one element and may hold `-`).
+    pub fn app_id_of(&self, name: &str) -> String {
+        self.app_id
+            .clone()
+            .unwrap_or_else(|| format!("sandboxd.{}", name.replace('.', "_")))
+    }
+}
+
+/// An application id as the portals accept one: two or more elements of
+/// `[A-Za-z0-9_]`, `-` allowed in the last, at most 255 bytes.
+fn is_app_id(id: &str) -> bool {
+    let elements: Vec<&str> = id.split('.').collect();
+    let last = elements.len() - 1;
+    id.len() <= MAX_NAME
+        && elements.len() >= 2
+        && elements.iter().enumerate().all(|(i, e)| {
+            !e.is_empty()
+                && e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && i == last))
+        })
 }
 
 /// The most a D-Bus name may have (the specification's limit).
@@ -137,6 +164,12 @@ pub fn validate(raw: RawDbus) -> Result<Dbus, Invalid> {
             name_rule(&format!("dbus.{key}[{i}]"), r)?;
         }
     }
+    if let Some(id) = raw.app_id.as_deref().filter(|id| !is_app_id(id)) {
+        return Err(invalid(
+            "dbus.app_id",
+            format!("{id:?} is not an application id (like \"org.example.App\": two or more elements of letters, digits and '_', '-' only in the last)"),
+        ));
+    }
     Ok(Dbus {
         see: raw.see,
         talk: raw.talk,
@@ -145,6 +178,7 @@ pub fn validate(raw: RawDbus) -> Result<Dbus, Invalid> {
         broadcast: raw.broadcast,
         portals: raw.portals,
         system_talk: raw.system_talk,
+        app_id: raw.app_id,
     })
 }
 
@@ -206,6 +240,29 @@ mod tests {
         ] {
             assert!(name_rule("k", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn app_ids_default_to_the_sandbox_s_name() {
+        let d = Dbus::default();
+        assert_eq!(d.app_id_of("web"), "sandboxd.web");
+        assert_eq!(d.app_id_of("my.app-2"), "sandboxd.my_app-2");
+        for name in ["web", "my.app-2", "a-b.c.d", "0x"] {
+            assert!(is_app_id(&d.app_id_of(name)), "{name}");
+        }
+        for bad in ["app", "org.my-x.App", "org..App", "org.App!", ""] {
+            assert!(!is_app_id(bad), "{bad}");
+        }
+        let raw = RawDbus {
+            app_id: Some("nope".into()),
+            ..RawDbus::default()
+        };
+        assert_eq!(validate(raw).unwrap_err().key, "dbus.app_id");
+        let raw = RawDbus {
+            app_id: Some("org.example.Web-2".into()),
+            ..RawDbus::default()
+        };
+        assert_eq!(validate(raw).unwrap().app_id_of("x"), "org.example.Web-2");
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub fn resolve(
             dbus,
             &crate::busproxy::Buses::dir_of(&ctx.buses, &profile.name),
         );
+        if dbus.portals {
+            r.documents(&dbus.app_id_of(&profile.name), ctx.uid);
+        }
     }
     if r.uses_rt {
         r.d.env.push(format!("XDG_RUNTIME_DIR={}", r.rt));
@@ -261,6 +264,24 @@ impl Resolver<'_> {
         self.uses_rt = true;
     }
 
+    /// The document portal's view for the app, where file chooser results live, at the
+    /// path the portal names them by (`/run/user/HOST_UID/doc/…`); a warning when the
+    /// document portal is not running.
+    fn documents(&mut self, app_id: &str, host_uid: u32) {
+        let Ok(doc) = self.in_host_rt("dbus.portals", "doc") else {
+            return;
+        };
+        let view = doc.join("by-app").join(app_id);
+        if view.is_dir() {
+            self.bind(view, format!("/run/user/{host_uid}/doc"), false);
+        } else {
+            self.d.warnings.push(format!(
+                "dbus.portals: the document portal is not mounted at {}; files chosen through the portals will not be reachable",
+                doc.display()
+            ));
+        }
+    }
+
     /// The device nodes of `devices.*`: a missing one is an error, or a warning when it
     /// is optional.
     fn devices(&mut self, profile: &Profile) -> Result<(), DesktopError> {
@@ -371,6 +392,33 @@ mod tests {
             &"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/user/1000/.dbus-proxy/system_bus".to_string()
         ));
         assert_eq!(d.runtime_dir.as_deref(), Some("/run/user/1000"));
+    }
+
+    #[test]
+    fn portals_bind_the_app_s_documents_where_the_portal_names_them() {
+        let rt = tempfile::tempdir().unwrap();
+        let session: SessionEnv = [(
+            "XDG_RUNTIME_DIR".to_string(),
+            rt.path().display().to_string(),
+        )]
+        .into();
+        let mut p = profile();
+        p.name = "web".into();
+        p.dbus = Some(crate::profile::Dbus {
+            portals: true,
+            ..Default::default()
+        });
+        let c = ctx(Path::new("/"));
+        // No document portal: a warning, and nothing bound for it.
+        let d = resolve(&p, 0, &session, &c).unwrap();
+        assert_eq!(d.binds.len(), 1);
+        assert!(d.warnings[0].contains("document portal"), "{:?}", d.warnings);
+        let view = rt.path().join("doc/by-app/sandboxd.web");
+        std::fs::create_dir_all(&view).unwrap();
+        let d = resolve(&p, 0, &session, &c).unwrap();
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        assert_eq!(d.binds[1].source, view);
+        assert_eq!(d.binds[1].destination, format!("/run/user/{}/doc", c.uid));
     }
 
     #[test]
