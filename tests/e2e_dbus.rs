@@ -29,10 +29,18 @@ struct Peer {
 
 impl Peer {
     fn serve(s: &Session, name: &str) -> Self {
+        Self::serve_on(s, name, None)
+    }
+
+    /// The same on the bus at `address` rather than the session's.
+    fn serve_on(s: &Session, name: &str, address: Option<&str>) -> Self {
         let log = s.runtime_dir.join(format!("e2e-peer-{name}.log"));
         let _ = std::fs::remove_file(&log);
+        let bus = address.map(|a| format!("DBUS_SESSION_BUS_ADDRESS={a}"));
         let child = Command::new(manifest().join("scripts/user-session"))
-            .args(["run", USER, "python3"])
+            .args(["run", USER, "env"])
+            .args(bus)
+            .arg("python3")
             .arg(manifest().join("tests/dbus/peer.py"))
             .args(["serve", name])
             .arg(&log)
@@ -540,4 +548,129 @@ fn the_portals_know_the_sandbox_s_app_id() {
             .contains("AddNotification app_id=\n")
             .then_some(())
     });
+}
+
+/// A system bus of the test's own (this machine may run none): a dbus-daemon whose policy
+/// lets the test user own names, on a socket in its runtime folder, made the daemon's
+/// system bus through the user manager's environment (the daemon restarted to read it).
+struct SystemBus {
+    child: Child,
+    address: String,
+}
+
+impl SystemBus {
+    fn start(s: &Session) -> Self {
+        let socket = s.runtime_dir.join("e2e-system-bus");
+        let conf = s.runtime_dir.join("e2e-system-bus.conf");
+        let _ = std::fs::remove_file(&socket);
+        std::fs::write(
+            &conf,
+            format!(
+                "<busconfig><type>system</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>\
+                 <policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>\
+                 <allow send_destination=\"*\"/><allow receive_sender=\"*\"/></policy></busconfig>",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(manifest().join("scripts/user-session"))
+            .args(["run", USER, "dbus-daemon", "--nofork"])
+            .arg(format!("--config-file={}", conf.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        s.wait_for("the test system bus", Duration::from_secs(20), || {
+            socket.exists().then_some(())
+        });
+        let address = format!("unix:path={}", socket.display());
+        s.user_ok(&[
+            "systemctl",
+            "--user",
+            "set-environment",
+            &format!("DBUS_SYSTEM_BUS_ADDRESS={address}"),
+        ]);
+        restart_daemon(s);
+        Self { child, address }
+    }
+}
+
+fn restart_daemon(s: &Session) {
+    let old = s.daemon_pid();
+    let _ = s.systemctl(&["restart", "sandboxd.service"]);
+    s.wait_for("the daemon again", Duration::from_secs(20), || {
+        (s.unit_property("ActiveState") == "active" && s.daemon_pid() != old).then_some(())
+    });
+}
+
+impl Drop for SystemBus {
+    fn drop(&mut self) {
+        let s = session();
+        let _ = s.systemctl(&["unset-environment", "DBUS_SYSTEM_BUS_ADDRESS"]);
+        restart_daemon(s);
+        let _ = Command::new("pkill")
+            .args(["-u", USER, "-f", "e2e-system-bus.conf"])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(s.runtime_dir.join("e2e-system-bus.conf"));
+    }
+}
+
+/// `system_talk` gives a second filtered socket, on the system bus, through which only the
+/// listed system peers are reachable; the session bus stays as filtered as before.
+#[test]
+fn system_talk_reaches_only_the_listed_system_peers() {
+    let _g = lock();
+    let s = session();
+    s.ready();
+    let system = SystemBus::start(s);
+    let listed = "org.sandboxd.Test.System";
+    let _listed = Peer::serve_on(s, listed, Some(&system.address));
+    let other = Peer::serve_on(s, OTHER, Some(&system.address));
+    let name = "e2e-dbus-system";
+    s.start_host_root(name, &format!("[dbus]\nsystem_talk = [\"{listed}\"]\n"));
+    let system_call = |dest: &str| {
+        s.ctl(&[
+            "exec",
+            name,
+            "--",
+            "gdbus",
+            "call",
+            "--system",
+            "--timeout",
+            "5",
+            "--dest",
+            dest,
+            "--object-path",
+            "/org/freedesktop/Notifications",
+            "--method",
+            "org.freedesktop.Notifications.GetServerInformation",
+        ])
+    };
+    let out = system_call(listed);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("sandboxd-test"), "{}", stdout(&out));
+    let out = system_call(OTHER);
+    assert!(
+        !out.status.success(),
+        "an unlisted system peer answered: {}",
+        stdout(&out)
+    );
+    assert!(
+        !other.calls().contains("GetServerInformation"),
+        "{}",
+        other.calls()
+    );
+    let env = s.ctl_ok(&[
+        "exec",
+        name,
+        "--",
+        "sh",
+        "-c",
+        "echo $DBUS_SYSTEM_BUS_ADDRESS",
+    ]);
+    assert_eq!(env, "unix:path=/run/user/0/.dbus-proxy/system_bus\n");
+    s.finish(name);
+    assert_nothing_left(s, name);
 }

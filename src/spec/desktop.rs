@@ -412,7 +412,11 @@ mod tests {
         // No document portal: a warning, and nothing bound for it.
         let d = resolve(&p, 0, &session, &c).unwrap();
         assert_eq!(d.binds.len(), 1);
-        assert!(d.warnings[0].contains("document portal"), "{:?}", d.warnings);
+        assert!(
+            d.warnings[0].contains("document portal"),
+            "{:?}",
+            d.warnings
+        );
         let view = rt.path().join("doc/by-app/sandboxd.web");
         std::fs::create_dir_all(&view).unwrap();
         let d = resolve(&p, 0, &session, &c).unwrap();
