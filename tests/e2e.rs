@@ -616,13 +616,7 @@ fn autostart_entry_starts_the_daemon() {
     let _g = lock();
     let s = session();
     let entry = s.home.join(".config/autostart/sandboxd.desktop");
-    let out = s.user(&["desktop-file-validate", entry.to_str().unwrap()]);
-    assert!(
-        out.status.success() && out.stdout.is_empty(),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_valid_desktop_file(s, &entry);
     let _ = s.systemctl(&["stop", "sandboxd.service"]);
     assert_eq!(s.unit_property("ActiveState"), "inactive");
     let text = std::fs::read_to_string(&entry).unwrap();

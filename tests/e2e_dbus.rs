@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -23,7 +23,7 @@ fn peer_code() -> String {
 
 /// A test peer on the host bus that owns `name` and logs each call it gets.
 struct Peer {
-    child: Child,
+    _server: Server,
     log: std::path::PathBuf,
 }
 
@@ -37,18 +37,15 @@ impl Peer {
         let log = s.runtime_dir.join(format!("e2e-peer-{name}.log"));
         let _ = std::fs::remove_file(&log);
         let bus = address.map(|a| format!("DBUS_SESSION_BUS_ADDRESS={a}"));
-        let child = Command::new(manifest().join("scripts/user-session"))
-            .args(["run", USER, "env"])
-            .args(bus)
-            .arg("python3")
-            .arg(manifest().join("tests/dbus/peer.py"))
-            .args(["serve", name])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let peer = Self { child, log };
+        let script = manifest().join("tests/dbus/peer.py");
+        let (log_text, script) = (log.display().to_string(), script.display().to_string());
+        let mut argv = vec!["env"];
+        argv.extend(bus.as_deref());
+        argv.extend(["python3", &script, "serve", name, &log_text]);
+        let peer = Self {
+            _server: Server::matching(&log_text, &argv),
+            log,
+        };
         s.wait_for(
             &format!("the peer owning {name}"),
             Duration::from_secs(20),
@@ -64,11 +61,6 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .args(["-u", USER, "-f", &self.log.display().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -412,7 +404,7 @@ fn bad_entries_are_refused_with_their_place() {
 /// The portal frontend (Debian's xdg-desktop-portal, headless) with the test peer as its
 /// notification backend, run as the test user; stopped with everything it activated.
 struct Portal {
-    child: Child,
+    _server: Server,
     backend: Peer,
 }
 
@@ -433,26 +425,27 @@ impl Portal {
             format!("[portal]\nDBusName={BACKEND}\nInterfaces=org.freedesktop.impl.portal.Notification;\nUseIn=sandboxdtest\n"),
         )
         .unwrap();
-        let child = Command::new(manifest().join("scripts/user-session"))
-            .args(["run", USER, "env"])
-            .arg(format!("XDG_DESKTOP_PORTAL_DIR={}", dir.display()))
-            .args([
+        let portal_dir = format!("XDG_DESKTOP_PORTAL_DIR={}", dir.display());
+        let server = Server::matching(
+            "^/usr/libexec/xdg-desktop-portal",
+            &[
+                "env",
+                &portal_dir,
                 "XDG_CURRENT_DESKTOP=sandboxdtest",
                 "/usr/libexec/xdg-desktop-portal",
                 "--replace",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            ],
+        );
         s.wait_for("the portal", Duration::from_secs(20), || {
             list_names(s, None)
                 .iter()
                 .any(|n| n == "org.freedesktop.portal.Desktop")
                 .then_some(())
         });
-        Self { child, backend }
+        Self {
+            _server: server,
+            backend,
+        }
     }
 }
 
@@ -472,8 +465,6 @@ impl Drop for Portal {
                 .args(["-u", USER, "-f", &program])
                 .status();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(s.runtime_dir.join("e2e-portals"));
     }
 }
@@ -554,7 +545,7 @@ fn the_portals_know_the_sandbox_s_app_id() {
 /// lets the test user own names, on a socket in its runtime folder, made the daemon's
 /// system bus through the user manager's environment (the daemon restarted to read it).
 struct SystemBus {
-    child: Child,
+    _server: Server,
     address: String,
 }
 
@@ -573,13 +564,8 @@ impl SystemBus {
             ),
         )
         .unwrap();
-        let child = Command::new(manifest().join("scripts/user-session"))
-            .args(["run", USER, "dbus-daemon", "--nofork"])
-            .arg(format!("--config-file={}", conf.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let config = format!("--config-file={}", conf.display());
+        let server = Server::matching("e2e-system-bus.conf", &["dbus-daemon", "--nofork", &config]);
         s.wait_for("the test system bus", Duration::from_secs(20), || {
             socket.exists().then_some(())
         });
@@ -591,7 +577,10 @@ impl SystemBus {
             &format!("DBUS_SYSTEM_BUS_ADDRESS={address}"),
         ]);
         restart_daemon(s);
-        Self { child, address }
+        Self {
+            _server: server,
+            address,
+        }
     }
 }
 
@@ -608,11 +597,6 @@ impl Drop for SystemBus {
         let s = session();
         let _ = s.systemctl(&["unset-environment", "DBUS_SYSTEM_BUS_ADDRESS"]);
         restart_daemon(s);
-        let _ = Command::new("pkill")
-            .args(["-u", USER, "-f", "e2e-system-bus.conf"])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_file(s.runtime_dir.join("e2e-system-bus.conf"));
     }
 }

@@ -8,48 +8,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// A server run as the test user in its session, killed (with everything of its name)
-/// when dropped.
-struct Server {
-    child: Child,
-    name: &'static str,
-}
-
-impl Server {
-    fn start(name: &'static str, args: &[&str]) -> Self {
-        Self::with_env(name, &[], args)
-    }
-
-    /// `name` with `VAR=value` settings `env` added to the session's environment.
-    fn with_env(name: &'static str, env: &[&str], args: &[&str]) -> Self {
-        let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/user-session"))
-            .args(["run", USER, "env"])
-            .args(env)
-            .arg(name)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self { child, name }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .args(["-u", USER, "-x", self.name])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn host_profile(s: &Session, name: &str, extra: &str) {
     s.write_profile(

@@ -270,13 +270,7 @@ fn desktop_entry_from_an_installed_app() {
     let entry = s
         .home
         .join(".local/share/applications/sandboxd-e2e-app-e2e-viewer.desktop");
-    let out = s.user(&["desktop-file-validate", entry.to_str().unwrap()]);
-    assert!(
-        out.status.success() && out.stdout.is_empty(),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_valid_desktop_file(s, &entry);
     let text = std::fs::read_to_string(&entry).unwrap();
     for line in [
         "Name=E2E Viewer (e2e-app)",
@@ -334,13 +328,7 @@ fn desktop_entry_launches_in_the_sandbox() {
     let entry = s
         .home
         .join(".local/share/applications/sandboxd-e2e-desk-sh.desktop");
-    let out = s.user(&["desktop-file-validate", entry.to_str().unwrap()]);
-    assert!(
-        out.status.success() && out.stdout.is_empty(),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_valid_desktop_file(s, &entry);
     let text = std::fs::read_to_string(&entry).unwrap();
     let exec = text
         .lines()

@@ -551,6 +551,35 @@ fn use_test_dns(s: &Session) {
     }
 }
 
+/// Other record types of allowed names are the test DNS server's, with the addresses it
+/// added left out (SRV, TXT, MX); an answer too long for the client's 1232-byte datagram
+/// is truncated and comes whole over TCP; a denied name is NXDOMAIN whatever the type.
+#[test]
+fn other_record_types_of_allowed_names_come_from_upstream() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    use_test_dns(s);
+    proxied_profile(
+        s,
+        "net-records",
+        "allow = [\"allowed.test\", \"*.allowed.test\"]",
+    );
+    s.ctl_ok(&["start", "net-records"]);
+    let ask = |name: &str, kind: &str| probe(s, "net-records", &["records", name, kind]);
+    assert_eq!(
+        ask("_svc._tcp.allowed.test", "SRV"),
+        "0 udp 0 srv:1,5,8000,allowed.test"
+    );
+    assert_eq!(ask("allowed.test", "TXT"), "0 udp 0 txt:15:v=sandbo");
+    assert_eq!(ask("allowed.test", "MX"), "0 udp 0 mx:10,mail.allowed.test");
+    assert_eq!(ask("big.allowed.test", "TXT"), "0 tcp 0 txt:1992:000xxxxx");
+    assert_eq!(ask("other.test", "TXT"), "3 udp 0");
+    s.ctl_ok(&["stop", "net-records"]);
+    s.remove_profile("net-records");
+}
+
 #[test]
 fn names_are_answered_by_the_daemon_and_judged_by_name() {
     let _l = lock();

@@ -85,16 +85,19 @@ impl Launcher {
         }
     }
 
-    fn program(&self) -> String {
-        let words: Vec<String> = self
-            .command
+    /// The command's words, field codes left out.
+    fn words(&self) -> Vec<String> {
+        self.command
             .iter()
             .filter_map(|a| match a {
                 Arg::Literal(w) => Some(w.clone()),
                 Arg::Field(_) => None,
             })
-            .collect();
-        program_name(&words)
+            .collect()
+    }
+
+    fn program(&self) -> String {
+        program_name(&self.words())
     }
 }
 
@@ -123,14 +126,7 @@ pub fn render(l: &Launcher, sandboxctl: &Path) -> String {
         Arg::Literal(w) => quote_arg(w),
         Arg::Field(f) => format!("%{f}"),
     }));
-    let literal: Vec<String> = l
-        .command
-        .iter()
-        .filter_map(|a| match a {
-            Arg::Literal(w) => Some(w.clone()),
-            Arg::Field(_) => None,
-        })
-        .collect();
+    let literal = l.words();
     let mut text = String::from("[Desktop Entry]\nType=Application\nVersion=1.4\n");
     for (key, name) in &l.names {
         text.push_str(&format!("{key}={}\n", escape_value(name)));

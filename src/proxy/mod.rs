@@ -231,11 +231,13 @@ impl Shared {
         }
     }
 
-    /// The daemon's answer to one DNS query from the sandbox.
-    async fn resolve_query(&self, raw: &[u8]) -> Vec<u8> {
+    /// The daemon's answer to one DNS query from the sandbox (over TCP: no size limit
+    /// but the message's).
+    async fn resolve_query(&self, raw: &[u8], over_tcp: bool) -> Vec<u8> {
         let policy = self.policy();
         dns::answer(
             raw,
+            over_tcp,
             &self.names,
             &self.upstream,
             !self.egress().remote_dns(),

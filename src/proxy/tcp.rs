@@ -185,7 +185,7 @@ async fn dns(mut inside: TcpStream, shared: &Shared) {
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let answer = shared.resolve_query(&query).await;
+        let answer = shared.resolve_query(&query, true).await;
         let mut out = (answer.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(&answer);
         if inside.write_all(&out).await.is_err() {

@@ -251,7 +251,7 @@ async fn dns_flow(
             r = inside.recv(&mut buf) => buf[..r?].to_vec(),
             _ = tokio::time::sleep(IDLE) => return Ok(()),
         };
-        let answer = shared.resolve_query(&query).await;
+        let answer = shared.resolve_query(&query, false).await;
         let _ = inside.send(&answer).await;
     }
 }

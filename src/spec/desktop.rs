@@ -356,6 +356,11 @@ mod tests {
         Profile::builtin_default()
     }
 
+    /// A session whose runtime folder is `rt`.
+    fn in_runtime_dir(rt: &Path) -> SessionEnv {
+        [("XDG_RUNTIME_DIR".to_string(), rt.display().to_string())].into()
+    }
+
     fn ctx(home: &Path) -> HostContext {
         let mut c = super::super::tests::ctx();
         c.home = home.to_path_buf();
@@ -397,11 +402,7 @@ mod tests {
     #[test]
     fn portals_bind_the_app_s_documents_where_the_portal_names_them() {
         let rt = tempfile::tempdir().unwrap();
-        let session: SessionEnv = [(
-            "XDG_RUNTIME_DIR".to_string(),
-            rt.path().display().to_string(),
-        )]
-        .into();
+        let session = in_runtime_dir(rt.path());
         let mut p = profile();
         p.name = "web".into();
         p.dbus = Some(crate::profile::Dbus {
@@ -468,11 +469,7 @@ mod tests {
     #[test]
     fn missing_things_are_named() {
         let rt = tempfile::tempdir().unwrap();
-        let session: SessionEnv = [(
-            "XDG_RUNTIME_DIR".to_string(),
-            rt.path().display().to_string(),
-        )]
-        .into();
+        let session = in_runtime_dir(rt.path());
         let mut p = profile();
         p.gui.wayland = true;
         let e = resolve(&p, 0, &session, &ctx(Path::new("/"))).unwrap_err();

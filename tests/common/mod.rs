@@ -489,6 +489,17 @@ pub fn processes_but_the_pool(uid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// desktop-file-validate passes `file` without a word.
+pub fn assert_valid_desktop_file(s: &Session, file: &Path) {
+    let out = s.user(&["desktop-file-validate", file.to_str().unwrap()]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 pub fn alive(pid: u32) -> bool {
     sandboxd::procfs::Stat::of(pid).is_some_and(|s| !s.is_zombie())
 }
@@ -651,5 +662,56 @@ impl<'a> Tmux<'a> {
 impl Drop for Tmux<'_> {
     fn drop(&mut self) {
         self.cmd(&["kill-server"]);
+    }
+}
+
+/// A server run as the test user in its session, killed when dropped with every process
+/// of the user that `pkill` finds by its arguments (the server may have forked or been
+/// re-executed under another name).
+pub struct Server {
+    child: Child,
+    pkill: Vec<String>,
+}
+
+impl Server {
+    /// `name args…`; ended with everything named `name`.
+    pub fn start(name: &str, args: &[&str]) -> Self {
+        Self::with_env(name, &[], args)
+    }
+
+    /// `name` with `VAR=value` settings `env` added to the session's environment.
+    pub fn with_env(name: &str, env: &[&str], args: &[&str]) -> Self {
+        let mut argv = vec!["env"];
+        argv.extend_from_slice(env);
+        argv.push(name);
+        argv.extend_from_slice(args);
+        Self::spawn(&argv, &["-x", name])
+    }
+
+    /// `argv`; ended with every process whose command line matches `pattern`.
+    pub fn matching(pattern: &str, argv: &[&str]) -> Self {
+        Self::spawn(argv, &["-f", pattern])
+    }
+
+    fn spawn(argv: &[&str], pkill: &[&str]) -> Self {
+        let child = Command::new(manifest().join("scripts/user-session"))
+            .args(["run", USER])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut args = vec!["-u".to_string(), USER.to_string()];
+        args.extend(pkill.iter().map(|a| a.to_string()));
+        Self { child, pkill: args }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(&self.pkill).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

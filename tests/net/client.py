@@ -19,6 +19,10 @@ Each command prints one line the test parses:
     whoami HOST                 the address the test internet's web server saw, or "failed"
     dns NAME TYPE udp|tcp       a raw query to the resolver in /etc/resolv.conf:
                                 "RCODE ADDRESS…" (TYPE: A or AAAA)
+    records NAME TYPE           a query (TYPE: SRV, TXT or MX) over UDP with EDNS0 at
+                                1232 bytes, asked again over TCP when truncated:
+                                "RCODE TRANSPORT ADDITIONAL_COUNT RECORD…" (srv:P,W,PORT,TARGET
+                                | txt:LENGTH:FIRST8 | mx:PREF,TARGET | other:TYPE)
     dnsgarbage N                N malformed datagrams to the resolver, then "RCODE" of a
                                 valid query for allowed.test
     flood HOST PORT N           N connection attempts, 200 at a time: "OUTCOME=COUNT …"
@@ -360,6 +364,67 @@ def cmd_dns(name, kind, transport):
             r += s.recv(n - len(r))
     rcode, addrs = parse(r)
     print(" ".join([str(rcode)] + addrs))
+
+
+def read_name(r, i):
+    """The name at i (following compression pointers, a bounded number), and the offset after it."""
+    labels, end, jumps = [], None, 0
+    while r[i] != 0:
+        if r[i] & 0xC0 == 0xC0:
+            end = end or i + 2
+            i = int.from_bytes(r[i:i + 2], "big") & 0x3FFF
+            jumps += 1
+            if jumps > 16:
+                raise ValueError("pointer loop")
+            continue
+        labels.append(r[i + 1:i + 1 + r[i]].decode())
+        i += 1 + r[i]
+    return ".".join(labels), end or i + 1
+
+
+def record(kind, r, at, ln):
+    data = r[at:at + ln]
+    if kind == 33:
+        p, w, port = (int.from_bytes(data[k:k + 2], "big") for k in (0, 2, 4))
+        return f"srv:{p},{w},{port},{read_name(r, at + 6)[0]}"
+    if kind == 16:
+        text, k = b"", 0
+        while k < len(data):
+            text += data[k + 1:k + 1 + data[k]]
+            k += 1 + data[k]
+        return f"txt:{len(text)}:{text[:8].decode()}"
+    if kind == 15:
+        return f"mx:{int.from_bytes(data[:2], 'big')},{read_name(r, at + 2)[0]}"
+    return f"other:{kind}"
+
+
+def cmd_records(name, kind):
+    qtype = {"SRV": 33, "TXT": 16, "MX": 15}[kind]
+    q = bytearray(query(name, qtype))
+    q[11] = 1  # one additional record: OPT, payload 1232 (what dig and glibc send)
+    q += b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    server = resolver()
+    s = socket.socket(family(server), socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.sendto(q, (server, 53))
+    r, via = s.recv(65535), "udp"
+    if r[2] & 0x02:
+        t = connect(server, 53, 5)
+        t.sendall(len(q).to_bytes(2, "big") + q)
+        n = int.from_bytes(t.recv(2), "big")
+        r, via = b"", "tcp"
+        while len(r) < n:
+            r += t.recv(n - len(r))
+    an, ar = int.from_bytes(r[6:8], "big"), int.from_bytes(r[10:12], "big")
+    i = read_name(r, 12)[1] + 4
+    out = [str(r[3] & 15), via, str(ar)]
+    for _ in range(an):
+        i = read_name(r, i)[1]
+        rtype = int.from_bytes(r[i:i + 2], "big")
+        ln = int.from_bytes(r[i + 8:i + 10], "big")
+        out.append(record(rtype, r, i + 10, ln))
+        i += 10 + ln
+    print(" ".join(out))
 
 
 def cmd_dnsgarbage(n):

@@ -100,6 +100,26 @@ NAMES = {
 INSIDE_ONLY = {"proxyonly.test": ("203.0.113.2", None)}
 
 
+def txt(*strings):
+    return b"".join(bytes([len(s)]) + s.encode() for s in strings)
+
+
+def labels_of(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00"
+
+
+# Records of other types, by (name, type): (data, additional address or None). The SRV
+# target is written as a pointer into the question (offset 22: after "_svc" and "_tcp"),
+# as servers compress it; its address rides in the additional section, as they send it.
+RECORDS = {
+    ("_svc._tcp.allowed.test", 33): (b"\x00\x01\x00\x05\x1f\x40\xc0\x16", "1.2.3.4"),
+    ("allowed.test", 16): (txt("v=sandboxd-test"), None),
+    ("allowed.test", 15): (b"\x00\x0a" + labels_of("mail.allowed.test"), None),
+    ("big.allowed.test", 16): (txt(*["%03d" % i + "x" * 246 for i in range(8)]), None),
+    ("other.test", 16): (txt("secret"), None),
+}
+
+
 def dns_answer(q, client="203.0.113.2"):
     """The answer to query bytes q from client, or None for garbage."""
     if len(q) < 12:
@@ -120,6 +140,11 @@ def dns_answer(q, client="203.0.113.2"):
     if not found and client != "203.0.113.1":
         found = INSIDE_ONLY.get(name)
     answers = []
+    extra = None
+    if (name, qtype) in RECORDS:
+        data, extra = RECORDS[(name, qtype)]
+        answers.append((qtype, data))
+        found = found or ("", None)
     if found:
         v4, v6 = found
         if qtype == 1 and v4:
@@ -127,9 +152,12 @@ def dns_answer(q, client="203.0.113.2"):
         if qtype == 28 and v6:
             answers.append((28, socket.inet_pton(socket.AF_INET6, v6)))
     rcode = 0 if found else 3
-    out = q[:2] + bytes([0x84 | (q[2] & 1), 0x80 | rcode]) + b"\x00\x01" + len(answers).to_bytes(2, "big") + b"\x00\x00\x00\x00" + question
+    additional = b"\x00\x01" if extra else b"\x00\x00"
+    out = q[:2] + bytes([0x84 | (q[2] & 1), 0x80 | rcode]) + b"\x00\x01" + len(answers).to_bytes(2, "big") + b"\x00\x00" + additional + question
     for kind, data in answers:
         out += b"\xc0\x0c" + kind.to_bytes(2, "big") + b"\x00\x01" + (30).to_bytes(4, "big") + len(data).to_bytes(2, "big") + data
+    if extra:
+        out += b"\xc0\x16\x00\x01\x00\x01" + (30).to_bytes(4, "big") + b"\x00\x04" + socket.inet_pton(socket.AF_INET, extra)
     return out
 
 

@@ -31,7 +31,7 @@ pub fn rcode_name(rcode: u8) -> String {
         n => format!("rcode {n}"),
     }
 }
-const HEADER: usize = 12;
+pub(super) const HEADER: usize = 12;
 const MAX_POINTERS: usize = 32;
 const MAX_NAME: usize = 253;
 
@@ -62,9 +62,12 @@ pub struct Query {
     /// The question re-encoded without compression (echoed in the answer): a pointer in
     /// the query could point anywhere in it, which the answer does not have.
     question: Vec<u8>,
+    /// The largest UDP answer the client takes: its EDNS0 payload size (at most
+    /// [`EDNS_SIZE`]), else 512 bytes (RFC 1035).
+    pub udp_size: usize,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Result<u16, DnsError> {
+pub(super) fn u16_at(b: &[u8], at: usize) -> Result<u16, DnsError> {
     b.get(at..at + 2)
         .map(|s| u16::from_be_bytes([s[0], s[1]]))
         .ok_or(DnsError::Truncated)
@@ -76,7 +79,7 @@ fn read_name(b: &[u8], at: usize) -> Result<(String, usize), DnsError> {
 }
 
 /// [`read_name`], also collecting the raw labels (to re-encode the name uncompressed).
-fn read_labels(
+pub(super) fn read_labels(
     b: &[u8],
     mut at: usize,
     labels: &mut Vec<Vec<u8>>,
@@ -123,6 +126,21 @@ fn read_labels(
             }
         }
     }
+}
+
+/// The payload size of the EDNS0 OPT record among the additional records of query `b`
+/// (which start at `at`, queries having no answer or authority records), clamped to
+/// 512..=[`EDNS_SIZE`].
+fn edns_size(b: &[u8], mut at: usize) -> Option<usize> {
+    for _ in 0..u16_at(b, 10).ok()? {
+        at = read_name(b, at).ok()?.1;
+        let (kind, class) = (u16_at(b, at).ok()?, u16_at(b, at + 2).ok()?);
+        if kind == TYPE_OPT {
+            return Some(usize::from(class.clamp(512, EDNS_SIZE)));
+        }
+        at += 10 + usize::from(u16_at(b, at + 8).ok()?);
+    }
+    None
 }
 
 /// Encodes `name` as labels (no compression).
@@ -176,7 +194,22 @@ impl Query {
             qtype,
             qclass,
             question,
+            udp_size: edns_size(b, after + 4).unwrap_or(512),
         })
+    }
+
+    /// An answer's header and question: `rcode`, `answers` records to follow.
+    pub fn header(&self, rcode: u8, answers: u16) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.question.len());
+        out.extend_from_slice(&self.id.to_be_bytes());
+        // QR, opcode 0, AA clear, RD echoed, RA set.
+        let flags: u16 = 0x8000 | if self.rd { 0x0100 } else { 0 } | 0x0080 | rcode as u16;
+        out.extend_from_slice(&flags.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&answers.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&self.question);
+        out
     }
 
     /// A new query for `name`/`qtype` with id `id`, recursion desired.
@@ -201,15 +234,7 @@ impl Query {
     /// The answer to this query: `rcode` and `addresses` as A/AAAA records named by the
     /// question (a compression pointer to it), each with `ttl`.
     pub fn answer(&self, rcode: u8, addresses: &[IpAddr], ttl: u32) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.question.len() + addresses.len() * 28);
-        out.extend_from_slice(&self.id.to_be_bytes());
-        // QR, opcode 0, AA clear, RD echoed, RA set.
-        let flags: u16 = 0x8000 | if self.rd { 0x0100 } else { 0 } | 0x0080 | rcode as u16;
-        out.extend_from_slice(&flags.to_be_bytes());
-        out.extend_from_slice(&1u16.to_be_bytes());
-        out.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        out.extend_from_slice(&self.question);
+        let mut out = self.header(rcode, addresses.len() as u16);
         for a in addresses {
             out.extend_from_slice(&0xc00cu16.to_be_bytes());
             let (kind, data) = match a {
@@ -249,6 +274,8 @@ pub struct Reply {
     /// The first question as it came, from its name to its class (name compression
     /// is not allowed there, so it compares byte for byte, but for case).
     pub question: Vec<u8>,
+    /// The whole message, for the record types relayed as they came ([`super::records`]).
+    pub raw: Vec<u8>,
 }
 
 impl Reply {
@@ -315,6 +342,7 @@ impl Reply {
             ttl: if ttl == u32::MAX { 0 } else { ttl },
             truncated: flags & 0x0200 != 0,
             question,
+            raw: b.to_vec(),
         })
     }
 }

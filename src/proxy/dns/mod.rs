@@ -13,6 +13,7 @@
 //!   (a CDN) cannot be used to reach a name that is not allowed.
 
 pub mod message;
+mod records;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -187,7 +188,7 @@ impl Upstream {
         Self::new(servers)
     }
 
-    /// The answer for `name`/`qtype` (A or AAAA), from the cache or the servers in turn.
+    /// The answer for `name`/`qtype`, from the cache or the servers in turn.
     pub async fn lookup(&self, name: &str, qtype: u16) -> Result<Reply, UpstreamError> {
         let key = (name.to_string(), qtype);
         if let Some((until, r)) = self
@@ -327,9 +328,14 @@ fn getrandom(buf: &mut [u8]) -> bool {
 /// the reason of a failed upstream lookup).
 ///
 /// With `lookup` false (a `socks5h` upstream resolves names), allowed names get their
-/// synthetic address without the host ever looking them up.
+/// synthetic address without the host ever looking them up, and no other records.
+///
+/// Other record types of allowed names (SRV, TXT, MX…) are the upstream's answer, their
+/// addresses left out; one longer than the client's datagram (`over_tcp` false) is
+/// truncated with TC set, for it to ask again over TCP.
 pub async fn answer(
     raw: &[u8],
+    over_tcp: bool,
     names: &Names,
     upstream: &Upstream,
     lookup: bool,
@@ -355,8 +361,23 @@ pub async fn answer(
         return q.answer(RCODE_NXDOMAIN, &[], 0);
     }
     if !wants(TYPE_A) && !wants(TYPE_AAAA) {
-        // Only addresses are served: a sandbox needs nothing else to connect.
-        return q.answer(RCODE_NOERROR, &[], 0);
+        if !lookup {
+            return q.answer(RCODE_NOERROR, &[], 0);
+        }
+        let reply = match upstream.lookup(name, q.qtype).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                refused(name, &e.to_string());
+                return q.answer(RCODE_SERVFAIL, &[], 0);
+            }
+        };
+        let limit = if over_tcp {
+            usize::from(u16::MAX)
+        } else {
+            q.udp_size
+        };
+        return records::relay(&q, &reply.raw, limit)
+            .unwrap_or_else(|_| q.answer(RCODE_SERVFAIL, &[], 0));
     }
     if lookup {
         let reply = match upstream.lookup(name, q.qtype).await {
