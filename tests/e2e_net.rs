@@ -551,6 +551,44 @@ fn use_test_dns(s: &Session) {
     }
 }
 
+/// The first bytes to a name's address must not ask for another host: a TLS ClientHello
+/// whose SNI, or an HTTP request whose `Host`, names a host the policy does not allow is
+/// refused, with its reason in netlog; naming the allowed name passes; a ClientHello
+/// without SNI passes unless `require_sni`, which a reload turns on.
+#[test]
+fn sni_and_host_must_name_an_allowed_host() {
+    let _l = lock();
+    let s = session();
+    s.ready();
+    let _inet = Internet::up();
+    use_test_dns(s);
+    proxied_profile(s, "net-sni", "allow = [\"allowed.test\"]");
+    s.ctl_ok(&["start", "net-sni"]);
+    let tls = |sni: &str| probe(s, "net-sni", &["tls", "allowed.test", "8443", sni]);
+    let host = |name: &str| probe(s, "net-sni", &["hostheader", "allowed.test", "8000", name]);
+    assert_eq!(tls("allowed.test"), "ok:HTTP/1.0_200_OK");
+    assert_eq!(tls("other.test"), "reset");
+    assert_eq!(tls("-"), "ok:HTTP/1.0_200_OK");
+    assert_eq!(host("allowed.test:8000"), "ok:HTTP/1.0_200_OK");
+    assert_eq!(host("other.test"), "reset");
+    let log = s.ctl_ok(&["netlog", "net-sni"]);
+    assert!(
+        log.contains("sni-mismatch") && log.contains("host-mismatch") && log.contains("other.test"),
+        "{log}"
+    );
+    proxied_profile(
+        s,
+        "net-sni",
+        "allow = [\"allowed.test\"]\nrequire_sni = true",
+    );
+    s.ctl_ok(&["reload"]);
+    assert_eq!(tls("-"), "reset");
+    assert_eq!(tls("allowed.test"), "ok:HTTP/1.0_200_OK");
+    assert!(s.ctl_ok(&["netlog", "net-sni"]).contains("sni-missing"));
+    s.ctl_ok(&["stop", "net-sni"]);
+    s.remove_profile("net-sni");
+}
+
 /// Other record types of allowed names are the test DNS server's, with the addresses it
 /// added left out (SRV, TXT, MX); an answer too long for the client's 1232-byte datagram
 /// is truncated and comes whole over TCP; a denied name is NXDOMAIN whatever the type.

@@ -33,6 +33,7 @@ fn network(allow: Vec<String>, deny: Vec<String>, lan: bool) -> Network {
         publish: Vec::new(),
         max_connections: 10,
         max_udp_flows: 10,
+        require_sni: false,
     }
 }
 

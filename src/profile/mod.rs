@@ -126,6 +126,8 @@ pub struct Network {
     pub max_connections: u32,
     /// Concurrent UDP flows; datagrams of further flows are dropped.
     pub max_udp_flows: u32,
+    /// A TLS ClientHello to a name's address must name a server (SNI), or it is refused.
+    pub require_sni: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -254,6 +256,7 @@ impl Profile {
                 publish: Vec::new(),
                 max_connections: model::default_max_connections(),
                 max_udp_flows: model::default_max_udp_flows(),
+                require_sni: false,
             },
             gui: Gui::default(),
             audio: Audio::default(),

@@ -128,6 +128,8 @@ pub struct RawNetwork {
     pub max_connections: u32,
     #[serde(default = "default_max_udp_flows")]
     pub max_udp_flows: u32,
+    #[serde(default)]
+    pub require_sni: bool,
 }
 
 impl Default for RawNetwork {
@@ -143,6 +145,7 @@ impl Default for RawNetwork {
             publish: Vec::new(),
             max_connections: default_max_connections(),
             max_udp_flows: default_max_udp_flows(),
+            require_sni: false,
         }
     }
 }

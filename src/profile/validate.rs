@@ -412,6 +412,7 @@ fn network(n: RawNetwork) -> Result<Network, Invalid> {
         publish: n.publish,
         max_connections: n.max_connections,
         max_udp_flows: n.max_udp_flows,
+        require_sni: n.require_sni,
     };
     Ok(network)
 }

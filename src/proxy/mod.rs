@@ -12,6 +12,7 @@ mod hostaddr;
 mod policy;
 mod publish;
 mod relay;
+mod sniff;
 mod tcp;
 mod udp;
 

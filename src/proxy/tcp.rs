@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::dns::Target;
 use super::egress::{self, Dest, Egress, Outside};
 use super::policy::canonical;
+use super::sniff::{self, First};
 use super::{relay, Shared};
 
 /// How long a dial to the destination may take before the sandbox's connection is reset.
@@ -158,6 +159,22 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
     };
     let _ = inside.set_nodelay(true);
+    let (mut inside, mut outside) = (inside, outside);
+    // A name's address: the first bytes must not name another host (SNI, Host).
+    if let Target::Name(target) = shared.names.classify(dst.ip()) {
+        let gated = match &mut outside {
+            Outside::Tcp(o) => gate(&mut inside, o, shared, &target, dst.port()).await,
+            Outside::Unix(o) => gate(&mut inside, o, shared, &target, dst.port()).await,
+        };
+        match gated {
+            Ok(true) => {}
+            Ok(false) => return reset(inside),
+            Err(e) => {
+                tracing::debug!(SANDBOX = name, %dst, "tcp relay ended: {e}");
+                return;
+            }
+        }
+    }
     let result = match &outside {
         Outside::Tcp(o) => {
             let _ = o.set_nodelay(true);
@@ -169,6 +186,72 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         tracing::debug!(SANDBOX = name, %dst, "tcp relay ended: {e}");
     }
 }
+/// Holds the sandbox's first bytes to `name`'s address until they tell what they are
+/// (what the server sends meanwhile goes through, so a protocol where the server speaks
+/// first is not delayed), judges the host they name, and on a pass sends them on. False:
+/// refused (recorded); an error: either side ended or failed.
+async fn gate<O>(
+    inside: &mut TcpStream,
+    outside: &mut O,
+    shared: &Shared,
+    name: &str,
+    port: u16,
+) -> std::io::Result<bool>
+where
+    O: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_sandbox, mut to_sandbox) = inside.split();
+    let (mut from_server, mut to_server) = tokio::io::split(outside);
+    let c = &shared.counters;
+    let mut first = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut back = vec![0u8; 16 * 1024];
+    let seen = loop {
+        tokio::select! {
+            n = from_sandbox.read(&mut chunk) => {
+                let n = n?;
+                first.extend_from_slice(&chunk[..n]);
+                match sniff::first(&first) {
+                    First::More if n > 0 && first.len() < sniff::LIMIT => {}
+                    // The sandbox ended its side first: what came is all there is.
+                    _ if n == 0 => break First::Other,
+                    seen => break seen,
+                }
+            }
+            n = from_server.read(&mut back) => {
+                let n = n?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                to_sandbox.write_all(&back[..n]).await?;
+                c.received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    };
+    let policy = shared.policy();
+    let named = |other: &str| other == name || policy.decide_name_only(other, port).is_ok();
+    let refusal = match &seen {
+        First::Tls(Some(sni)) if !named(sni) => Some("sni-mismatch"),
+        First::Http(Some(host)) if !named(host) => Some("host-mismatch"),
+        First::Tls(None) if policy.require_sni() => Some("sni-missing (network.require_sni)"),
+        First::Malformed => Some("sni-unreadable"),
+        First::More => Some("first bytes too long to read"),
+        _ => None,
+    };
+    if let Some(why) = refusal {
+        let said = match &seen {
+            First::Tls(Some(n)) | First::Http(Some(n)) => format!("{name} (asking for {n})"),
+            _ => name.to_string(),
+        };
+        shared.deny(said, port, why);
+        return Ok(false);
+    }
+    to_server.write_all(&first).await?;
+    c.sent.fetch_add(first.len() as u64, Ordering::Relaxed);
+    Ok(true)
+}
+
 /// DNS over TCP to the sandbox's resolver: length-prefixed queries, answered in turn,
 /// until the sandbox closes or idles.
 async fn dns(mut inside: TcpStream, shared: &Shared) {

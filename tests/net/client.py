@@ -15,6 +15,9 @@ Each command prints one line the test parses:
     holdmany HOST N SECS        the same for thousands of connections (checked together, with
                                 epoll), printed once they are open; then kept SECS seconds
     udpflows HOST N             "ANSWERED_COUNT" of N UDP flows (one socket each) at once
+    tls HOST PORT SNI           a TLS connection naming SNI ("-": none), GET /hello over it:
+                                "ok:FIRST_LINE" | reset | closed (the certificate unchecked)
+    hostheader HOST PORT NAME   GET /hello with "Host: NAME": "ok:FIRST_LINE" | reset | closed
     resolve NAME                "ADDRESS" (the system resolver, IPv4) or "nxdomain"
     whoami HOST                 the address the test internet's web server saw, or "failed"
     dns NAME TYPE udp|tcp       a raw query to the resolver in /etc/resolv.conf:
@@ -35,6 +38,7 @@ import hashlib
 import os
 import random
 import socket
+import ssl
 import sys
 import time
 
@@ -164,6 +168,36 @@ def cmd_connect(host, port):
     except OSError as e:
         outcome = "unreachable" if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH) else "error:%d" % e.errno
     print(outcome, int((time.monotonic() - t) * 1000))
+
+
+def outcome_of(talk):
+    try:
+        data = talk()
+        return "ok:" + data.decode().splitlines()[0].replace(" ", "_") if data else "closed"
+    except ConnectionResetError:
+        return "reset"
+    except (ssl.SSLError, ssl.SSLEOFError, EOFError, BrokenPipeError):
+        return "closed"
+
+
+def cmd_tls(host, port, sni):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    def talk():
+        s = ctx.wrap_socket(connect(host, int(port), 5), server_hostname=None if sni == "-" else sni)
+        s.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
+        return s.recv(64)
+    print(outcome_of(talk))
+
+
+def cmd_hostheader(host, port, name):
+    def talk():
+        s = connect(host, int(port), 5)
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
+        return s.recv(64)
+    print(outcome_of(talk))
 
 
 def cmd_concurrent(host, n):

@@ -1,6 +1,8 @@
 """The test "internet": servers run inside a network namespace the tests create.
 
-    internet.py serve            TCP 8000 (HTTP), TCP 7008 (half-close), UDP 7007 (echo),
+    internet.py serve            TCP 8000 (HTTP), TCP 8443 (the same over TLS, a
+                                 self-signed certificate for allowed.test made with
+                                 openssl at start), TCP 7008 (half-close), UDP 7007 (echo),
                                  on every address of the namespace, v4 and v6; and an
                                  authoritative DNS server for *.test on UDP 53 (NAMES)
     internet.py expect N         sha256 of what GET /bytes/N sends
@@ -11,8 +13,12 @@ answers "LENGTH SHA256" and closes.
 """
 import asyncio
 import hashlib
+import os
 import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 
 BLOCK = bytes((i * 7 + 3) & 255 for i in range(1 << 20))
 
@@ -179,9 +185,21 @@ class Echo(asyncio.DatagramProtocol):
         self.transport.sendto(data, addr)
 
 
+def tls_context():
+    d = tempfile.mkdtemp()
+    key, cert = os.path.join(d, "key"), os.path.join(d, "cert")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-subj", "/CN=allowed.test", "-keyout", key, "-out", cert, "-days", "2"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 async def serve():
     loop = asyncio.get_running_loop()
     servers = []
+    tls = tls_context()
     for host, fam in (("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6)):
         for port, handler in ((8000, http), (7008, halfclose)):
             s = socket.socket(fam, socket.SOCK_STREAM)
@@ -191,6 +209,13 @@ async def serve():
             s.bind((host, port))
             s.listen(4096)
             servers.append(await asyncio.start_server(handler, sock=s, limit=1 << 20))
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, 8443))
+        s.listen(64)
+        servers.append(await asyncio.start_server(http, sock=s, ssl=tls))
         u = socket.socket(fam, socket.SOCK_DGRAM)
         if fam == socket.AF_INET6:
             u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

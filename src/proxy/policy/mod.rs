@@ -291,6 +291,7 @@ pub struct Policy {
     deny_names: Vec<NameEntry>,
     allow_host: AllowHost,
     allow_lan: bool,
+    require_sni: bool,
 }
 
 /// IPv4-mapped IPv6 destinations are judged (and dialed) as the IPv4 address they are.
@@ -327,7 +328,13 @@ impl Policy {
             deny_names: names(&network.deny),
             allow_host: network.allow_host.clone(),
             allow_lan: network.allow_lan,
+            require_sni: network.require_sni,
         }
+    }
+
+    /// Whether a TLS ClientHello to a name's address without a server name is refused.
+    pub fn require_sni(&self) -> bool {
+        self.require_sni
     }
 
     /// Whether the sandbox's resolver may answer for `name` at all: not denied by name,

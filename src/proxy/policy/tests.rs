@@ -12,6 +12,7 @@ fn policy(allow: &[&str], deny: &[&str], host: AllowHost, lan: bool) -> Policy {
         publish: Vec::new(),
         max_connections: 16,
         max_udp_flows: 16,
+        require_sni: false,
     })
 }
 
