@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use proptest::prelude::*;
-use sandboxd::profile::{AllowHost, Network, NetworkMode};
+use sandboxd::profile::{AllowHost, Destination, Network, NetworkMode};
 use sandboxd::proxy::dns::message::{Query, Reply, RCODE_NOERROR};
 use sandboxd::proxy::Policy;
 
@@ -21,11 +21,17 @@ fn cases() -> u32 {
         .unwrap_or(3000)
 }
 
+/// The entries the profile accepts become the policy (the others are errors at `check`).
 fn network(allow: Vec<String>, deny: Vec<String>, lan: bool) -> Network {
+    let typed = |l: Vec<String>| {
+        l.iter()
+            .filter_map(|e| Destination::parse(e).ok())
+            .collect()
+    };
     Network {
         mode: NetworkMode::Proxy,
-        allow,
-        deny,
+        allow: typed(allow),
+        deny: typed(deny),
         allow_host: AllowHost::Ports(vec![5432]),
         allow_lan: lan,
         dns: true,

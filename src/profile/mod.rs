@@ -5,6 +5,7 @@
 //! numbers, and every name has passed [`validate_name`].
 
 mod dbus;
+mod destination;
 mod load;
 mod model;
 mod name;
@@ -12,13 +13,12 @@ mod store;
 pub mod units;
 mod validate;
 
-pub(crate) use validate::{port_range, split_port};
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use dbus::Dbus;
+pub use destination::{Cidr, Destination, Ports};
 pub use load::{deserialize_located, locate_key, parse_profile, Located, ProfileError};
 pub use model::{NetworkMode, RestartPolicy};
 pub use name::{validate_name, InvalidName, MAX_NAME_LEN};
@@ -115,8 +115,8 @@ pub enum AllowHost {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
     pub mode: NetworkMode,
-    pub allow: Vec<String>,
-    pub deny: Vec<String>,
+    pub allow: Vec<Destination>,
+    pub deny: Vec<Destination>,
     pub allow_host: AllowHost,
     pub allow_lan: bool,
     pub dns: bool,
@@ -247,7 +247,16 @@ impl Profile {
             mounts: Vec::new(),
             network: Network {
                 mode: NetworkMode::Proxy,
-                allow: vec!["0.0.0.0/0".into(), "::/0".into()],
+                allow: vec![
+                    Destination::Net {
+                        net: Cidr::v4([0, 0, 0, 0], 0),
+                        ports: None,
+                    },
+                    Destination::Net {
+                        net: Cidr::v6([0; 8], 0),
+                        ports: None,
+                    },
+                ],
                 deny: Vec::new(),
                 allow_host: AllowHost::None,
                 allow_lan: false,
@@ -273,7 +282,7 @@ impl Profile {
     pub fn unsupported_features(&self) -> Vec<&'static str> {
         let n = &self.network;
         let proxied = n.mode == NetworkMode::Proxy;
-        let is_name = |e: &String| crate::proxy::Policy::is_name_entry(e);
+        let is_name = Destination::is_name;
         let flags = [
             (
                 proxied && !n.dns && (n.allow.iter().any(is_name) || n.deny.iter().any(is_name)),

@@ -10,8 +10,8 @@ use super::model::{
     RawRestart, RawRootfs, RawSecurity, RawUser,
 };
 use super::{
-    validate_name, AllowHost, Audio, Devices, Gui, Home, Limits, Mount, Nested, Network, Process,
-    Profile, Restart, Rootfs, RootfsSource, Security, User,
+    validate_name, AllowHost, Audio, Destination, Devices, Gui, Home, Limits, Mount, Nested,
+    Network, Process, Profile, Restart, Rootfs, RootfsSource, Security, User,
 };
 
 /// A failed check: the dotted key (`mount[1].source`) and what is wrong with it.
@@ -90,48 +90,9 @@ fn hostname(raw: &str) -> Result<String, Invalid> {
     }
 }
 
-/// A policy destination: a CIDR or address, a host name or `*.domain`, each with an
-/// optional `:port` or `:port-port`. The proxy issue gives these their meaning.
-fn destination(key: &str, raw: &str) -> Result<(), Invalid> {
-    let bad = |why: &str| Err(invalid(key, format!("{raw:?}: {why}")));
-    let (host, port) = split_port(raw);
-    if port.is_some_and(|p| port_range(p).is_none()) {
-        return bad("the port must be 1-65535 or a range such as 8000-8080");
-    }
-    if let Some((addr, len)) = host.split_once('/') {
-        let Ok(addr) = addr.trim_matches(['[', ']']).parse::<IpAddr>() else {
-            return bad("not a valid CIDR address");
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        return match len.parse::<u8>() {
-            Ok(l) if l <= max => Ok(()),
-            _ => bad("not a valid CIDR prefix length"),
-        };
-    }
-    if host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    // No top-level domain is all digits (RFC 3696 §2): "192.168.1" is a mistyped address
-    // or network, and as a name it would silently never match.
-    if name
-        .rsplit('.')
-        .next()
-        .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return bad("not a valid address (a network is written as a CIDR, such as 192.168.1.0/24)");
-    }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-    };
-    if name.len() <= 253 && name.split('.').all(label_ok) {
-        Ok(())
-    } else {
-        bad("expected a CIDR, an address, a host name or *.domain, with an optional :port")
-    }
+/// A policy destination ([`Destination`]), or the key and why it is none.
+fn destination(key: &str, raw: &str) -> Result<Destination, Invalid> {
+    Destination::parse(raw).map_err(|why| invalid(key, why))
 }
 
 /// `PORT` or `PORT-PORT` (1-65535, ascending) of a destination entry.
@@ -370,11 +331,16 @@ fn mounts(raw: Vec<RawMount>, home: &Path) -> Result<Vec<Mount>, Invalid> {
 
 /// `[network]`: destinations, upstream and published ports that parse, bounded limits.
 fn network(n: RawNetwork) -> Result<Network, Invalid> {
-    for (list, key) in [(&n.allow, "network.allow"), (&n.deny, "network.deny")] {
-        for (i, d) in list.iter().enumerate() {
-            destination(&format!("{key}[{i}]"), d)?;
-        }
-    }
+    let entries = |list: &[String], key: &str| -> Result<Vec<Destination>, Invalid> {
+        list.iter()
+            .enumerate()
+            .map(|(i, d)| destination(&format!("{key}[{i}]"), d))
+            .collect()
+    };
+    let (allow, deny) = (
+        entries(&n.allow, "network.allow")?,
+        entries(&n.deny, "network.deny")?,
+    );
     upstream(&n.upstream)?;
     for (i, p) in n.publish.iter().enumerate() {
         publish(&format!("network.publish[{i}]"), p)?;
@@ -403,8 +369,8 @@ fn network(n: RawNetwork) -> Result<Network, Invalid> {
     }
     let network = Network {
         mode: n.mode,
-        allow: n.allow,
-        deny: n.deny,
+        allow,
+        deny,
         allow_host,
         allow_lan: n.allow_lan,
         dns: n.dns,

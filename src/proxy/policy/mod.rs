@@ -6,58 +6,15 @@
 //! `allow_lan` or an `allow` entry lying inside that range (so the default `0.0.0.0/0`
 //! does not open them); everything else needs an `allow` entry.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
-use crate::profile::{port_range, split_port, AllowHost, Network};
+use crate::profile::{AllowHost, Cidr, Destination, Network, Ports};
 
-/// A CIDR with an optional port range, as written in `allow` / `deny`.
+/// A network entry of `allow` / `deny`: a prefix with an optional port range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     net: Cidr,
-    ports: Option<(u16, u16)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cidr {
-    addr: IpAddr,
-    len: u8,
-}
-
-impl Cidr {
-    const fn v4(a: [u8; 4], len: u8) -> Self {
-        Self {
-            addr: IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
-            len,
-        }
-    }
-
-    const fn v6(a: [u16; 8], len: u8) -> Self {
-        Self {
-            addr: IpAddr::V6(Ipv6Addr::new(
-                a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
-            )),
-            len,
-        }
-    }
-
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - self.len as u32).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - self.len as u32).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-
-    /// True when every address of `self` lies in `outer`.
-    fn within(&self, outer: &Cidr) -> bool {
-        self.len >= outer.len && outer.contains(self.addr)
-    }
+    ports: Ports,
 }
 
 /// A private or special-purpose range, and the reason a refusal into it gives.
@@ -174,38 +131,6 @@ const HOST: &[Cidr] = &[
 ];
 
 impl Entry {
-    /// Parses a validated `allow`/`deny` entry; `None` for host names (not addresses).
-    pub fn parse(raw: &str) -> Option<Self> {
-        let (host, port) = split_port(raw);
-        let ports = match port {
-            None => None,
-            Some(p) => Some(port_range(p)?),
-        };
-        let host = host.trim_matches(['[', ']']);
-        let (addr, len) = match host.split_once('/') {
-            Some((a, l)) => (a.trim_matches(['[', ']']).parse().ok()?, l.parse().ok()?),
-            None => {
-                let a: IpAddr = host.parse().ok()?;
-                (a, if a.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        // Destinations are judged as IPv4 when IPv4-mapped; so are entries.
-        let (addr, len) = match addr {
-            IpAddr::V6(v6) if len >= 96 && v6.to_ipv4_mapped().is_some() => {
-                (IpAddr::V4(v6.to_ipv4_mapped()?), len - 96)
-            }
-            a => (a, len),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return None;
-        }
-        Some(Self {
-            net: Cidr { addr, len },
-            ports,
-        })
-    }
-
     fn matches(&self, dst: SocketAddr) -> bool {
         self.net.contains(dst.ip())
             && self
@@ -220,24 +145,10 @@ impl Entry {
 pub struct NameEntry {
     /// Lower case, no trailing dot; for `*.domain` it is `.domain`.
     pattern: String,
-    ports: Option<(u16, u16)>,
+    ports: Ports,
 }
 
 impl NameEntry {
-    fn parse(raw: &str) -> Option<Self> {
-        let (host, port) = split_port(raw);
-        let ports = match port {
-            None => None,
-            Some(p) => Some(port_range(p)?),
-        };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let pattern = match host.strip_prefix("*.") {
-            Some(domain) => format!(".{domain}"),
-            None => host,
-        };
-        Some(Self { pattern, ports })
-    }
-
     fn matches_name(&self, name: &str) -> bool {
         if self.pattern.starts_with('.') {
             name.ends_with(&self.pattern)
@@ -306,19 +217,29 @@ pub fn canonical(dst: SocketAddr) -> SocketAddr {
 }
 
 impl Policy {
-    /// True for an `allow`/`deny` entry that names hosts rather than addresses.
-    pub fn is_name_entry(raw: &str) -> bool {
-        Entry::parse(raw).is_none()
-    }
-
     /// Compiles the address entries of `network` (name entries are not addresses and are
     /// left to the name policy).
     pub fn new(network: &Network) -> Self {
-        let parse = |l: &[String]| l.iter().filter_map(|e| Entry::parse(e)).collect();
-        let names = |l: &[String]| {
+        let parse = |l: &[Destination]| {
             l.iter()
-                .filter(|e| Entry::parse(e).is_none())
-                .filter_map(|e| NameEntry::parse(e))
+                .filter_map(|d| match d {
+                    Destination::Net { net, ports } => Some(Entry {
+                        net: *net,
+                        ports: *ports,
+                    }),
+                    Destination::Name { .. } => None,
+                })
+                .collect()
+        };
+        let names = |l: &[Destination]| {
+            l.iter()
+                .filter_map(|d| match d {
+                    Destination::Name { pattern, ports } => Some(NameEntry {
+                        pattern: pattern.clone(),
+                        ports: *ports,
+                    }),
+                    Destination::Net { .. } => None,
+                })
                 .collect()
         };
         Self {
