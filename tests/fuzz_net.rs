@@ -35,7 +35,7 @@ fn network(allow: Vec<String>, deny: Vec<String>, lan: bool) -> Network {
         allow_host: AllowHost::Ports(vec![5432]),
         allow_lan: lan,
         dns: true,
-        upstream: "direct".into(),
+        upstream: sandboxd::profile::Upstream::Direct,
         publish: Vec::new(),
         max_connections: 10,
         max_udp_flows: 10,

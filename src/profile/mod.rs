@@ -11,6 +11,7 @@ mod model;
 mod name;
 mod store;
 pub mod units;
+mod upstream;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ pub use model::{NetworkMode, RestartPolicy};
 pub use name::{validate_name, InvalidName, MAX_NAME_LEN};
 pub use store::{ProfileEntry, ProfileStore};
 pub use units::{parse_duration, parse_size};
+pub use upstream::{Upstream, UpstreamServer};
 
 /// Name of the built-in profile used when no file of that name exists.
 pub const DEFAULT_PROFILE: &str = "default";
@@ -120,7 +122,7 @@ pub struct Network {
     pub allow_host: AllowHost,
     pub allow_lan: bool,
     pub dns: bool,
-    pub upstream: String,
+    pub upstream: Upstream,
     pub publish: Vec<String>,
     /// Concurrent proxied TCP connections; more are refused.
     pub max_connections: u32,
@@ -261,7 +263,7 @@ impl Profile {
                 allow_host: AllowHost::None,
                 allow_lan: false,
                 dns: true,
-                upstream: "direct".into(),
+                upstream: Upstream::Direct,
                 publish: Vec::new(),
                 max_connections: model::default_max_connections(),
                 max_udp_flows: model::default_max_udp_flows(),

@@ -11,7 +11,7 @@ use super::model::{
 };
 use super::{
     validate_name, AllowHost, Audio, Destination, Devices, Gui, Home, Limits, Mount, Nested,
-    Network, Process, Profile, Restart, Rootfs, RootfsSource, Security, User,
+    Network, Process, Profile, Restart, Rootfs, RootfsSource, Security, Upstream, User,
 };
 
 /// A failed check: the dotted key (`mount[1].source`) and what is wrong with it.
@@ -119,24 +119,9 @@ pub(crate) fn split_port(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `direct`, `socks5://HOST:PORT`, `socks5h://HOST:PORT` or `socks5+unix:///PATH`.
-fn upstream(raw: &str) -> Result<(), Invalid> {
-    let server_ok = |rest: &str| match split_port(rest.trim_end_matches('/')) {
-        (host, Some(port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
-        (_, None) => false,
-    };
-    let ok = raw == "direct"
-        || raw
-            .strip_prefix("socks5+unix://")
-            .is_some_and(|p| p.len() > 1 && p.starts_with('/'))
-        || ["socks5://", "socks5h://"]
-            .iter()
-            .any(|p| raw.strip_prefix(p).is_some_and(server_ok));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid("network.upstream", format!("{raw:?}: expected \"direct\", \"socks5://HOST:PORT\", \"socks5h://HOST:PORT\" or \"socks5+unix:///PATH\"")))
-    }
+/// `network.upstream` ([`Upstream`]), or why it is none.
+fn upstream(raw: &str) -> Result<Upstream, Invalid> {
+    Upstream::parse(raw).map_err(|why| invalid("network.upstream", why))
 }
 
 /// `[ADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp]`.
@@ -341,7 +326,7 @@ fn network(n: RawNetwork) -> Result<Network, Invalid> {
         entries(&n.allow, "network.allow")?,
         entries(&n.deny, "network.deny")?,
     );
-    upstream(&n.upstream)?;
+    let upstream = upstream(&n.upstream)?;
     for (i, p) in n.publish.iter().enumerate() {
         publish(&format!("network.publish[{i}]"), p)?;
     }
@@ -374,7 +359,7 @@ fn network(n: RawNetwork) -> Result<Network, Invalid> {
         allow_host,
         allow_lan: n.allow_lan,
         dns: n.dns,
-        upstream: n.upstream,
+        upstream,
         publish: n.publish,
         max_connections: n.max_connections,
         max_udp_flows: n.max_udp_flows,

@@ -4,29 +4,14 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-/// `network.upstream`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Egress {
-    Direct,
-    Socks5 {
-        server: Server,
-        /// The proxy resolves names (`socks5h://`, and unix sockets): the daemon never
-        /// looks a sandbox's name up itself.
-        remote_dns: bool,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Server {
-    Tcp(String),
-    Unix(PathBuf),
-}
+/// The way out, as the profile typed it.
+pub type Egress = crate::profile::Upstream;
+pub use crate::profile::UpstreamServer as Server;
 
 /// What to ask the upstream to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,39 +36,6 @@ pub enum EgressError {
     Protocol,
     #[error("the SOCKS5 upstream did not answer in time")]
     Timeout,
-}
-
-impl Egress {
-    /// Parses a validated `network.upstream` value.
-    pub fn parse(raw: &str) -> Option<Self> {
-        if raw == "direct" {
-            return Some(Self::Direct);
-        }
-        if let Some(path) = raw.strip_prefix("socks5+unix://") {
-            return Some(Self::Socks5 {
-                server: Server::Unix(path.into()),
-                remote_dns: true,
-            });
-        }
-        let (rest, remote_dns) = match raw.strip_prefix("socks5h://") {
-            Some(r) => (r, true),
-            None => (raw.strip_prefix("socks5://")?, false),
-        };
-        Some(Self::Socks5 {
-            server: Server::Tcp(rest.trim_end_matches('/').to_string()),
-            remote_dns,
-        })
-    }
-
-    pub fn remote_dns(&self) -> bool {
-        matches!(
-            self,
-            Self::Socks5 {
-                remote_dns: true,
-                ..
-            }
-        )
-    }
 }
 
 /// Connects to `dest` through the upstream (the caller bounds the time).
@@ -185,29 +137,6 @@ async fn handshake<S: AsyncReadExt + AsyncWriteExt + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstreams_parse() {
-        assert_eq!(Egress::parse("direct"), Some(Egress::Direct));
-        assert_eq!(
-            Egress::parse("socks5://127.0.0.1:9050"),
-            Some(Egress::Socks5 {
-                server: Server::Tcp("127.0.0.1:9050".into()),
-                remote_dns: false
-            })
-        );
-        assert!(Egress::parse("socks5h://localhost:1080")
-            .unwrap()
-            .remote_dns());
-        assert_eq!(
-            Egress::parse("socks5+unix:///run/user/1000/socks.sock"),
-            Some(Egress::Socks5 {
-                server: Server::Unix("/run/user/1000/socks.sock".into()),
-                remote_dns: true
-            })
-        );
-        assert_eq!(Egress::parse("http://x"), None);
-    }
 
     #[tokio::test]
     async fn the_handshake_speaks_rfc_1928() {

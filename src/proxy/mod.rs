@@ -292,9 +292,6 @@ pub enum ProxyError {
     Listeners(#[source] std::io::Error),
     #[error("{0}")]
     Publish(String),
-    /// Never fall back to direct: the profile asked for its traffic to go elsewhere.
-    #[error("network.upstream {0:?} is not a usable upstream")]
-    Upstream(String),
 }
 
 impl Proxy {
@@ -348,8 +345,7 @@ impl Proxy {
     /// for its listeners and serves them until [`Proxy::detach`] or the helper's death.
     pub async fn attach(&self, name: &str, pid: u32, network: &Network) -> Result<(), ProxyError> {
         self.detach(name);
-        let egress = egress::Egress::parse(&network.upstream)
-            .ok_or_else(|| ProxyError::Upstream(network.upstream.clone()))?;
+        let egress = network.upstream.clone();
         let t0 = std::time::Instant::now();
         let netns::Spawned { mut child, client } = self.take_helper()?;
         let ready = match client.join(pid, READY_TIMEOUT).await {
@@ -466,14 +462,7 @@ impl Proxy {
         s.max_udp_flows
             .store(network.max_udp_flows, Ordering::Relaxed);
         s.dns.store(network.dns, Ordering::Relaxed);
-        match egress::Egress::parse(&network.upstream) {
-            Some(e) => *s.egress.write().unwrap_or_else(|p| p.into_inner()) = e,
-            None => tracing::warn!(
-                SANDBOX = name,
-                upstream = network.upstream.as_str(),
-                "not a usable upstream: the sandbox keeps its current one"
-            ),
-        }
+        *s.egress.write().unwrap_or_else(|p| p.into_inner()) = network.upstream.clone();
         tracing::info!(SANDBOX = name, "network policy reloaded");
         true
     }

@@ -20,7 +20,7 @@ fn policy(allow: &[&str], deny: &[&str], host: AllowHost, lan: bool) -> Policy {
         allow_host: host,
         allow_lan: lan,
         dns: false,
-        upstream: "direct".into(),
+        upstream: crate::profile::Upstream::Direct,
         publish: Vec::new(),
         max_connections: 16,
         max_udp_flows: 16,
