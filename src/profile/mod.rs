@@ -9,6 +9,7 @@ mod destination;
 mod load;
 mod model;
 mod name;
+mod publish;
 mod store;
 pub mod units;
 mod upstream;
@@ -23,6 +24,7 @@ pub use destination::{Cidr, Destination, Ports};
 pub use load::{deserialize_located, locate_key, parse_profile, Located, ProfileError};
 pub use model::{NetworkMode, RestartPolicy};
 pub use name::{validate_name, InvalidName, MAX_NAME_LEN};
+pub use publish::Publish;
 pub use store::{ProfileEntry, ProfileStore};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{Upstream, UpstreamServer};
@@ -123,7 +125,7 @@ pub struct Network {
     pub allow_lan: bool,
     pub dns: bool,
     pub upstream: Upstream,
-    pub publish: Vec<String>,
+    pub publish: Vec<Publish>,
     /// Concurrent proxied TCP connections; more are refused.
     pub max_connections: u32,
     /// Concurrent UDP flows; datagrams of further flows are dropped.

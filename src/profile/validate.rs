@@ -2,7 +2,6 @@
 //! source, sane names and values. Each failure names the key it is about so that `load`
 //! can point at its line and column.
 
-use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use super::model::{
@@ -11,7 +10,7 @@ use super::model::{
 };
 use super::{
     validate_name, AllowHost, Audio, Destination, Devices, Gui, Home, Limits, Mount, Nested,
-    Network, Process, Profile, Restart, Rootfs, RootfsSource, Security, Upstream, User,
+    Network, Process, Profile, Publish, Restart, Rootfs, RootfsSource, Security, Upstream, User,
 };
 
 /// A failed check: the dotted key (`mount[1].source`) and what is wrong with it.
@@ -124,24 +123,9 @@ fn upstream(raw: &str) -> Result<Upstream, Invalid> {
     Upstream::parse(raw).map_err(|why| invalid("network.upstream", why))
 }
 
-/// `[ADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp]`.
-fn publish(key: &str, raw: &str) -> Result<(), Invalid> {
-    let spec = raw
-        .strip_suffix("/tcp")
-        .or_else(|| raw.strip_suffix("/udp"))
-        .unwrap_or(raw);
-    let (rest, inner) = spec.rsplit_once(':').unwrap_or(("", spec));
-    let (addr, outer) = match rest.rsplit_once(':') {
-        Some((a, o)) if !rest.ends_with(']') => (Some(a), o),
-        _ => (None, rest),
-    };
-    let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|p| p > 0);
-    let addr_ok = addr.is_none_or(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().is_ok());
-    if port_ok(inner) && port_ok(outer) && addr_ok {
-        Ok(())
-    } else {
-        Err(invalid(key, format!("{raw:?}: expected [ADDRESS:]HOST_PORT:SANDBOX_PORT[/tcp|/udp], such as \"127.0.0.1:8080:80\"")))
-    }
+/// A `network.publish` entry ([`Publish`]), or why it is none.
+fn publish(key: &str, raw: &str) -> Result<Publish, Invalid> {
+    Publish::parse(raw).map_err(|why| invalid(key, why))
 }
 
 /// Turns a parsed file into a [`Profile`], or names the first key that is wrong.
@@ -327,9 +311,12 @@ fn network(n: RawNetwork) -> Result<Network, Invalid> {
         entries(&n.deny, "network.deny")?,
     );
     let upstream = upstream(&n.upstream)?;
-    for (i, p) in n.publish.iter().enumerate() {
-        publish(&format!("network.publish[{i}]"), p)?;
-    }
+    let published = n
+        .publish
+        .iter()
+        .enumerate()
+        .map(|(i, p)| publish(&format!("network.publish[{i}]"), p))
+        .collect::<Result<Vec<_>, _>>()?;
     if n.mode == NetworkMode::None && !n.publish.is_empty() {
         return Err(invalid(
             "network.publish",
@@ -360,7 +347,7 @@ fn network(n: RawNetwork) -> Result<Network, Invalid> {
         allow_lan: n.allow_lan,
         dns: n.dns,
         upstream,
-        publish: n.publish,
+        publish: published,
         max_connections: n.max_connections,
         max_udp_flows: n.max_udp_flows,
         require_sni: n.require_sni,

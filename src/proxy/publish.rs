@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,39 +17,7 @@ use super::{relay, Shared};
 /// Idle time after which a published UDP client's flow ends.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 
-/// One `[ADDR:]HOSTPORT:SANDBOXPORT[/tcp|/udp]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    /// Where the daemon listens on the host (default address 127.0.0.1).
-    pub host: SocketAddr,
-    pub sandbox_port: u16,
-    pub udp: bool,
-}
-
-impl Publish {
-    pub fn parse(raw: &str) -> Option<Self> {
-        let (spec, udp) = match (raw.strip_suffix("/udp"), raw.strip_suffix("/tcp")) {
-            (Some(s), _) => (s, true),
-            (_, Some(s)) => (s, false),
-            _ => (raw, false),
-        };
-        let (rest, inner) = spec.rsplit_once(':')?;
-        let (addr, outer) = match rest.rsplit_once(':') {
-            Some((a, o)) if !rest.ends_with(']') => (Some(a), o),
-            _ => (None, rest),
-        };
-        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
-        let ip = match addr {
-            Some(a) => a.trim_matches(['[', ']']).parse::<IpAddr>().ok()?,
-            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        };
-        Some(Self {
-            host: SocketAddr::new(ip, port(outer)?),
-            sandbox_port: port(inner)?,
-            udp,
-        })
-    }
-}
+pub use crate::profile::Publish;
 
 /// A bound host socket of one entry, ready to serve.
 pub enum Bound {
@@ -58,15 +26,13 @@ pub enum Bound {
 }
 
 /// Binds every entry now, so a port in use fails the sandbox's start with its name.
-pub async fn bind_all(entries: &[String]) -> Result<Vec<Bound>, String> {
+pub async fn bind_all(entries: &[Publish]) -> Result<Vec<Bound>, String> {
     let mut out = Vec::new();
-    for (i, raw) in entries.iter().enumerate() {
-        let p = Publish::parse(raw)
-            .ok_or_else(|| format!("network.publish[{i}] {raw:?}: not a valid entry"))?;
+    for (i, p) in entries.iter().enumerate() {
         let err = |e: io::Error| {
             format!(
-                "network.publish[{i}] {raw:?}: cannot listen on {}: {e}",
-                p.host
+                "network.publish[{i}] {:?}: cannot listen on {}: {e}",
+                p.raw, p.host
             )
         };
         out.push(if p.udp {
@@ -194,37 +160,5 @@ async fn udp(host: UdpSocket, port: u16, shared: Arc<Shared>, stop: Cancellation
             }
             let _ = gone_tx.send(client);
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entries_parse() {
-        let p = Publish::parse("127.0.0.1:8080:80").unwrap();
-        assert_eq!(
-            (p.host, p.sandbox_port, p.udp),
-            ("127.0.0.1:8080".parse().unwrap(), 80, false)
-        );
-        let p = Publish::parse("8080:80").unwrap();
-        assert_eq!(p.host, "127.0.0.1:8080".parse().unwrap());
-        let p = Publish::parse("[::1]:5353:53/udp").unwrap();
-        assert_eq!(
-            (p.host, p.sandbox_port, p.udp),
-            ("[::1]:5353".parse().unwrap(), 53, true)
-        );
-        assert!(Publish::parse("0.0.0.0:8443:443/tcp").is_some());
-        for bad in [
-            "80",
-            "x:80",
-            "1.2.3:8080:80",
-            "8080:0",
-            "a:b:c:d",
-            "8080:80/sctp",
-        ] {
-            assert!(Publish::parse(bad).is_none(), "{bad}");
-        }
     }
 }

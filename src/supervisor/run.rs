@@ -41,7 +41,12 @@ impl<R: Runtime> Supervisor<R> {
         if !base.network.publish.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "profile {profile:?} publishes ports ({}): two sandboxes of it cannot run at once, so it cannot be run (start it instead)",
-                base.network.publish.join(", ")
+                base.network
+                    .publish
+                    .iter()
+                    .map(|p| p.raw.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let cwd = opts
