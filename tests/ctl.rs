@@ -81,6 +81,41 @@ fn check_reports_file_line_and_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid name"));
 }
 
+/// Network entries that are not what they claim to be are errors at `check`, with the
+/// file, line and key: never a name that silently matches nothing, or a fallback.
+#[test]
+fn check_refuses_network_entries_that_are_not_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (table, key, line)) in [
+        (
+            "allow = [\"0.0.0.0/0\", \"192.168.1\"]",
+            "network.allow[1]",
+            4,
+        ),
+        ("deny = [\"10.0.0.0/33\"]", "network.deny[0]", 4),
+        ("allow = [\"*.\"]", "network.allow[0]", 4),
+        ("upstream = \"socks5://\"", "network.upstream", 4),
+        ("publish = [\"8080\"]", "network.publish[0]", 4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("net{i}.toml"));
+        std::fs::write(
+            &file,
+            format!("[rootfs]\nhost = true\n[network]\n{table}\n"),
+        )
+        .unwrap();
+        let out = ctl(&["check", file.to_str().unwrap()], "unix:path=/nonexistent");
+        assert_eq!(out.status.code(), Some(1), "{table}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{}:{line}:", file.display())) && err.contains(key),
+            "{table}: {err}"
+        );
+    }
+}
+
 #[test]
 fn check_notes_features_not_provided_yet() {
     let dir = tempfile::tempdir().unwrap();

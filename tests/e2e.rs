@@ -397,6 +397,18 @@ fn bad_profiles_are_refused_with_located_errors() {
             2,
             "rootfs.path",
         ),
+        (
+            "e2e-netentry",
+            "[rootfs]\nhost = true\n[network]\nallow = [\"192.168.1\"]\n".to_string(),
+            4,
+            "network.allow[0]",
+        ),
+        (
+            "e2e-upstream",
+            "[rootfs]\nhost = true\n[network]\nupstream = \"socks5://\"\n".to_string(),
+            4,
+            "network.upstream",
+        ),
     ];
     for (name, text, line, key) in &cases {
         s.write_profile(name, text);
