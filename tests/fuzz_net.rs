@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use proptest::prelude::*;
 use sandboxd::profile::{AllowHost, Destination, Network, NetworkMode};
 use sandboxd::proxy::dns::message::{Query, Reply, RCODE_NOERROR};
+use sandboxd::proxy::dns::records::relay;
+use sandboxd::proxy::sniff;
 use sandboxd::proxy::Policy;
 
 fn cases() -> u32 {
@@ -94,10 +96,27 @@ proptest! {
     #[test]
     fn dns_parsers_survive_anything(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
         let _ = Reply::parse(&bytes);
+        // An upstream's hostile reply relayed for any question: an error or a message
+        // within the limit, never a panic.
+        let q = Query::parse(&Query::encode(1, "allowed.test", 16).unwrap()).unwrap();
+        if let Ok(out) = relay(&q, &bytes, 512) {
+            prop_assert!(out.len() <= 512);
+        }
         if let Ok(q) = Query::parse(&bytes) {
             let answer = q.answer(RCODE_NOERROR, &["100.89.0.1".parse().unwrap()], 60);
             let r = Reply::parse(&answer).unwrap();
             prop_assert_eq!(r.id, q.id);
+        }
+    }
+
+    /// A connection's first bytes, whatever they are, are read without a panic; and
+    /// whatever is read of a prefix, the whole never contradicts a decided prefix.
+    #[test]
+    fn first_bytes_survive_anything(bytes in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..600) {
+        let whole = sniff::first(&bytes);
+        let prefix = sniff::first(&bytes[..cut.min(bytes.len())]);
+        if prefix != sniff::First::More && whole != sniff::First::More {
+            prop_assert_eq!(std::mem::discriminant(&prefix), std::mem::discriminant(&whole));
         }
     }
 }

@@ -12,7 +12,7 @@ mod hostaddr;
 mod policy;
 mod publish;
 mod relay;
-mod sniff;
+pub mod sniff;
 mod tcp;
 mod udp;
 

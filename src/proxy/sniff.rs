@@ -16,8 +16,8 @@ pub enum First {
     Other,
     /// Not enough bytes yet to tell (or, at [`LIMIT`], a message too long to read).
     More,
-    /// A ClientHello this parser cannot read: refused, since a server might read a name
-    /// in it that was never checked.
+    /// A ClientHello this parser cannot read, or a request naming two hosts: refused,
+    /// since a server might act on a name that was never checked.
     Malformed,
 }
 
@@ -49,13 +49,38 @@ fn http(b: &[u8]) -> First {
         return First::More;
     };
     let head = String::from_utf8_lossy(&b[..end]);
-    let host = head.split("\r\n").skip(1).find_map(|line| {
+    let mut lines = head.split("\r\n");
+    // An absolute-form target (`GET http://host/ HTTP/1.1`) names a host too, and
+    // servers that take it prefer it to the header.
+    let target = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("");
+    let absolute = ["http://", "https://"]
+        .iter()
+        .find_map(|s| {
+            target
+                .get(..s.len())
+                .filter(|p| p.eq_ignore_ascii_case(s))
+                .map(|p| &target[p.len()..])
+        })
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    let headers = lines.filter_map(|line| {
         let (key, value) = line.split_once(':')?;
         key.trim()
             .eq_ignore_ascii_case("host")
-            .then(|| strip_port(value.trim()).to_ascii_lowercase())
+            .then_some(value.trim())
     });
-    First::Http(host.filter(|h| !h.is_empty()))
+    let mut hosts: Vec<String> = absolute
+        .into_iter()
+        .chain(headers)
+        .map(|h| strip_port(h.rsplit('@').next().unwrap_or(h)).to_ascii_lowercase())
+        .collect();
+    hosts.dedup();
+    match hosts.as_slice() {
+        [] => First::Http(None),
+        [one] if one.is_empty() => First::Http(None),
+        [one] => First::Http(Some(one.clone())),
+        // Two hosts, and the server picks one of them: nothing to judge by.
+        _ => First::Malformed,
+    }
 }
 
 /// `example.org:8080` → `example.org`; `[2001:db8::1]:443` → `2001:db8::1`.
@@ -69,13 +94,18 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The handshake bytes of the TLS records in `b`, as far as they go.
+/// The handshake bytes of the TLS records in `b`, as far as they go: `None` unless the
+/// first is a handshake record. A record of another type (a ChangeCipherSpec sent right
+/// after the hello, say) ends them; it does not make the hello unread.
 fn handshake(b: &[u8]) -> Option<(Vec<u8>, bool)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 5 <= b.len() {
         if b[at] != 0x16 || b[at + 1] != 0x03 {
-            return None;
+            if at == 0 {
+                return None;
+            }
+            return Some((out, true));
         }
         let len = usize::from(u16::from_be_bytes([b[at + 3], b[at + 4]]));
         let Some(body) = b.get(at + 5..at + 5 + len) else {
@@ -218,6 +248,12 @@ mod tests {
         two.extend_from_slice(&((hs.len() - 10) as u16).to_be_bytes());
         two.extend_from_slice(&hs[10..]);
         assert_eq!(first(&two), First::Tls(Some("allowed.test".into())));
+        // Whatever follows the hello (a ChangeCipherSpec record, garbage) does not hide it.
+        for tail in [&[0x14, 3, 3, 0, 1, 1][..], b"junk"] {
+            let mut more = hello.clone();
+            more.extend_from_slice(tail);
+            assert_eq!(first(&more), First::Tls(Some("allowed.test".into())));
+        }
         // A ServerHello or garbage after the type byte is not a ClientHello.
         let mut server_hello = hello.clone();
         server_hello[5] = 2;
@@ -242,6 +278,19 @@ mod tests {
         for cut in 1..req.len() - 5 {
             assert_eq!(first(&req[..cut]), First::More, "{cut}");
         }
+        // The absolute form names the host; two different hosts are refused.
+        assert_eq!(
+            first(b"GET http://Other.Test:81/x HTTP/1.1\r\nHost: other.test\r\n\r\n"),
+            First::Http(Some("other.test".into()))
+        );
+        assert_eq!(
+            first(b"GET http://other.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+            First::Malformed
+        );
+        assert_eq!(
+            first(b"GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: other.test\r\n\r\n"),
+            First::Malformed
+        );
         assert_eq!(first(b"SSH-2.0-OpenSSH\r\n"), First::Other);
         assert_eq!(first(b"GETX"), First::Other);
         assert_eq!(first(b"\x00\x01"), First::Other);

@@ -235,7 +235,7 @@ where
         First::Tls(Some(sni)) if !named(sni) => Some("sni-mismatch"),
         First::Http(Some(host)) if !named(host) => Some("host-mismatch"),
         First::Tls(None) if policy.require_sni() => Some("sni-missing (network.require_sni)"),
-        First::Malformed => Some("sni-unreadable"),
+        First::Malformed => Some("name-unreadable (a ClientHello not read, or two hosts)"),
         First::More => Some("first bytes too long to read"),
         _ => None,
     };

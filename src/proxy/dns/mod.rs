@@ -13,7 +13,7 @@
 //!   (a CDN) cannot be used to reach a name that is not allowed.
 
 pub mod message;
-mod records;
+pub mod records;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
