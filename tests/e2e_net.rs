@@ -560,10 +560,7 @@ fn sni_and_host_must_name_an_allowed_host() {
     let _l = lock();
     let s = session();
     s.ready();
-    let _inet = Internet::up();
-    use_test_dns(s);
-    proxied_profile(s, "net-sni", "allow = [\"allowed.test\"]");
-    s.ctl_ok(&["start", "net-sni"]);
+    let _inet = named_sandbox(s, "net-sni", "allow = [\"allowed.test\"]");
     let tls = |sni: &str| probe(s, "net-sni", &["tls", "allowed.test", "8443", sni]);
     let host = |name: &str| probe(s, "net-sni", &["hostheader", "allowed.test", "8000", name]);
     assert_eq!(tls("allowed.test"), "ok:HTTP/1.0_200_OK");
@@ -597,14 +594,11 @@ fn other_record_types_of_allowed_names_come_from_upstream() {
     let _l = lock();
     let s = session();
     s.ready();
-    let _inet = Internet::up();
-    use_test_dns(s);
-    proxied_profile(
+    let _inet = named_sandbox(
         s,
         "net-records",
         "allow = [\"allowed.test\", \"*.allowed.test\"]",
     );
-    s.ctl_ok(&["start", "net-records"]);
     let ask = |name: &str, kind: &str| probe(s, "net-records", &["records", name, kind]);
     assert_eq!(
         ask("_svc._tcp.allowed.test", "SRV"),
@@ -616,6 +610,17 @@ fn other_record_types_of_allowed_names_come_from_upstream() {
     assert_eq!(ask("other.test", "TXT"), "3 udp 0");
     s.ctl_ok(&["stop", "net-records"]);
     s.remove_profile("net-records");
+}
+
+/// The test internet up, the daemon resolving with its DNS server, and sandbox `name`
+/// started with `network` (the [network] table's keys); the internet lives as long as
+/// what this returns.
+fn named_sandbox(s: &Session, name: &str, network: &str) -> Internet {
+    let inet = Internet::up();
+    use_test_dns(s);
+    proxied_profile(s, name, network);
+    s.ctl_ok(&["start", name]);
+    inet
 }
 
 #[test]
@@ -1310,14 +1315,11 @@ fn a_reload_applies_dns_servers_without_stopping_sandboxes() {
     let _l = lock();
     let s = session();
     s.ready();
-    let _inet = Internet::up();
-    use_test_dns(s);
-    proxied_profile(
+    let _inet = named_sandbox(
         s,
         "net-reload",
         "allow = [\"allowed.test\", \"a.wild.test\", \"other.test\"]",
     );
-    s.ctl_ok(&["start", "net-reload"]);
     let (daemon, leader) = (s.daemon_pid(), s.leader_of("net-reload"));
     let rcode = |name: &str| {
         probe(s, "net-reload", &["dns", name, "A", "tcp"])

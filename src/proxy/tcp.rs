@@ -113,51 +113,26 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         return reset(inside);
     }
     let egress = shared.egress();
-    let dial = async {
-        let mut last = None;
-        for t in &targets {
-            let r = match (&egress, t) {
-                // host.sandbox.internal is the local host: never through the upstream.
-                (Egress::Direct, Dest::Addr(a)) => TcpStream::connect(a)
-                    .await
-                    .map(Outside::Tcp)
-                    .map_err(|e| e.to_string()),
-                (_, Dest::Addr(a)) if shared.names.classify(dst.ip()) == Target::Host => {
-                    TcpStream::connect(a)
-                        .await
-                        .map(Outside::Tcp)
-                        .map_err(|e| e.to_string())
+    let to_host = shared.names.classify(dst.ip()) == Target::Host;
+    let outside =
+        match tokio::time::timeout(CONNECT_TIMEOUT, dial(&egress, &targets, to_host)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(SANDBOX = name, %dst, "tcp dial failed: {e}");
+                if !matches!(egress, Egress::Direct) {
+                    shared.deny(
+                        shared.shown(dst.ip()),
+                        dst.port(),
+                        "the upstream proxy failed",
+                    );
                 }
-                (Egress::Socks5 { server, .. }, d) => egress::socks5(server, d)
-                    .await
-                    .map_err(|e| crate::error_chain(&e)),
-                (Egress::Direct, Dest::Name(..)) => Err("no address".to_string()),
-            };
-            match r {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+                return reset(inside);
             }
-        }
-        Err(last.unwrap_or_default())
-    };
-    let outside = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(SANDBOX = name, %dst, "tcp dial failed: {e}");
-            if !matches!(egress, Egress::Direct) {
-                shared.deny(
-                    shared.shown(dst.ip()),
-                    dst.port(),
-                    "the upstream proxy failed",
-                );
+            Err(_) => {
+                tracing::debug!(SANDBOX = name, %dst, "tcp dial timed out");
+                return reset(inside);
             }
-            return reset(inside);
-        }
-        Err(_) => {
-            tracing::debug!(SANDBOX = name, %dst, "tcp dial timed out");
-            return reset(inside);
-        }
-    };
+        };
     let _ = inside.set_nodelay(true);
     let (mut inside, mut outside) = (inside, outside);
     // A name's address: the first bytes must not name another host (SNI, Host).
@@ -186,6 +161,33 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         tracing::debug!(SANDBOX = name, %dst, "tcp relay ended: {e}");
     }
 }
+/// Dials the first of `targets` that answers, through `egress` (`to_host`: the local
+/// host, never through an upstream); or what went wrong with the last.
+async fn dial(egress: &Egress, targets: &[Dest], to_host: bool) -> Result<Outside, String> {
+    let mut last = None;
+    for t in targets {
+        let r = match (egress, t) {
+            (Egress::Direct, Dest::Addr(a)) => TcpStream::connect(a)
+                .await
+                .map(Outside::Tcp)
+                .map_err(|e| e.to_string()),
+            (_, Dest::Addr(a)) if to_host => TcpStream::connect(a)
+                .await
+                .map(Outside::Tcp)
+                .map_err(|e| e.to_string()),
+            (Egress::Socks5 { server, .. }, d) => egress::socks5(server, d)
+                .await
+                .map_err(|e| crate::error_chain(&e)),
+            (Egress::Direct, Dest::Name(..)) => Err("no address".to_string()),
+        };
+        match r {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_default())
+}
+
 /// Holds the sandbox's first bytes to `name`'s address until they tell what they are
 /// (what the server sends meanwhile goes through, so a protocol where the server speaks
 /// first is not delayed), judges the host they name, and on a pass sends them on. False:
