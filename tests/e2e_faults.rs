@@ -198,6 +198,12 @@ fn doctor_names_what_is_missing() {
         "{}",
         stdout(&out)
     );
+    // What [dbus] tables and the portals run.
+    assert!(
+        stdout(&out).contains("ok    D-Bus proxy") && stdout(&out).contains("ok    bubblewrap"),
+        "{}",
+        stdout(&out)
+    );
     // How limits are enforced here, and what would make it better.
     let text = stdout(&out);
     assert!(

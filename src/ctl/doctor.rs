@@ -191,6 +191,35 @@ fn runc() -> Finding {
     }
 }
 
+/// The programs of a filtered session bus (`[dbus]`) and of the portals' app identity.
+fn bus_programs() -> Vec<Finding> {
+    use crate::busproxy::process::{BWRAP, PROGRAM};
+    let check = |program: &str, what: &str, needed: &str, package: &str| match find_program(program)
+    {
+        Some(p) => finding(Level::Ok, what, format!("{} ({needed})", p.display()), None),
+        None => finding(
+            Level::Warn,
+            what,
+            format!("{program} is not installed: {needed} cannot start"),
+            Some(format!("sudo apt install {package}")),
+        ),
+    };
+    vec![
+        check(
+            PROGRAM,
+            "D-Bus proxy",
+            "profiles with a [dbus] table",
+            "xdg-dbus-proxy",
+        ),
+        check(
+            BWRAP,
+            "bubblewrap",
+            "profiles with dbus.portals",
+            "bubblewrap",
+        ),
+    ]
+}
+
 fn find_init() -> Option<PathBuf> {
     let beside = std::env::current_exe()
         .ok()
@@ -508,6 +537,7 @@ pub async fn run() -> Vec<Finding> {
     out.push(init_binary());
     out.push(seccomp(find_init().filter(|p| crate::daemon::is_static_elf(p))).await);
     out.push(transparent_proxy().await);
+    out.extend(bus_programs());
     out.extend(session(&env).await);
     out.push(cgroups(uid));
     out

@@ -207,7 +207,8 @@ where
     let (mut from_server, mut to_server) = tokio::io::split(outside);
     let c = &shared.counters;
     let mut first = Vec::new();
-    let mut chunk = [0u8; 4096];
+    // On the heap: the buffers would otherwise enlarge every connection task for its whole life.
+    let mut chunk = vec![0u8; 4096];
     let mut back = vec![0u8; 16 * 1024];
     let seen = loop {
         tokio::select! {
