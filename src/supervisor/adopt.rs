@@ -127,6 +127,10 @@ impl<R: Runtime> Supervisor<R> {
                             crate::error_chain(&e)
                         );
                     }
+                    // Stopped while its proxy was starting: the stop's detach came first.
+                    if !sup.table().contains_key(&name) {
+                        sup.inner.buses.detach(&name).await;
+                    }
                 });
             }
             if profile.network.mode == NetworkMode::Proxy {
