@@ -451,8 +451,11 @@ fn kill_9_of_runc_mid_start() {
         let err = stderr(&out);
         assert!(killed, "the start failed without the fault: {err}");
         assert_eq!(out.status.code(), Some(1), "{err}");
+        // A runc failure is the runtime's error, with what happened to runc.
         assert!(
-            err.contains("runc create") && err.contains("killed by signal 9"),
+            err.contains("(RuntimeFailed)")
+                && err.contains("runc create")
+                && err.contains("killed by signal 9"),
             "{err}"
         );
         // Listed as it is: failed, with no process.
