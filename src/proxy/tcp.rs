@@ -135,11 +135,12 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
         };
     let _ = inside.set_nodelay(true);
     let (mut inside, mut outside) = (inside, outside);
-    // A name's address: the first bytes must not name another host (SNI, Host).
+    // A name's address: the first bytes must not name another host (SNI, Host). Boxed,
+    // so that the connections to addresses (most of them) do not carry its state.
     if let Target::Name(target) = shared.names.classify(dst.ip()) {
         let gated = match &mut outside {
-            Outside::Tcp(o) => gate(&mut inside, o, shared, &target, dst.port()).await,
-            Outside::Unix(o) => gate(&mut inside, o, shared, &target, dst.port()).await,
+            Outside::Tcp(o) => Box::pin(gate(&mut inside, o, shared, &target, dst.port())).await,
+            Outside::Unix(o) => Box::pin(gate(&mut inside, o, shared, &target, dst.port())).await,
         };
         match gated {
             Ok(true) => {}
