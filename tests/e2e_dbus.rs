@@ -141,8 +141,10 @@ fn bus_dir(s: &Session, name: &str) -> std::path::PathBuf {
     s.runtime_dir.join("sandboxd/dbus").join(name)
 }
 
-/// After a stop: no proxy process, no socket directory.
-fn assert_nothing_left(s: &Session, name: &str) {
+/// Stops sandbox `name` (and removes its profile); then no proxy process, no socket
+/// directory is left.
+fn finish_leaving_nothing(s: &Session, name: &str) {
+    s.finish(name);
     assert!(proxies_of(s, name).is_empty(), "a proxy outlived {name}");
     assert!(!bus_dir(s, name).exists(), "{name}'s sockets stayed");
 }
@@ -215,8 +217,7 @@ fn a_filtered_bus_reaches_only_the_names_it_lists() {
         env,
         "unix:path=/run/user/0/.dbus-proxy/bus\nno-bus\nno-host-bus\n"
     );
-    s.finish(name);
-    assert_nothing_left(s, name);
+    finish_leaving_nothing(s, name);
 }
 
 /// `own` lets the sandbox own its name, which the host then sees; any other name is
@@ -258,8 +259,7 @@ fn a_sandbox_owns_only_the_names_it_may() {
         "{refusal}"
     );
     assert!(!list_names(s, None).iter().any(|n| n == OTHER));
-    s.finish(name);
-    assert_nothing_left(s, name);
+    finish_leaving_nothing(s, name);
 }
 
 /// Without a `[dbus]` table there is no bus inside: no address, no socket, gdbus fails.
@@ -368,8 +368,7 @@ fn a_proxy_that_dies_is_replaced_then_given_up() {
         "the bus still answered: {}",
         stdout(&out)
     );
-    s.finish(name);
-    assert_nothing_left(s, name);
+    finish_leaving_nothing(s, name);
 }
 
 /// Bad `[dbus]` entries are refused at start with the file, the line and the key.
@@ -514,8 +513,7 @@ fn the_portals_know_the_sandbox_s_app_id() {
         // Only the portals: the notification service itself is not reachable.
         let direct = server_information(s, name);
         assert!(!direct.status.success(), "{}", stdout(&direct));
-        s.finish(name);
-        assert_nothing_left(s, name);
+        finish_leaving_nothing(s, name);
     }
     // The host's own calls are a host app's: no app id.
     let out = s.user(&[
@@ -655,6 +653,5 @@ fn system_talk_reaches_only_the_listed_system_peers() {
         "echo $DBUS_SYSTEM_BUS_ADDRESS",
     ]);
     assert_eq!(env, "unix:path=/run/user/0/.dbus-proxy/system_bus\n");
-    s.finish(name);
-    assert_nothing_left(s, name);
+    finish_leaving_nothing(s, name);
 }
