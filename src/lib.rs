@@ -17,6 +17,7 @@ pub mod ctl;
 pub mod daemon;
 mod environ;
 mod fds;
+pub mod image;
 pub mod init;
 pub mod instance;
 pub mod logbook;

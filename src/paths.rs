@@ -22,6 +22,11 @@ pub fn data_home() -> PathBuf {
     xdg("XDG_DATA_HOME", ".local/share")
 }
 
+/// `$XDG_CACHE_HOME`, else `~/.cache`: what can be fetched again (image blobs).
+pub fn cache_home() -> PathBuf {
+    xdg("XDG_CACHE_HOME", ".cache")
+}
+
 /// `$XDG_STATE_HOME`, else `~/.local/state`: what should survive a reboot but is not data.
 pub fn state_home() -> PathBuf {
     xdg("XDG_STATE_HOME", ".local/state")

@@ -175,8 +175,9 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum RootfsCmd {
-    /// Unpack a tar archive (e.g. `docker export`, optionally compressed) or a directory,
-    /// keeping its owners as the sandbox will see them.
+    /// Unpack a tar archive (e.g. `docker export`, optionally compressed), a directory, or
+    /// an image archive (`docker save`, OCI layout or oci-archive), keeping its owners as
+    /// the sandbox will see them.
     Import {
         name: String,
         source: PathBuf,
@@ -185,6 +186,29 @@ pub enum RootfsCmd {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Pull an OCI image from a registry (e.g. docker.io/library/archlinux:latest) into a
+    /// root file system, and write a starter profile that runs it as its config says.
+    Pull {
+        reference: String,
+        /// The root's (and the starter profile's) name; default: the repository's last part
+        #[arg(long)]
+        name: Option<String>,
+        /// OS/ARCH[/VARIANT] to pick from a multi-platform image; default: this machine's
+        #[arg(long)]
+        platform: Option<String>,
+        /// Verify the registry's certificate (false: any certificate, or plain HTTP; also
+        /// `insecure = true` for the registry in registries.conf)
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        tls_verify: bool,
+        /// Unpack for profiles whose process.user is USER ("keep-id", as for import)
+        #[arg(long)]
+        user: Option<String>,
+        /// Print progress and the result as JSON lines, nothing else
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove cached image blobs that no root uses any more.
+    Prune,
     /// List imported root file systems.
     List,
     /// Remove a root file system (its files may belong to your subordinate ids).
@@ -192,4 +216,7 @@ pub enum RootfsCmd {
         #[arg(add = complete::roots())]
         name: String,
     },
+    /// Applies image layers to a tree; run by pull and import inside the user namespace.
+    #[command(hide = true)]
+    ApplyLayers { into: PathBuf, layers: Vec<PathBuf> },
 }

@@ -10,6 +10,7 @@ mod doctor;
 mod inspect;
 mod logs;
 pub mod proxy;
+mod pull;
 mod rootfs;
 mod session;
 mod terminal;
@@ -159,7 +160,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Cmd::Check { profile } => check(&profile).map(|_| 0),
-        Cmd::Rootfs { action } => rootfs_cmd(action),
+        Cmd::Rootfs { action } => rootfs_cmd(action).await,
         Cmd::Shell {
             name,
             user,
@@ -269,8 +270,8 @@ async fn logs_cmd(
     Ok(0)
 }
 
-/// `rootfs import|list|remove`: local file work, no daemon.
-fn rootfs_cmd(action: RootfsCmd) -> Result<u8, Failure> {
+/// `rootfs pull|import|prune|list|remove`: local work (and a registry), no daemon.
+async fn rootfs_cmd(action: RootfsCmd) -> Result<u8, Failure> {
     let fail = |message: String| Failure {
         code: EXIT_FAILURE,
         message,
@@ -280,6 +281,28 @@ fn rootfs_cmd(action: RootfsCmd) -> Result<u8, Failure> {
             let dest = rootfs::import(&name, &source, user.as_deref()).map_err(fail)?;
             println!("imported {name} into {}", dest.display());
             println!("use it with:  [rootfs]  path = \"{}\"", dest.display());
+        }
+        RootfsCmd::Pull {
+            reference,
+            name,
+            platform,
+            tls_verify,
+            user,
+            json,
+        } => {
+            let args = pull::Args {
+                reference,
+                name,
+                platform,
+                insecure: !tls_verify,
+                user,
+                json,
+            };
+            pull::pull(&args).await.map_err(fail)?;
+        }
+        RootfsCmd::Prune => pull::prune().map_err(fail)?,
+        RootfsCmd::ApplyLayers { into, layers } => {
+            rootfs::apply_layers(&into, &layers).map_err(fail)?;
         }
         RootfsCmd::List => {
             for (name, how, path) in rootfs::list() {

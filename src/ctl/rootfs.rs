@@ -13,9 +13,11 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::image::registry::Platform;
+use crate::image::{archive, Cache, Image};
 use crate::profile::{validate_name, User};
 use crate::runtime::IntermediateUserns;
-use crate::spec::{resolve, HostContext, RootfsRecord, SUBORDINATE_SPAN};
+use crate::spec::{resolve, HostContext, ImageRecord, RootfsRecord, SUBORDINATE_SPAN};
 
 pub fn rootfs_dir() -> PathBuf {
     crate::paths::data_home().join("sandboxd/rootfs")
@@ -202,12 +204,82 @@ fn keep_id_owner_map(id: u32) -> String {
         .collect()
 }
 
-/// `sandboxctl rootfs import NAME SOURCE [--user USER]`.
+/// `sandboxctl rootfs import NAME SOURCE [--user USER]`: a flat tree or archive, or an
+/// image archive (told apart by content, see [`crate::image::archive`]).
 pub fn import(name: &str, source: &Path, user: Option<&str>) -> Result<PathBuf, String> {
     validate_name(name).map_err(|e| e.to_string())?;
     if !source.exists() {
         return Err(format!("{}: no such file or directory", source.display()));
     }
+    let shown = source.display().to_string();
+    match archive::detect(source).map_err(|e| e.to_string())? {
+        archive::Kind::Flat => install(name, user, &shown, None, |ns, work| {
+            unpack(ns, source, work)
+        }),
+        kind => {
+            let image = archive::load(source, kind, &Platform::host(), &Cache::user())
+                .map_err(|e| e.to_string())?;
+            install_image(name, user, &image)
+        }
+    }
+}
+
+/// Makes root `name` from `image`, whose blobs are all in the cache.
+pub fn install_image(name: &str, user: Option<&str>, image: &Image) -> Result<PathBuf, String> {
+    install(name, user, &image.source, Some(image), |ns, work| {
+        let mut apply = inside(
+            ns,
+            &std::env::current_exe()
+                .map_err(|e| format!("sandboxctl: {e}"))?
+                .display()
+                .to_string(),
+        );
+        apply.args(["rootfs", "apply-layers"]).arg(work);
+        apply.args(image.layers.iter().map(|l| &l.path));
+        let status = apply
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("applying layers: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the image's layers could not be applied ({status})"
+            ))
+        }
+    })
+}
+
+/// `sandboxctl rootfs apply-layers DIR LAYER…` (internal): run by [`install_image`] as
+/// root of the intermediate namespace.
+pub fn apply_layers(into: &Path, layers: &[PathBuf]) -> Result<(), String> {
+    let mut notes = crate::image::layer::Notes::default();
+    let show = std::io::stderr().is_terminal();
+    for (i, layer) in layers.iter().enumerate() {
+        if show {
+            eprint!("\rapplying layer {} of {}", i + 1, layers.len());
+        }
+        crate::image::layer::apply(into, layer, &mut notes).map_err(|e| e.to_string())?;
+    }
+    if show {
+        eprintln!();
+    }
+    for line in notes.lines() {
+        eprintln!("note: {line}");
+    }
+    Ok(())
+}
+
+/// The steps every import shares: `fill` writes the tree into a fresh folder beside the
+/// destination, owners are re-mapped for keep-id, the record is written, and the folder
+/// is renamed into place, so a root appears whole or not at all.
+fn install(
+    name: &str,
+    user: Option<&str>,
+    source: &str,
+    image: Option<&Image>,
+    fill: impl FnOnce(&IntermediateUserns, &Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
     let dir = rootfs_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dest = dir.join(name);
@@ -220,9 +292,10 @@ pub fn import(name: &str, source: &Path, user: Option<&str>) -> Result<PathBuf, 
     let ns = intermediate()?;
     clean_stale(&ns, &dir);
     let work = dir.join(format!(".import-{name}-{}", std::process::id()));
+    let mapped = dir.join(format!(".import-{name}-{}-ids", std::process::id()));
     let result = (|| {
         std::fs::create_dir(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-        unpack(&ns, source, &work)?;
+        fill(&ns, &work)?;
         let (keep_id, keep_gid) = match user {
             None => (None, None),
             Some(u) => {
@@ -240,50 +313,62 @@ pub fn import(name: &str, source: &Path, user: Option<&str>) -> Result<PathBuf, 
         };
         let root = match (keep_id, keep_gid) {
             (Some(uid), Some(gid)) => {
-                let mapped = dir.join(format!(".import-{name}-{}-ids", std::process::id()));
-                std::fs::create_dir(&mapped).map_err(|e| format!("{}: {e}", mapped.display()))?;
-                let (umap, gmap) = (work.with_extension("uidmap"), work.with_extension("gidmap"));
-                std::fs::write(&umap, keep_id_owner_map(uid)).map_err(|e| e.to_string())?;
-                std::fs::write(&gmap, keep_id_owner_map(gid)).map_err(|e| e.to_string())?;
-                let script = "tar --numeric-owner --xattrs --owner-map=\"$1\" --group-map=\"$2\" -c -f - -C \"$3\" . | tar --numeric-owner --same-permissions --xattrs -x -f - -C \"$4\"";
-                let mut sh = inside(&ns, "sh");
-                sh.args(["-c", script, "sh"])
-                    .arg(&umap)
-                    .arg(&gmap)
-                    .arg(&work)
-                    .arg(&mapped);
-                let r = run(sh, "re-mapping owners");
-                let _ = std::fs::remove_file(&umap);
-                let _ = std::fs::remove_file(&gmap);
-                remove_tree(&ns, &work)?;
-                r?;
-                mapped
+                remap(&ns, &work, &mapped, uid, gid)?;
+                mapped.clone()
             }
             _ => work.clone(),
         };
         let record = RootfsRecord {
             keep_id,
             keep_gid,
-            source: source.display().to_string(),
+            source: source.to_string(),
+            image: image.map(|i| ImageRecord {
+                manifest: i.manifest.to_string(),
+                blobs: i.blobs().iter().map(ToString::to_string).collect(),
+                config: i.config.clone(),
+            }),
         };
         std::fs::write(
             dest.with_extension("json"),
             serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?,
         )
         .map_err(|e| e.to_string())?;
-        // The root appears whole or not at all.
         std::fs::rename(&root, &dest).map_err(|e| format!("{}: {e}", dest.display()))
     })();
     if let Err(e) = result {
         let _ = remove_tree(&ns, &work);
-        let _ = remove_tree(
-            &ns,
-            &dir.join(format!(".import-{name}-{}-ids", std::process::id())),
-        );
+        let _ = remove_tree(&ns, &mapped);
         let _ = std::fs::remove_file(dest.with_extension("json"));
         return Err(e);
     }
     Ok(dest)
+}
+
+/// Copies tree `work` to `mapped` with owners shifted so that `uid`/`gid` are you, then
+/// removes `work`.
+fn remap(
+    ns: &IntermediateUserns,
+    work: &Path,
+    mapped: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<(), String> {
+    std::fs::create_dir(mapped).map_err(|e| format!("{}: {e}", mapped.display()))?;
+    let (umap, gmap) = (work.with_extension("uidmap"), work.with_extension("gidmap"));
+    std::fs::write(&umap, keep_id_owner_map(uid)).map_err(|e| e.to_string())?;
+    std::fs::write(&gmap, keep_id_owner_map(gid)).map_err(|e| e.to_string())?;
+    let script = "tar --numeric-owner --xattrs --owner-map=\"$1\" --group-map=\"$2\" -c -f - -C \"$3\" . | tar --numeric-owner --same-permissions --xattrs -x -f - -C \"$4\"";
+    let mut sh = inside(ns, "sh");
+    sh.args(["-c", script, "sh"])
+        .arg(&umap)
+        .arg(&gmap)
+        .arg(work)
+        .arg(mapped);
+    let r = run(sh, "re-mapping owners");
+    let _ = std::fs::remove_file(&umap);
+    let _ = std::fs::remove_file(&gmap);
+    remove_tree(ns, work)?;
+    r
 }
 
 /// `sandboxctl rootfs list`: name, mapping, path.

@@ -12,6 +12,18 @@ pub struct RootfsRecord {
     pub keep_id: Option<u32>,
     pub keep_gid: Option<u32>,
     pub source: String,
+    /// For a root made from an OCI image: which image, and the blobs it uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRecord>,
+}
+
+/// The image a root was made from: `rootfs pull` compares the manifest to tell an
+/// up-to-date root, `rootfs prune` keeps the blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub manifest: String,
+    pub blobs: Vec<String>,
+    pub config: crate::image::ImageConfig,
 }
 
 impl RootfsRecord {

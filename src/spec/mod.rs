@@ -31,7 +31,7 @@ pub use home::persistent_dir as home_dir;
 pub use idmap::{
     container_map, intermediate_root_map, keep_id_map, subordinate_range, IdRange, SUBORDINATE_SPAN,
 };
-pub use imported::RootfsRecord;
+pub use imported::{ImageRecord, RootfsRecord};
 use mounts::{base_mounts, bind, bind_with, host_root_mounts, mount};
 pub use passwd::{resolve, Account};
 use process::{process, resource_limits};

@@ -1,0 +1,372 @@
+//! Pulling from a registry with the OCI distribution protocol, through `oci-client`
+//! (a well-kept implementation of the protocol, Docker Hub's bearer-token flow included,
+//! over reqwest: the system's CA store, `HTTPS_PROXY`/`NO_PROXY`). What it does not do is
+//! done here: the platform choice, resuming a blob, the content-addressed cache, and
+//! errors that say which image, blob or credentials file.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::{auth, Cache, Digest, Image, ImageConfig, ImageError, Layer};
+
+/// `--platform os/arch[/variant]`, default linux and this machine's architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut parts = s.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(os), Some(arch), variant, None) if !os.is_empty() && !arch.is_empty() => {
+                Ok(Platform {
+                    os: os.into(),
+                    arch: arch.into(),
+                    variant: variant.map(String::from),
+                })
+            }
+            _ => Err(format!(
+                "--platform {s:?}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64"
+            )),
+        }
+    }
+
+    pub fn host() -> Self {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            arch: arch.into(),
+            variant: None,
+        }
+    }
+
+    fn matches(&self, e: &ImageIndexEntry) -> bool {
+        e.platform.as_ref().is_some_and(|p| {
+            p.os.to_string() == self.os
+                && p.architecture.to_string() == self.arch
+                && self
+                    .variant
+                    .as_ref()
+                    .is_none_or(|v| p.variant.as_ref() == Some(v))
+        })
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+pub struct PullOptions {
+    pub platform: Platform,
+    /// `--tls-verify=false`: any certificate, or plain HTTP (also per registry in
+    /// registries.conf).
+    pub insecure: bool,
+    pub progress: Progress,
+}
+
+/// Progress of a pull: a status line on a terminal, JSON lines with `--json`, or nothing.
+pub struct Progress {
+    pub mode: ProgressMode,
+    state: RefCell<(u64, u64, Instant, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Quiet,
+    Terminal,
+    Json,
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode) -> Self {
+        let now = Instant::now();
+        Progress {
+            mode,
+            state: RefCell::new((0, 0, now, now)),
+        }
+    }
+
+    fn total(&self, bytes: u64) {
+        self.state.borrow_mut().1 = bytes;
+    }
+
+    fn blob(&self, d: &Digest, size: u64, cached: bool) {
+        if self.mode == ProgressMode::Json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "blob", "digest": d.as_str(), "size": size, "cached": cached})
+            );
+        }
+        if cached {
+            self.add(size);
+        }
+    }
+
+    fn add(&self, n: u64) {
+        let mut s = self.state.borrow_mut();
+        s.0 += n;
+        if self.mode == ProgressMode::Terminal && (s.3.elapsed().as_millis() >= 100 || s.0 == s.1) {
+            s.3 = Instant::now();
+            let secs = s.2.elapsed().as_secs_f64().max(0.001);
+            eprint!(
+                "\rpulling: {} of {} MiB, {:.1} MiB/s   ",
+                s.0 >> 20,
+                s.1 >> 20,
+                (s.0 as f64 / secs) / f64::from(1 << 20)
+            );
+        }
+    }
+
+    pub fn done(&self) {
+        if self.mode == ProgressMode::Terminal {
+            eprintln!();
+        }
+    }
+}
+
+fn client(reference: &Reference, opts: &PullOptions) -> Client {
+    let platform = opts.platform.clone();
+    let registry = reference.resolve_registry().to_string();
+    let insecure = opts.insecure || auth::insecure(reference.registry());
+    Client::new(ClientConfig {
+        protocol: if insecure {
+            ClientProtocol::HttpsExcept(vec![registry])
+        } else {
+            ClientProtocol::Https
+        },
+        platform_resolver: Some(Box::new(move |entries: &[ImageIndexEntry]| {
+            entries
+                .iter()
+                .find(|e| platform.matches(e))
+                .map(|e| e.digest.clone())
+        })),
+        connect_timeout: Some(std::time::Duration::from_secs(30)),
+        read_timeout: Some(std::time::Duration::from_secs(120)),
+        user_agent: concat!("sandboxd/", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    })
+}
+
+/// Turns the client's errors into ones that say what to do.
+fn explain(
+    e: OciDistributionError,
+    reference: &Reference,
+    creds: Option<&auth::Credentials>,
+    platform: &Platform,
+) -> ImageError {
+    let registry = reference.registry();
+    let from = match creds {
+        Some(c) => format!("the credentials for {registry} in {}", c.file.display()),
+        None => {
+            format!("no credentials for {registry} (none in auth.json or ~/.docker/config.json)")
+        }
+    };
+    ImageError::Registry(match e {
+        OciDistributionError::AuthenticationFailure(why) => {
+            format!("{registry} refused {from}: {why}")
+        }
+        OciDistributionError::UnauthorizedError { .. } => {
+            format!("{registry} does not let you pull {reference} with {from}: log in (podman login / docker login) or check the name")
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            format!("{reference}: no such image in {registry}")
+        }
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|e| format!("{:?}", e.code).contains("Unknown")) =>
+        {
+            format!("{reference}: no such image in {registry}")
+        }
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| {
+                format!("{:?}", e.code).contains("Unauthorized")
+                    || format!("{:?}", e.code).contains("Denied")
+            }) =>
+        {
+            format!("{registry} does not let you pull {reference} with {from}")
+        }
+        OciDistributionError::GenericError(Some(m))
+            if m.contains("platform") || m.contains("resolve") =>
+        {
+            format!("{reference} has no image for {platform}: {m}")
+        }
+        other => format!("{reference}: {}", crate::error_chain(&other)),
+    })
+}
+
+/// Pulls `reference` into the cache: manifest (resolved to the platform), config, and
+/// every layer, each verified; what is cached already is not fetched again.
+pub async fn pull(reference: &str, opts: &PullOptions, cache: &Cache) -> Result<Image, ImageError> {
+    let r: Reference = reference
+        .parse()
+        .map_err(|e| ImageError::Format(format!("{reference:?} is not an image reference: {e}")))?;
+    let creds = auth::credentials(r.registry(), r.repository()).map_err(ImageError::Registry)?;
+    let auth = match &creds {
+        Some(c) => RegistryAuth::Basic(c.user.clone(), c.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
+    let client = client(&r, opts);
+    let explain = |e| explain(e, &r, creds.as_ref(), &opts.platform);
+    let (manifest, manifest_digest, config) = client
+        .pull_manifest_and_config(&r, &auth)
+        .await
+        .map_err(explain)?;
+    let manifest_digest = Digest::parse(&manifest_digest)?;
+    let config_digest = Digest::parse(&manifest.config.digest)?;
+    if Digest::of(config.as_bytes()) != config_digest {
+        return Err(ImageError::Blob {
+            digest: config_digest,
+            why: "the config the registry sent has another digest".into(),
+        });
+    }
+    cache.insert(
+        &config_digest,
+        Some(config.len() as u64),
+        &mut config.as_bytes(),
+    )?;
+    let config = ImageConfig::parse(config.as_bytes())?;
+    if !config.os.is_empty() && config.os != opts.platform.os {
+        return Err(ImageError::Registry(format!(
+            "{reference} is an image for {}/{}, not {}",
+            config.os, config.architecture, opts.platform
+        )));
+    }
+
+    let mut layers = vec![];
+    for l in &manifest.layers {
+        if !super::is_layer_type(&l.media_type) {
+            return Err(ImageError::Format(format!(
+                "layer {}: media type {:?} is not a layer this can unpack",
+                l.digest, l.media_type
+            )));
+        }
+        let size = u64::try_from(l.size)
+            .map_err(|_| ImageError::Format(format!("layer {}: negative size", l.digest)))?;
+        let digest = Digest::parse(&l.digest)?;
+        layers.push(Layer {
+            path: cache.path(&digest),
+            digest,
+            size,
+        });
+    }
+    let mut unique: Vec<(&OciDescriptor, &Layer)> = vec![];
+    for (desc, layer) in manifest.layers.iter().zip(&layers) {
+        if !unique.iter().any(|(_, l)| l.digest == layer.digest) {
+            unique.push((desc, layer));
+        }
+    }
+    opts.progress
+        .total(unique.iter().map(|(_, l)| l.size).sum());
+    let fetches = unique
+        .iter()
+        .map(|(desc, layer)| fetch(&client, &r, desc, layer, cache, &opts.progress));
+    let results: Vec<Result<PathBuf, ImageError>> = futures_util::stream::iter(fetches)
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    opts.progress.done();
+    for r in results {
+        r?;
+    }
+    Ok(Image {
+        source: r.whole(),
+        manifest: manifest_digest,
+        config_digest,
+        config,
+        layers,
+    })
+}
+
+/// One blob into the cache, resuming what an earlier pull left.
+async fn fetch(
+    client: &Client,
+    r: &Reference,
+    desc: &OciDescriptor,
+    layer: &Layer,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<PathBuf, ImageError> {
+    let d = &layer.digest;
+    if cache.has(d, layer.size) {
+        progress.blob(d, layer.size, true);
+        return Ok(cache.path(d));
+    }
+    let blob_err = |why: String| ImageError::Blob {
+        digest: d.clone(),
+        why,
+    };
+    let mut w = cache.writer(d, Some(layer.size))?;
+    if w.is_complete() {
+        progress.blob(d, layer.size, true);
+        return Ok(cache.path(d));
+    }
+    progress.blob(d, layer.size, false);
+    progress.add(w.offset());
+    let response = client
+        .pull_blob_stream_partial(r, desc, w.offset(), None)
+        .await
+        .map_err(|e| blob_err(crate::error_chain(&e)))?;
+    let mut stream = match response {
+        BlobResponse::Full(s) => {
+            w.restart()?;
+            s
+        }
+        BlobResponse::Partial(s) => s,
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| blob_err(crate::error_chain(&e)))?;
+        w.write(&chunk)?;
+        progress.add(chunk.len() as u64);
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_or_say_what_they_want() {
+        assert_eq!(
+            Platform::parse("linux/arm64/v8")
+                .unwrap()
+                .variant
+                .as_deref(),
+            Some("v8")
+        );
+        assert_eq!(
+            Platform::parse("linux/amd64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        for bad in ["linux", "linux/", "/amd64", "a/b/c/d"] {
+            assert!(
+                Platform::parse(bad).unwrap_err().contains("OS/ARCH"),
+                "{bad}"
+            );
+        }
+    }
+}
