@@ -146,16 +146,26 @@ impl Progress {
     }
 }
 
-fn client(reference: &Reference, opts: &PullOptions) -> Client {
+/// How to reach a registry: verified HTTPS, or for an insecure one HTTPS with any
+/// certificate and, when the registry speaks plain HTTP, that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Verified,
+    AnyCertificate,
+    Plain,
+}
+
+fn client(reference: &Reference, opts: &PullOptions, transport: Transport) -> Client {
     let platform = opts.platform.clone();
     let registry = reference.resolve_registry().to_string();
-    let insecure = opts.insecure || auth::insecure(reference.registry());
     Client::new(ClientConfig {
-        protocol: if insecure {
+        protocol: if transport == Transport::Plain {
             ClientProtocol::HttpsExcept(vec![registry])
         } else {
             ClientProtocol::Https
         },
+        accept_invalid_certificates: transport == Transport::AnyCertificate,
+        accept_invalid_hostnames: transport == Transport::AnyCertificate,
         platform_resolver: Some(Box::new(move |entries: &[ImageIndexEntry]| {
             entries
                 .iter()
@@ -187,8 +197,14 @@ fn explain(
         OciDistributionError::AuthenticationFailure(why) => {
             format!("{registry} refused {from}: {why}")
         }
+        OciDistributionError::UnauthorizedError { .. } if creds.is_some() => {
+            format!("{registry} refused {from} for {reference}: a wrong user name or password, or no access to it")
+        }
         OciDistributionError::UnauthorizedError { .. } => {
             format!("{registry} does not let you pull {reference} with {from}: log in (podman login / docker login) or check the name")
+        }
+        OciDistributionError::ImageManifestNotFoundError(m) if m.contains("image index") => {
+            format!("{reference} has no image for {platform}")
         }
         OciDistributionError::ImageManifestNotFoundError(_) => {
             format!("{reference}: no such image in {registry}")
@@ -229,12 +245,26 @@ pub async fn pull(reference: &str, opts: &PullOptions, cache: &Cache) -> Result<
         Some(c) => RegistryAuth::Basic(c.user.clone(), c.password.clone()),
         None => RegistryAuth::Anonymous,
     };
-    let client = client(&r, opts);
     let explain = |e| explain(e, &r, creds.as_ref(), &opts.platform);
-    let (manifest, manifest_digest, config) = client
-        .pull_manifest_and_config(&r, &auth)
-        .await
-        .map_err(explain)?;
+    let insecure = opts.insecure || auth::insecure(r.registry());
+    let mut client = client(
+        &r,
+        opts,
+        if insecure {
+            Transport::AnyCertificate
+        } else {
+            Transport::Verified
+        },
+    );
+    let mut first = client.pull_manifest_and_config(&r, &auth).await;
+    if insecure
+        && matches!(&first, Err(OciDistributionError::RequestError(e)) if e.is_connect() || e.is_request())
+    {
+        // An insecure registry that does not speak TLS at all.
+        client = self::client(&r, opts, Transport::Plain);
+        first = client.pull_manifest_and_config(&r, &auth).await;
+    }
+    let (manifest, manifest_digest, config) = first.map_err(explain)?;
     let manifest_digest = Digest::parse(&manifest_digest)?;
     let config_digest = Digest::parse(&manifest.config.digest)?;
     if Digest::of(config.as_bytes()) != config_digest {

@@ -211,6 +211,15 @@ impl Session {
         )
         .unwrap();
         self.chown(&self.busybox_root());
+        // The folders above it were made here as root: the user's own, not recursively
+        // (they may hold trees of subordinate ids from earlier tests).
+        let rootfs = self.busybox_root().parent().unwrap().to_path_buf();
+        root(
+            Command::new("chown")
+                .arg(format!("{USER}:{USER}"))
+                .arg(rootfs.parent().unwrap())
+                .arg(&rootfs),
+        );
     }
 
     /// A copy of the busybox root file system at `~/DIR` (replacing what was there).
