@@ -45,6 +45,44 @@ fn usage_errors_are_exit_2() {
     );
 }
 
+/// `rootfs pull` refuses what cannot be an image, a platform or a root's name before it
+/// touches the network or the disk.
+#[test]
+fn pull_refuses_bad_references_platforms_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = format!("unix:path={}/no-bus", dir.path().display());
+    // A valid reference whose last part is too long to name a root.
+    let long = format!("127.0.0.1:1/{}:1", "a".repeat(70));
+    for (args, says) in [
+        (
+            vec!["rootfs", "pull", "Not A Reference!"],
+            "is not an image reference",
+        ),
+        (
+            vec!["rootfs", "pull", "127.0.0.1:1/x:1", "--platform", "linux"],
+            "OS/ARCH",
+        ),
+        (
+            vec!["rootfs", "pull", "127.0.0.1:1/x:1", "--name", "../up"],
+            "name",
+        ),
+        (vec!["rootfs", "pull", &long], "--name"),
+    ] {
+        let out = Command::new(CTL)
+            .args(&args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .env("HOME", dir.path())
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(!dir.path().join(".local/share/sandboxd/rootfs").exists());
+}
+
 #[test]
 fn check_reports_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();

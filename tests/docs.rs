@@ -41,7 +41,11 @@ fn sandboxctl_page_lists_every_command() {
             page.contains(name),
             "sandboxctl(1) does not mention `{name}`"
         );
-        for nested in sub.get_subcommands().filter(|n| n.get_name() != "help") {
+        // Hidden ones are internal (`rootfs apply-layers`, run by pull and import).
+        for nested in sub
+            .get_subcommands()
+            .filter(|n| n.get_name() != "help" && !n.is_hide_set())
+        {
             let full = format!("{name} {}", nested.get_name());
             assert!(
                 page.contains(&full),

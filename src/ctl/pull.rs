@@ -37,12 +37,16 @@ pub async fn pull(a: &Args) -> Result<(), String> {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
+    let parsed: oci_client::Reference = a
+        .reference
+        .parse()
+        .map_err(|e| format!("{:?} is not an image reference: {e}", a.reference))?;
     let name = match &a.name {
         Some(n) => {
             validate_name(n).map_err(|e| e.to_string())?;
             n.clone()
         }
-        None => default_name(&a.reference)?,
+        None => default_name(parsed.repository())?,
     };
     let mode = if a.json {
         ProgressMode::Json
