@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Image pull benchmark, run as the user whose sandboxctl it measures: a ~200 MiB image of
-four layers (tests/image/layout.py big) in a docker-registry of its own on loopback
-(plain HTTP), pulled into a root file system, interleaved round by round:
+four layers (tests/image/layout.py big: 6000 small text files of three owners and 3 large
+random ones) in a docker-registry of its own on loopback (plain HTTP), pulled into a root
+file system, interleaved round by round:
 
   pull, cold       `sandboxctl rootfs pull` with an empty blob cache and no root
   pull, warm blobs the same with every blob cached (the unpack alone)
@@ -15,11 +16,12 @@ bounded."""
 import os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
-MIB = int(os.environ.get("IMAGE_MIB", "200"))
+MIB = int(os.environ.get("IMAGE_MIB", "280"))
+FILES = int(os.environ.get("IMAGE_FILES", "2000"))
 HOME = os.environ["HOME"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAYOUT_PY = os.environ.get("LAYOUT_PY", os.path.join(HERE, "bench-layout.py"))
-CTL = shutil.which("sandboxctl") or os.path.join(HOME, ".local/bin/sandboxctl")
+CTL = os.environ.get("SANDBOXCTL") or shutil.which("sandboxctl") or os.path.join(HOME, ".local/bin/sandboxctl")
 NAME = "bench-image"
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.join(HOME, ".cache")), "sandboxd/blobs")
 
@@ -66,7 +68,7 @@ def main():
                     sys.exit("docker-registry did not start")
                 time.sleep(0.05)
         layout = os.path.join(tmp, "layout")
-        quiet(["python3", LAYOUT_PY, "big", layout, str(MIB)])
+        quiet(["python3", LAYOUT_PY, "big", layout, str(MIB), str(FILES)])
         ref = f"127.0.0.1:{port}/bench/big:1"
         quiet(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{ref}"])
         size = sum(os.path.getsize(os.path.join(layout, "blobs/sha256", b)) for b in os.listdir(os.path.join(layout, "blobs/sha256")))
@@ -103,7 +105,7 @@ def main():
         ("`rootfs pull` again, root there (up to date)", "again"),
         ("`skopeo copy` + `umoci unpack --rootless`, cold", "skopeo"),
     ]
-    print(f"\nImage pull: {size / (1 << 20):.0f} MiB in {4} layers from a local docker-registry, {ROUNDS} rounds interleaved\n")
+    print(f"\nImage pull: {size / (1 << 20):.0f} MiB compressed in 4 layers ({MIB} MiB unpacked, {3 * FILES} small files) from a local docker-registry, {ROUNDS} rounds interleaved\n")
     print("| measure | median | range | ratio to skopeo + umoci |")
     print("|---|---|---|---|")
     for label, key in rows:

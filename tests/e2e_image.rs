@@ -371,12 +371,36 @@ fn pulled_images_run_as_their_layers_and_config_say() {
     assert!(!rootfs_path(s, "e2e-img").exists());
 
     let r1 = format!("{}/e2e/good:1", reg.addr());
-    let said = ok(ctl_env(
-        s,
-        &trusting(&tls),
-        &["rootfs", "pull", &r1, "--name", "e2e-img"],
-    ));
+    // HTTPS_PROXY is honoured (a dead proxy fails the pull), and so is NO_PROXY.
+    let mut proxied = trusting(&tls);
+    proxied.push("HTTPS_PROXY=http://127.0.0.1:9".into());
+    let out = ctl_env(s, &proxied, &["rootfs", "pull", &r1, "--name", "e2e-img"]);
+    assert_eq!(out.status.code(), Some(1), "the proxy was not used");
+    proxied.push("NO_PROXY=127.0.0.1".into());
+    let out = ctl_env(s, &proxied, &["rootfs", "pull", &r1, "--name", "e2e-img"]);
+    let said = ok(out.clone());
     assert!(said.contains("sandboxctl start e2e-img"), "{said}");
+    assert!(
+        stderr(&out).contains("1 device node(s) skipped") && stderr(&out).contains("/dev/null"),
+        "{}",
+        stderr(&out)
+    );
+    // The xattr a layer carries (user.* is one a user may set).
+    let one = rootfs_path(s, "e2e-img").join("data/one");
+    let name = std::ffi::CString::new("user.sandboxd").unwrap();
+    let path = std::ffi::CString::new(one.to_str().unwrap()).unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(n, 4, "user.sandboxd not set on data/one");
+    assert_eq!(&buf[..4], b"kept");
     assert_good_inside(s, "e2e-img");
     // Again: nothing to do, and quickly.
     let t = Instant::now();
@@ -814,6 +838,25 @@ fn image_archives_import_to_the_same_tree_as_the_pull() {
     ok(s.ctl(&["rootfs", "import", "e2e-ard", disguised.to_str().unwrap()]));
     ok(s.ctl(&["rootfs", "import", "e2e-aro", oci.to_str().unwrap()]));
     ok(s.ctl(&["rootfs", "import", "e2e-arl", good.to_str().unwrap()]));
+    // Keep-id, as for import: user (1000) is you on the host, and the record says so.
+    forget(s, "e2e-ark");
+    ok(s.ctl(&[
+        "rootfs",
+        "pull",
+        &format!("{}/e2e/arch:1", reg.addr()),
+        "--name",
+        "e2e-ark",
+        "--tls-verify=false",
+        "--user",
+        "user",
+    ]));
+    let mine = std::fs::metadata(rootfs_path(s, "e2e-ark").join("home/user/mine")).unwrap();
+    assert_eq!(mine.uid(), s.uid);
+    let list = s.ctl_ok(&["rootfs", "list"]);
+    assert!(list.contains("uid 1000 inside as you"), "{list}");
+    let profile = std::fs::read_to_string(s.profiles().join("e2e-ark.toml")).unwrap();
+    assert!(profile.contains("user = \"user\""), "{profile}");
+    forget(s, "e2e-ark");
     let pulled = tree(&rootfs_path(s, "e2e-arp"));
     assert!(
         pulled.contains_key("data/two") && !pulled.contains_key("doomed"),

@@ -5,7 +5,8 @@
                                   whiteout, an opaque whiteout, a hard link; owners
                                   0/1000/33, a setuid file; tags "1" (one platform)
                                   and "multi" (an index for linux/amd64 and linux/arm64)
-    layout.py big DIR MIB         the base plus three layers of MIB random MiB in all
+    layout.py big DIR MIB [FILES] the base plus three layers of MIB MiB in all: FILES small
+                                  text files each, the rest random bytes
     layout.py evil DIR CASE HOST  one hand-made malicious layer on the base (CASE: dotdot,
                                   absolute, symlink-root, symlink-host, hardlink; HOST: a host folder the
                                   layer tries to reach)
@@ -31,6 +32,11 @@ def entry(name, kind=tarfile.REGTYPE, data=b"", mode=0o644, uid=0, gid=0, link="
     info.size = len(data) if kind == tarfile.REGTYPE else 0
     info.linkname = link
     return info, data
+
+
+def xattr(e, name, value):
+    e[0].pax_headers = {f"SCHILY.xattr.{name}": value}
+    return e
 
 
 def tar(entries):
@@ -81,7 +87,7 @@ def second_layer():
         entry("replaced/.wh..wh..opq"),
         entry("replaced/new", data=b"new\n"),
         entry("data", tarfile.DIRTYPE, mode=0o755),
-        entry("data/one", data=b"one inode\n"),
+        xattr(entry("data/one", data=b"one inode\n"), "user.sandboxd", "kept"),
         entry("data/two", tarfile.LNKTYPE, link="data/one"),
     ])
 
@@ -102,7 +108,7 @@ class Layout:
 
     def layer(self, raw, compression):
         if compression == "gzip":
-            return self.blob(gzip.compress(raw, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"), raw
+            return self.blob(gzip.compress(raw, compresslevel=6, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"), raw
         if compression == "zstd":
             z = subprocess.run(["zstd", "-q", "-c"], input=raw, stdout=subprocess.PIPE, check=True).stdout
             return self.blob(z, "application/vnd.oci.image.layer.v1.tar+zstd"), raw
@@ -146,9 +152,17 @@ def main():
         lay.tag(lay.blob(json.dumps(idx).encode(), "application/vnd.oci.image.index.v1+json"), "multi")
     elif what == "big":
         mib = int(sys.argv[3])
+        files = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+        words = [os.urandom(4).hex() for _ in range(4096)]
         layers = [base]
         for i in range(3):
-            layers.append(lay.layer(tar([entry(f"big{i}", data=os.urandom(mib * 1024 * 1024 // 3))]), "gzip"))
+            # Many small files of text (as packages are) and one of random bytes.
+            small = [entry(f"files{i}", tarfile.DIRTYPE, mode=0o755)]
+            for n in range(files):
+                text = " ".join(words[(n * 7 + k) % len(words)] for k in range(1800)).encode()
+                small.append(entry(f"files{i}/f{n}", data=text, uid=n % 3 * 1000))
+            bulk = os.urandom(max(0, mib * 1024 * 1024 // 3 - files * 16200))
+            layers.append(lay.layer(tar(small + [entry(f"big{i}", data=bulk)]), "gzip"))
         lay.tag(lay.manifest(layers), "1")
     elif what == "evil":
         case, host = sys.argv[3], sys.argv[4].lstrip("/")
