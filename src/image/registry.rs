@@ -86,10 +86,11 @@ pub struct PullOptions {
     pub progress: Progress,
 }
 
-/// Progress of a pull: a status line on a terminal, JSON lines with `--json`, or nothing.
+/// Progress of a pull: a status line on a terminal (layers done, each layer in flight,
+/// the total and the rate), JSON lines with `--json`, or nothing.
 pub struct Progress {
     pub mode: ProgressMode,
-    state: RefCell<(u64, u64, Instant, Instant)>,
+    state: RefCell<State>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,17 +100,56 @@ pub enum ProgressMode {
     Json,
 }
 
+struct State {
+    /// Per layer: digest, bytes so far, size.
+    layers: Vec<(Digest, u64, u64)>,
+    started: Instant,
+    shown: Instant,
+}
+
+impl State {
+    /// "2 of 4 layers; 1a2b3c4d5e6f 12/30 MiB; 40 of 120 MiB, 45.0 MiB/s"
+    fn line(&self) -> String {
+        let done = self.layers.iter().filter(|l| l.1 == l.2).count();
+        let (got, total) = self
+            .layers
+            .iter()
+            .fold((0, 0), |(g, t), l| (g + l.1, t + l.2));
+        let mut out = format!("{done} of {} layers", self.layers.len());
+        for (d, g, size) in self.layers.iter().filter(|l| l.1 > 0 && l.1 < l.2) {
+            out.push_str(&format!(
+                "; {} {}/{} MiB",
+                &d.hex()[..12],
+                g >> 20,
+                size >> 20
+            ));
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        out.push_str(&format!(
+            "; {} of {} MiB, {:.1} MiB/s",
+            got >> 20,
+            total >> 20,
+            (got as f64 / secs) / f64::from(1 << 20)
+        ));
+        out
+    }
+}
+
 impl Progress {
     pub fn new(mode: ProgressMode) -> Self {
         let now = Instant::now();
         Progress {
             mode,
-            state: RefCell::new((0, 0, now, now)),
+            state: RefCell::new(State {
+                layers: vec![],
+                started: now,
+                shown: now,
+            }),
         }
     }
 
-    fn total(&self, bytes: u64) {
-        self.state.borrow_mut().1 = bytes;
+    fn layers(&self, layers: &[(Digest, u64)]) {
+        self.state.borrow_mut().layers = layers.iter().map(|(d, s)| (d.clone(), 0, *s)).collect();
     }
 
     fn blob(&self, d: &Digest, size: u64, cached: bool) {
@@ -120,28 +160,47 @@ impl Progress {
             );
         }
         if cached {
-            self.add(size);
+            self.add(d, size);
         }
     }
 
-    fn add(&self, n: u64) {
+    fn add(&self, d: &Digest, n: u64) {
         let mut s = self.state.borrow_mut();
-        s.0 += n;
-        if self.mode == ProgressMode::Terminal && (s.3.elapsed().as_millis() >= 100 || s.0 == s.1) {
-            s.3 = Instant::now();
-            let secs = s.2.elapsed().as_secs_f64().max(0.001);
-            eprint!(
-                "\rpulling: {} of {} MiB, {:.1} MiB/s   ",
-                s.0 >> 20,
-                s.1 >> 20,
-                (s.0 as f64 / secs) / f64::from(1 << 20)
+        if let Some(l) = s.layers.iter_mut().find(|l| &l.0 == d) {
+            l.1 = (l.1 + n).min(l.2);
+        }
+        if self.mode == ProgressMode::Terminal && s.shown.elapsed().as_millis() >= 100 {
+            s.shown = Instant::now();
+            eprint!("\r\x1b[Kpulling: {}", s.line());
+        }
+    }
+
+    /// The server sends a blob whole after all: count it from nothing.
+    fn restart(&self, d: &Digest) {
+        if let Some(l) = self
+            .state
+            .borrow_mut()
+            .layers
+            .iter_mut()
+            .find(|l| &l.0 == d)
+        {
+            l.1 = 0;
+        }
+    }
+
+    /// A blob verified and in the cache.
+    fn finished(&self, d: &Digest) {
+        if self.mode == ProgressMode::Json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "blob-done", "digest": d.as_str()})
             );
         }
     }
 
     pub fn done(&self) {
         if self.mode == ProgressMode::Terminal {
-            eprintln!();
+            eprintln!("\r\x1b[Kpulled: {}", self.state.borrow().line());
         }
     }
 }
@@ -286,31 +345,18 @@ pub async fn pull(reference: &str, opts: &PullOptions, cache: &Cache) -> Result<
         )));
     }
 
-    let mut layers = vec![];
-    for l in &manifest.layers {
-        if !super::is_layer_type(&l.media_type) {
-            return Err(ImageError::Format(format!(
-                "layer {}: media type {:?} is not a layer this can unpack",
-                l.digest, l.media_type
-            )));
-        }
-        let size = u64::try_from(l.size)
-            .map_err(|_| ImageError::Format(format!("layer {}: negative size", l.digest)))?;
-        let digest = Digest::parse(&l.digest)?;
-        layers.push(Layer {
-            path: cache.path(&digest),
-            digest,
-            size,
-        });
-    }
+    let layers = layers_of(&manifest.layers, cache)?;
     let mut unique: Vec<(&OciDescriptor, &Layer)> = vec![];
     for (desc, layer) in manifest.layers.iter().zip(&layers) {
         if !unique.iter().any(|(_, l)| l.digest == layer.digest) {
             unique.push((desc, layer));
         }
     }
-    opts.progress
-        .total(unique.iter().map(|(_, l)| l.size).sum());
+    let sizes: Vec<(Digest, u64)> = unique
+        .iter()
+        .map(|(_, l)| (l.digest.clone(), l.size))
+        .collect();
+    opts.progress.layers(&sizes);
     let fetches = unique
         .iter()
         .map(|(desc, layer)| fetch(&client, &r, desc, layer, cache, &opts.progress));
@@ -329,6 +375,29 @@ pub async fn pull(reference: &str, opts: &PullOptions, cache: &Cache) -> Result<
         config,
         layers,
     })
+}
+
+/// The manifest's layers as cache entries, each checked to be a layer this can unpack.
+fn layers_of(descriptors: &[OciDescriptor], cache: &Cache) -> Result<Vec<Layer>, ImageError> {
+    descriptors
+        .iter()
+        .map(|l| {
+            if !super::is_layer_type(&l.media_type) {
+                return Err(ImageError::Format(format!(
+                    "layer {}: media type {:?} is not a layer this can unpack",
+                    l.digest, l.media_type
+                )));
+            }
+            let size = u64::try_from(l.size)
+                .map_err(|_| ImageError::Format(format!("layer {}: negative size", l.digest)))?;
+            let digest = Digest::parse(&l.digest)?;
+            Ok(Layer {
+                path: cache.path(&digest),
+                digest,
+                size,
+            })
+        })
+        .collect()
 }
 
 /// One blob into the cache, resuming what an earlier pull left.
@@ -355,7 +424,7 @@ async fn fetch(
         return Ok(cache.path(d));
     }
     progress.blob(d, layer.size, false);
-    progress.add(w.offset());
+    progress.add(d, w.offset());
     let response = client
         .pull_blob_stream_partial(r, desc, w.offset(), None)
         .await
@@ -363,6 +432,7 @@ async fn fetch(
     let mut stream = match response {
         BlobResponse::Full(s) => {
             w.restart()?;
+            progress.restart(d);
             s
         }
         BlobResponse::Partial(s) => s,
@@ -370,14 +440,34 @@ async fn fetch(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| blob_err(crate::error_chain(&e)))?;
         w.write(&chunk)?;
-        progress.add(chunk.len() as u64);
+        progress.add(d, chunk.len() as u64);
     }
-    w.finish()
+    let path = w.finish()?;
+    progress.finished(d);
+    Ok(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_progress_line_names_layers_in_flight() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let p = Progress::new(ProgressMode::Quiet);
+        p.layers(&[(a.clone(), 4 << 20), (b.clone(), 8 << 20)]);
+        p.add(&a, 4 << 20);
+        p.add(&b, 3 << 20);
+        let line = p.state.borrow().line();
+        assert!(line.starts_with("1 of 2 layers; "), "{line}");
+        assert!(
+            line.contains(&format!("{} 3/8 MiB", &b.hex()[..12])),
+            "{line}"
+        );
+        assert!(!line.contains(&a.hex()[..12]), "{line}");
+        assert!(line.contains("7 of 12 MiB"), "{line}");
+    }
 
     #[test]
     fn platforms_parse_or_say_what_they_want() {
