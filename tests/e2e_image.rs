@@ -262,6 +262,28 @@ fn salted_layout(dir: &Path, args: &[&str], salt: &str) -> PathBuf {
     out
 }
 
+/// The names in folder `dir` (none if it does not exist).
+fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The manifest of a layout's first tag (tag "1" of every layout here).
+fn first_manifest(layout: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob = layout
+        .join("blobs/sha256")
+        .join(m.trim_start_matches("sha256:"));
+    serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap()
+}
+
 fn rootfs_path(s: &Session, name: &str) -> PathBuf {
     s.home.join(".local/share/sandboxd/rootfs").join(name)
 }
@@ -511,15 +533,7 @@ fn a_corrupt_blob_fails_the_pull_and_leaves_nothing() {
     forget(s, "e2e-corrupt");
     let _ = s.ctl(&["rootfs", "prune"]);
     // The zstd layer: the second of the manifest tagged "1".
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(good.join("index.json")).unwrap()).unwrap();
-    let m = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(good.join("blobs/sha256").join(m)).unwrap()).unwrap();
+    let manifest = first_manifest(&good);
     let digest = manifest["layers"][1]["digest"]
         .as_str()
         .unwrap()
@@ -551,22 +565,15 @@ fn a_corrupt_blob_fails_the_pull_and_leaves_nothing() {
         .exists());
     assert!(!s.profiles().join("e2e-corrupt.toml").exists());
     let hex = digest.trim_start_matches("sha256:");
-    let left: Vec<String> = std::fs::read_dir(blobs_dir(s))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let left: Vec<String> = names_in(&blobs_dir(s))
+        .into_iter()
         .filter(|n| n.starts_with(hex))
         .collect();
     assert!(left.is_empty(), "the cache keeps {left:?}");
-    let rootfs = s.home.join(".local/share/sandboxd/rootfs");
-    let stale: Vec<_> = std::fs::read_dir(&rootfs)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name())
-                .filter(|n| n.to_string_lossy().contains("e2e-corrupt"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let stale: Vec<String> = names_in(&s.home.join(".local/share/sandboxd/rootfs"))
+        .into_iter()
+        .filter(|n| n.contains("e2e-corrupt"))
+        .collect();
     assert!(stale.is_empty(), "{stale:?}");
 }
 
@@ -639,24 +646,12 @@ fn a_killed_pull_resumes_with_what_was_missing() {
     std::thread::sleep(Duration::from_secs(1));
     let before = reg.blob_bytes();
     let had = cached();
-    let total: u64 = {
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(big.join("index.json")).unwrap()).unwrap();
-        let m = index["manifests"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:")
-            .to_string();
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(big.join("blobs/sha256").join(m)).unwrap())
-                .unwrap();
-        manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["size"].as_u64().unwrap())
-            .sum()
-    };
+    let total: u64 = first_manifest(&big)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
     let direct = format!("{}/e2e/big:1", reg.addr());
     ok(s.ctl(&[
         "rootfs",
@@ -903,10 +898,8 @@ fn image_archives_import_to_the_same_tree_as_the_pull() {
                     .map(|b| b.trim_start_matches("sha256:").to_string())
             })
             .collect();
-    let left: Vec<String> = std::fs::read_dir(blobs_dir(s))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let left: Vec<String> = names_in(&blobs_dir(s))
+        .into_iter()
         .filter(|n| !named.contains(n))
         .collect();
     assert!(left.is_empty(), "prune left blobs no root uses: {left:?}");
@@ -968,14 +961,10 @@ fn malicious_layers_stay_inside_the_root() {
                 stderr(&out)
             ),
         }
-        let listing: Vec<_> = std::fs::read_dir(&host)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
+        let listing = names_in(&host);
         assert_eq!(
             listing,
-            vec![std::ffi::OsString::from("secret")],
+            vec!["secret".to_string()],
             "{case} reached the host"
         );
         let secret = std::fs::metadata(host.join("secret")).unwrap();

@@ -49,6 +49,10 @@ pub fn detect(source: &Path) -> Result<Kind, ImageError> {
         let Ok(e) = e else { return Ok(Kind::Flat) };
         let Ok(p) = e.path() else { continue };
         let n = normal(&p);
+        if !in_image_archive(&n) {
+            // A root file system's member (`etc/`, `usr/`…): no need to read the rest.
+            return Ok(Kind::Flat);
+        }
         if n == LAYOUT || n == "index.json" || n == "manifest.json" {
             names.push(n);
         }
@@ -62,6 +66,17 @@ pub fn detect(source: &Path) -> Result<Kind, ImageError> {
             Kind::Flat
         },
     )
+}
+
+/// Whether a member could be part of a `docker save` or OCI archive: their top level
+/// holds only metadata files, `blobs/`, and folders or files named by a hex digest.
+fn in_image_archive(member: &str) -> bool {
+    let top = member.split('/').next().unwrap_or("");
+    let stem = top.split('.').next().unwrap_or("");
+    matches!(
+        top,
+        "" | "manifest.json" | "repositories" | "index.json" | LAYOUT | "blobs"
+    ) || (stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A member's path without `./`, `..` resolved lexically (empty if it goes above the
@@ -374,4 +389,27 @@ fn from_index(
     Err(ImageError::Format(format!(
         "{shown}: indexes nested too deep"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_file_system_is_told_from_its_first_members() {
+        let hex = "a".repeat(64);
+        for member in [
+            "manifest.json",
+            "oci-layout",
+            "blobs/sha256/x",
+            &format!("{hex}/layer.tar"),
+            &format!("{hex}.json"),
+            "",
+        ] {
+            assert!(in_image_archive(member), "{member}");
+        }
+        for member in ["etc/passwd", "bin", "usr/lib/x", "manifest.json.bak"] {
+            assert!(!in_image_archive(member), "{member}");
+        }
+    }
 }
