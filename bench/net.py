@@ -12,13 +12,19 @@ connection rate and p50/p99 of a 64-byte request/response on a new connection ea
 (netbench rr, 4 threads); UDP round-trip p50/p99 (netbench udp); the proxy's CPU time per
 Gbit/s during the single-stream upload; the proxy's memory per 1 000 open connections.
 
-Run by bench/net as root (it needs to create the namespace); prints a Markdown table.
-Every wait is bounded; everything started is stopped at the end."""
+ROUNDS rounds (default 10), each measuring every path in turn, first unpinned, then pinned
+(the client on CPU 0; the servers and the proxy, be it the daemon, pasta or slirp4netns,
+on CPU 1), so that the machine's noise falls on every path alike. The memory figures are
+measured once, before any other load grows an allocator.
 
-import json, os, shutil, subprocess, sys, time
+Run by bench/net as root (it needs to create the namespace); prints Markdown tables of
+medians with their ranges. Every wait is bounded; everything started is stopped at the end."""
+
+import json, os, shutil, statistics, subprocess, sys, time
 
 USER = os.environ.get("BENCH_USER", "sandboxd-bench")
-SECS = int(os.environ.get("SECS", "5"))
+SECS = int(os.environ.get("SECS", "2"))
+ROUNDS = int(os.environ.get("ROUNDS", "10"))
 SCALE_CONNS = int(os.environ.get("SCALE_CONNS", "9000"))
 NETNS = "sbxbench-inet"
 SERVER = "198.51.100.2"
@@ -31,6 +37,22 @@ CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 started = []
+# The placement being measured: pinned puts the client on CPU 0, the rest on CPU 1.
+PINNED = [False]
+
+
+def client(cmd):
+    return (["taskset", "-c", "0"] + cmd) if PINNED[0] else cmd
+
+
+def helper_cpu():
+    return ["taskset", "-c", "1"] if PINNED[0] else []
+
+
+def place(pid):
+    """Pins every thread of `pid` to CPU 1 (pinned) or lets it run anywhere."""
+    if pid:
+        sh("taskset", "-a", "-p", "-c", "1" if PINNED[0] else "0-1", str(pid), check=False)
 
 
 def sh(*args, check=True, **kw):
@@ -80,8 +102,11 @@ class Direct:
     name = "direct"
 
     def run(self, cmd, wait=True):
-        args = ["runuser", "-u", USER, "--"] + cmd
+        args = ["runuser", "-u", USER, "--"] + client(cmd)
         return sh(*args).stdout if wait else spawn(*args)
+
+    def placed(self):
+        pass
 
     def proxy_pid(self):
         return 0
@@ -108,8 +133,11 @@ class Sandboxd(Direct):
                           "--value", "sandboxd").stdout)
 
     def run(self, cmd, wait=True):
-        args = SESSION + ["sandboxctl", "exec", "bench-net", "--"] + cmd
+        args = SESSION + ["sandboxctl", "exec", "bench-net", "--"] + client(cmd)
         return sh(*args).stdout if wait else spawn(*args)
+
+    def placed(self):
+        place(self.pid)
 
     def proxy_pid(self):
         return self.pid
@@ -122,7 +150,8 @@ class Pasta(Direct):
     name = "pasta"
 
     def run(self, cmd, wait=True):
-        args = ["runuser", "-u", USER, "--", "pasta", "--config-net", "--quiet", "--"] + cmd
+        args = (["runuser", "-u", USER, "--"] + helper_cpu()
+                + ["pasta", "--config-net", "--quiet", "--"] + client(cmd))
         if wait:
             p = spawn(*args)
             out, _ = p.communicate(timeout=120)
@@ -149,7 +178,7 @@ class Slirp(Direct):
             os.unlink(ready)
         script = f'while [ ! -e {ready} ]; do sleep 0.05; done; exec "$@"'
         p = spawn("runuser", "-u", USER, "--", "unshare", "-Urn", "--kill-child", "sh", "-c",
-                  script, "sh", *cmd)
+                  script, "sh", *client(cmd))
         child = 0
         for _ in range(200):
             out = sh("pgrep", "-u", USER, "-n", "-f", "^sh -c while", check=False).stdout.split()
@@ -157,7 +186,7 @@ class Slirp(Direct):
                 child = int(out[0])
                 break
             time.sleep(0.02)
-        self.slirp = spawn("runuser", "-u", USER, "--", "slirp4netns", "--configure",
+        self.slirp = spawn("runuser", "-u", USER, "--", *helper_cpu(), "slirp4netns", "--configure",
                            "--mtu=65520", "--disable-host-loopback", str(child), "tap0")
         time.sleep(0.3)
         open(ready, "w").close()
@@ -181,20 +210,20 @@ def iperf(env, *extra):
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-def measure(env):
+def measure_memory(env):
+    """The proxy's memory per 1 000 idle connections (and, for sandboxd, at scale)."""
     r = {}
-    # Memory first, while the proxy's allocator has not yet grown for other workloads.
-    if env.name != "direct":
-        # The proxy idles for a second first (pasta and slirp4netns start with the command).
-        h = env.run(["sh", "-c", f"sleep 1.5; exec {TOOL} hold {SERVER} 7000 1000 4"],
-                    wait=False)
-        time.sleep(1)
-        pid = env.proxy_pid()
-        before = rss_kib(pid)
-        line = h.stdout.readline().split()
-        after = rss_kib(pid)
-        r["mem_per_1000"] = (after - before) if line[:2] == ["open", "1000"] else None
-        h.communicate(timeout=30)
+    if env.name == "direct":
+        return r
+    # The proxy idles for a second first (pasta and slirp4netns start with the command).
+    h = env.run(["sh", "-c", f"sleep 1.5; exec {TOOL} hold {SERVER} 7000 1000 4"], wait=False)
+    time.sleep(1)
+    pid = env.proxy_pid()
+    before = rss_kib(pid)
+    line = h.stdout.readline().split()
+    after = rss_kib(pid)
+    r["mem_per_1000"] = (after - before) if line[:2] == ["open", "1000"] else None
+    h.communicate(timeout=30)
     if env.name == "sandboxd":
         # Scale: as many idle connections as the session's fd limit allows the daemon
         # (two sockets each), memory per connection.
@@ -208,6 +237,12 @@ def measure(env):
         r["scale_open"] = opened
         r["scale_kib_per_conn"] = (after - before) / opened if opened else None
         h.communicate(timeout=60)
+    return r
+
+
+def measure(env):
+    """One round of the throughput and latency workloads through `env`."""
+    r = {}
     r["up1"] = iperf(env)
     r["down1"] = iperf(env, "-R")
     r["up8"] = iperf(env, "-P", "8")
@@ -216,7 +251,7 @@ def measure(env):
     time.sleep(0.5)
     pid = env.proxy_pid()
     t0, c0 = time.time(), cpu_ticks(pid)
-    time.sleep(SECS - 1.5)
+    time.sleep(max(0.5, SECS - 1.0))
     c1, t1 = cpu_ticks(pid), time.time()
     out, _ = p.communicate(timeout=120)
     gbps = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
@@ -232,57 +267,96 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench/net.py runs as root (it creates a network namespace)")
     internet_up()
-    results = {}
-    envs = [Direct, Sandboxd, Pasta, Slirp]
+    servers = [p.pid for p in started]
+    memory = {}
+    rounds = {False: {}, True: {}}
+    envs = []
     try:
-        for cls in envs:
-            env = cls()
-            try:
-                results[env.name] = measure(env)
-                print(env.name, results[env.name], file=sys.stderr, flush=True)
-            finally:
-                env.close()
+        envs = [cls() for cls in (Direct, Sandboxd, Pasta, Slirp)]
+        for env in envs:
+            memory[env.name] = measure_memory(env)
+            print(env.name, memory[env.name], file=sys.stderr, flush=True)
+        for n in range(ROUNDS):
+            for pinned in (False, True):
+                PINNED[0] = pinned
+                for pid in servers:
+                    place(pid)
+                for env in envs:
+                    env.placed()
+                    r = measure(env)
+                    for k, v in r.items():
+                        rounds[pinned].setdefault(env.name, {}).setdefault(k, []).append(v)
+                    print(f"round {n + 1} {'pinned' if pinned else 'unpinned'} {env.name} {r}",
+                          file=sys.stderr, flush=True)
     finally:
+        for env in envs:
+            env.close()
         for p in started:
             if p.poll() is None:
                 p.kill()
                 p.wait()
         internet_down()
-    table(results)
+    for pinned in (False, True):
+        print(f"\n{'Pinned (client on CPU 0, servers and proxy on CPU 1)' if pinned else 'Unpinned'}, "
+              f"median of {ROUNDS} rounds (range):\n")
+        table(rounds[pinned])
+    print("\nMemory (once, unpinned):\n")
+    memory_table(memory)
+
+
+ROWS = [
+    ("TCP upload, 1 stream (Gbit/s)", "up1", "{:.2f}"),
+    ("TCP download, 1 stream (Gbit/s)", "down1", "{:.2f}"),
+    ("TCP upload, 8 streams (Gbit/s)", "up8", "{:.2f}"),
+    ("new connections per second", "conn_rate", "{:.0f}"),
+    ("request/response p50 (µs)", "rr_p50", "{:.0f}"),
+    ("request/response p99 (µs)", "rr_p99", "{:.0f}"),
+    ("UDP round trip p50 (µs)", "udp_p50", "{:.0f}"),
+    ("UDP round trip p99 (µs)", "udp_p99", "{:.0f}"),
+    ("proxy CPU per Gbit/s (core-seconds/s)", "cpu_per_gbps", "{:.2f}"),
+]
 
 
 def table(res):
-    d, s, p, sl = (res.get(k, {}) for k in ("direct", "sandboxd", "pasta", "slirp4netns"))
-    rows = [
-        ("TCP upload, 1 stream (Gbit/s)", "up1", "{:.2f}", True),
-        ("TCP download, 1 stream (Gbit/s)", "down1", "{:.2f}", True),
-        ("TCP upload, 8 streams (Gbit/s)", "up8", "{:.2f}", True),
-        ("new connections per second", "conn_rate", "{:.0f}", True),
-        ("request/response p50 (µs)", "rr_p50", "{}", False),
-        ("request/response p99 (µs)", "rr_p99", "{}", False),
-        ("UDP round trip p50 (µs)", "udp_p50", "{}", False),
-        ("UDP round trip p99 (µs)", "udp_p99", "{}", False),
-        ("proxy CPU per Gbit/s (core-seconds/s)", "cpu_per_gbps", "{:.2f}", False),
-        ("proxy memory per 1 000 open connections (KiB)", "mem_per_1000", "{}", False),
-    ]
-    scale = (s.get("scale_open"), s.get("scale_kib_per_conn"))
+    names = ("direct", "sandboxd", "pasta", "slirp4netns")
+    d, s, p, sl = (res.get(k, {}) for k in names)
+
+    def values(r, key):
+        return [v for v in r.get(key, []) if v is not None]
+
+    def med(r, key):
+        v = values(r, key)
+        return statistics.median(v) if v else None
+
     print("| measure | direct | sandboxd | pasta | slirp4netns | sandboxd / pasta | sandboxd / direct |")
     print("|---|---|---|---|---|---|---|")
-    for label, key, fmt, _ in rows:
+    for label, key, fmt in ROWS:
         def cell(r):
-            v = r.get(key)
-            return "–" if v is None or (key == "cpu_per_gbps" and r is d) else fmt.format(v)
+            v = values(r, key)
+            if not v or (key == "cpu_per_gbps" and r is d):
+                return "–"
+            return f"{fmt.format(statistics.median(v))} ({fmt.format(min(v))}–{fmt.format(max(v))})"
 
         def ratio(a, b):
-            va, vb = a.get(key), b.get(key)
-            if va is None or not vb or (b is d and key in ("cpu_per_gbps", "mem_per_1000")):
+            va, vb = med(a, key), med(b, key)
+            if va is None or not vb or (b is d and key == "cpu_per_gbps"):
                 return "–"
             return f"{va / vb:.2f}×"
 
         print(f"| {label} | {cell(d)} | {cell(s)} | {cell(p)} | {cell(sl)} | "
               f"{ratio(s, p)} | {ratio(s, d)} |")
-    if scale[1] is not None:
-        print(f"\nsandboxd at {scale[0]} idle connections: {scale[1]:.2f} KiB of daemon RSS per connection")
+
+
+def memory_table(mem):
+    print("| measure | sandboxd | pasta | slirp4netns |")
+    print("|---|---|---|---|")
+    row = [mem.get(k, {}).get("mem_per_1000") for k in ("sandboxd", "pasta", "slirp4netns")]
+    print("| proxy memory per 1 000 open connections (KiB) | " +
+          " | ".join("–" if v is None else str(v) for v in row) + " |")
+    s = mem.get("sandboxd", {})
+    if s.get("scale_kib_per_conn") is not None:
+        print(f"\nsandboxd at {s['scale_open']} idle connections: "
+              f"{s['scale_kib_per_conn']:.2f} KiB of daemon RSS per connection")
 
 
 if __name__ == "__main__":
