@@ -285,7 +285,11 @@ impl Applier<'_> {
         if !(kind.is_file() || kind.is_hard_link() || kind == tar::EntryType::Continuous) {
             self.cached = None;
         }
-        self.created.insert(joined(&comps));
+        // The entry and the folders above it are this layer's: an opaque whiteout that
+        // comes after them in the archive keeps them.
+        for n in 1..=comps.len() {
+            self.created.insert(joined(&comps[..n]));
+        }
         let parent = self.parent(dir)?;
         let m = meta(e);
         use tar::EntryType as T;
@@ -447,15 +451,32 @@ impl Applier<'_> {
             Err(Errno::ENOENT) => return Ok(()),
             Err(e) => return Err(format!("opaque whiteout: {e}")),
         };
-        let mut prefix = joined(dir);
-        if !prefix.is_empty() {
-            prefix.push(b'/');
-        }
-        for child in children(fd.as_raw_fd()).map_err(|e| format!("opaque whiteout: {e}"))? {
-            let mut full = prefix.clone();
+        self.keep_own(fd.as_raw_fd(), joined(dir))
+            .map_err(|e| format!("opaque whiteout: {e}"))
+    }
+
+    /// Removes from folder `fd` (path `path`) everything lower layers put there: what this
+    /// layer wrote stays, and folders it wrote into are searched in turn.
+    fn keep_own(&self, fd: RawFd, path: Vec<u8>) -> nix::Result<()> {
+        for child in children(fd)? {
+            let mut full = path.clone();
+            if !full.is_empty() {
+                full.push(b'/');
+            }
             full.extend_from_slice(child.as_bytes());
             if !self.created.contains(&full) {
-                remove_all(fd.as_raw_fd(), &child).map_err(|e| format!("opaque whiteout: {e}"))?;
+                remove_all(fd, &child)?;
+                continue;
+            }
+            let sub = openat(
+                Some(fd),
+                child.as_os_str(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            );
+            if let Ok(sub) = sub {
+                let sub = own(sub);
+                self.keep_own(sub.as_raw_fd(), full)?;
             }
         }
         Ok(())
@@ -523,6 +544,87 @@ fn remove_all(parent: RawFd, name: &OsStr) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layer file of `(path, kind, data or link target)` entries, in this order.
+    fn layer(dir: &Path, name: &str, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {
+        let path = dir.join(name);
+        let mut b = tar::Builder::new(File::create(&path).unwrap());
+        for (p, kind, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(*kind);
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            h.set_size(if kind.is_file() { data.len() as u64 } else { 0 });
+            // Names written raw: the builder refuses `..`, which is what a hostile layer has.
+            h.as_old_mut().name[..p.len()].copy_from_slice(p.as_bytes());
+            if kind.is_symlink() || kind.is_hard_link() {
+                h.as_old_mut().linkname[..data.len()].copy_from_slice(data.as_bytes());
+            }
+            h.set_cksum();
+            let body: &[u8] = if kind.is_file() { data.as_bytes() } else { &[] };
+            b.append(&h, body).unwrap();
+        }
+        b.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn an_opaque_whiteout_after_the_layers_own_files_keeps_them() {
+        use tar::EntryType as T;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let lower = layer(
+            tmp.path(),
+            "lower",
+            &[
+                ("d", T::Directory, ""),
+                ("d/old", T::Regular, "old"),
+                ("d/sub", T::Directory, ""),
+                ("d/sub/lower", T::Regular, "lower"),
+                ("gone", T::Regular, "x"),
+            ],
+        );
+        let upper = layer(
+            tmp.path(),
+            "upper",
+            &[
+                ("d/sub/new", T::Regular, "new"),
+                ("d/.wh..wh..opq", T::Regular, ""),
+                (".wh.gone", T::Regular, ""),
+                ("link", T::Link, "d/sub/new"),
+                ("up", T::Symlink, "/"),
+                ("up/through", T::Regular, "inside"),
+            ],
+        );
+        let mut notes = Notes::default();
+        apply(&root, &lower, &mut notes).unwrap();
+        apply(&root, &upper, &mut notes).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("d/sub/new")).unwrap(),
+            "new"
+        );
+        assert!(!root.join("d/old").exists() && !root.join("d/sub/lower").exists());
+        assert!(!root.join("gone").exists());
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(root.join("link")).unwrap(),
+            std::fs::metadata(root.join("d/sub/new")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(
+            std::fs::read_to_string(root.join("through")).unwrap(),
+            "inside"
+        );
+
+        let evil = layer(
+            tmp.path(),
+            "evil",
+            &[("a/../../escaped", T::Regular, "out")],
+        );
+        let e = apply(&root, &evil, &mut notes).unwrap_err().to_string();
+        assert!(e.contains("`..`"), "{e}");
+        assert!(!tmp.path().join("escaped").exists());
+    }
 
     #[test]
     fn paths_stay_below_the_root() {
