@@ -76,7 +76,8 @@ def internet_up():
     sh(*inside, "ip", "link", "set", "lo", "up")
     sh(*inside, "ip", "addr", "add", SERVER + "/24", "dev", "sbxbench1")
     sh(*inside, "ip", "link", "set", "sbxbench1", "up")
-    spawn(*inside, "iperf3", "-s", "-p", "5201")
+    # A client that vanished mid-test (a path's helper gone first) must not wedge the server.
+    spawn(*inside, "iperf3", "-s", "-p", "5201", "--idle-timeout", "10", "--rcv-timeout", "10000")
     srv = spawn(*inside, TOOL, "serve", "7000")
     assert srv.stdout.readline().strip() == "ready"
     time.sleep(0.5)
@@ -103,10 +104,13 @@ class Direct:
 
     def run(self, cmd, wait=True):
         args = ["runuser", "-u", USER, "--"] + client(cmd)
-        return sh(*args).stdout if wait else spawn(*args)
+        return sh(*args, timeout=120).stdout if wait else spawn(*args)
 
     def placed(self):
         pass
+
+    def done(self):
+        """After a command started with wait=False ended."""
 
     def proxy_pid(self):
         return 0
@@ -134,7 +138,7 @@ class Sandboxd(Direct):
 
     def run(self, cmd, wait=True):
         args = SESSION + ["sandboxctl", "exec", "bench-net", "--"] + client(cmd)
-        return sh(*args).stdout if wait else spawn(*args)
+        return sh(*args, timeout=120).stdout if wait else spawn(*args)
 
     def placed(self):
         place(self.pid)
@@ -198,15 +202,24 @@ class Slirp(Direct):
         return out
 
     def proxy_pid(self):
-        out = sh("pgrep", "-u", USER, "-n", "slirp4netns", check=False).stdout.split()
+        # slirp4netns is the child of the runuser process started last.
+        out = sh("pgrep", "-P", str(self.slirp.pid), check=False).stdout.split()
         return int(out[0]) if out else 0
+
+    def done(self):
+        if self.slirp.poll() is None:
+            self.slirp.terminate()
+            self.slirp.wait(timeout=10)
 
     def close(self):
         sh("pkill", "-u", USER, "slirp4netns", check=False)
 
 
+IPERF = ["iperf3", "-c", SERVER, "-p", "5201", "--connect-timeout", "3000", "-J"]
+
+
 def iperf(env, *extra):
-    out = env.run(["iperf3", "-c", SERVER, "-p", "5201", "-t", str(SECS), "-J", *extra])
+    out = env.run(IPERF + ["-t", str(SECS), *extra])
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
@@ -224,6 +237,7 @@ def measure_memory(env):
     after = rss_kib(pid)
     r["mem_per_1000"] = (after - before) if line[:2] == ["open", "1000"] else None
     h.communicate(timeout=30)
+    env.done()
     if env.name == "sandboxd":
         # Scale: as many idle connections as the session's fd limit allows the daemon
         # (two sockets each), memory per connection.
@@ -243,19 +257,19 @@ def measure_memory(env):
 def measure(env):
     """One round of the throughput and latency workloads through `env`."""
     r = {}
-    r["up1"] = iperf(env)
-    r["down1"] = iperf(env, "-R")
-    r["up8"] = iperf(env, "-P", "8")
-    # CPU of the proxy process per Gbit/s, over one more single-stream upload.
-    p = env.run(["iperf3", "-c", SERVER, "-p", "5201", "-t", str(SECS), "-J"], wait=False)
+    # The single-stream upload, with the proxy process's CPU time sampled in its middle.
+    p = env.run(IPERF + ["-t", str(SECS + 1)], wait=False)
     time.sleep(0.5)
     pid = env.proxy_pid()
     t0, c0 = time.time(), cpu_ticks(pid)
-    time.sleep(max(0.5, SECS - 1.0))
+    time.sleep(SECS - 0.5)
     c1, t1 = cpu_ticks(pid), time.time()
     out, _ = p.communicate(timeout=120)
-    gbps = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-    r["cpu_per_gbps"] = ((c1 - c0) / CLK) / (t1 - t0) / gbps if pid else None
+    env.done()
+    r["up1"] = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+    r["cpu_per_gbps"] = ((c1 - c0) / CLK) / (t1 - t0) / r["up1"] if pid else None
+    r["down1"] = iperf(env, "-R")
+    r["up8"] = iperf(env, "-P", "8")
     rate, p50, p99 = env.run([TOOL, "rr", SERVER, "7000", str(SECS), "4"]).split()
     r["conn_rate"], r["rr_p50"], r["rr_p99"] = float(rate), int(p50), int(p99)
     u50, u99 = env.run([TOOL, "udp", SERVER, "7000", "5000"]).split()
