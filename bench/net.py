@@ -76,11 +76,28 @@ def internet_up():
     sh(*inside, "ip", "link", "set", "lo", "up")
     sh(*inside, "ip", "addr", "add", SERVER + "/24", "dev", "sbxbench1")
     sh(*inside, "ip", "link", "set", "sbxbench1", "up")
-    # A client that vanished mid-test (a path's helper gone first) must not wedge the server.
-    spawn(*inside, "iperf3", "-s", "-p", "5201", "--idle-timeout", "10", "--rcv-timeout", "10000")
+    restart_iperf()
     srv = spawn(*inside, TOOL, "serve", "7000")
     assert srv.stdout.readline().strip() == "ready"
     time.sleep(0.5)
+
+
+IPERF_SERVER = []
+
+
+def restart_iperf():
+    """A fresh iperf3 server for each path: one whose client vanished mid-test (its
+    network helper gone first) can stay wedged for minutes and stall the next path."""
+    for p in IPERF_SERVER:
+        p.kill()
+        p.wait()
+    IPERF_SERVER.clear()
+    IPERF_SERVER.append(spawn("ip", "netns", "exec", NETNS, "iperf3", "-s", "-p", "5201"))
+    deadline = time.monotonic() + 10
+    while sh("ip", "netns", "exec", NETNS, "ss", "-Hltn", "sport = :5201").stdout.strip() == "":
+        if time.monotonic() > deadline:
+            sys.exit("iperf3 -s did not listen")
+        time.sleep(0.02)
 
 
 def internet_down():
@@ -281,7 +298,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench/net.py runs as root (it creates a network namespace)")
     internet_up()
-    servers = [p.pid for p in started]
+    servers = [p.pid for p in started if p not in IPERF_SERVER]
     memory = {}
     rounds = {False: {}, True: {}}
     envs = []
@@ -293,9 +310,10 @@ def main():
         for n in range(ROUNDS):
             for pinned in (False, True):
                 PINNED[0] = pinned
-                for pid in servers:
-                    place(pid)
                 for env in envs:
+                    restart_iperf()
+                    for pid in servers + [IPERF_SERVER[0].pid]:
+                        place(pid)
                     env.placed()
                     r = measure(env)
                     for k, v in r.items():
