@@ -942,7 +942,14 @@ fn malicious_layers_stay_inside_the_root() {
             assert!(!root.exists(), "{case} left a root");
         }
         match case {
-            "dotdot" => assert!(stderr(&out).contains("`..`"), "{}", stderr(&out)),
+            "dotdot" => {
+                let err = stderr(&out);
+                assert!(err.contains("`..`"), "{err}");
+                assert!(
+                    err.contains("escaped\\x1b[2J") && !err.contains('\x1b'),
+                    "{err:?}"
+                );
+            }
             "absolute" => assert!(root.join("abs-file").is_file()),
             "symlink-root" => {
                 assert!(

@@ -502,6 +502,18 @@ fn check(arg: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// An error message for the terminal: its lines as they are, control characters inside
+/// them shown as `\xNN`. Messages quote what others wrote (a registry's error text, a
+/// layer's entry names, a sandbox's output), and escape sequences in those must not reach
+/// the user's terminal.
+pub fn terminal_safe(message: &str) -> String {
+    message
+        .split('\n')
+        .map(logs::escape_controls)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Entry point used by the binary.
 pub fn main() -> ExitCode {
     complete::answer_if_asked();
@@ -525,8 +537,21 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("sandboxctl: {}", f.message);
+            eprintln!("sandboxctl: {}", terminal_safe(&f.message));
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_keep_their_lines_and_lose_escape_sequences() {
+        assert_eq!(
+            terminal_safe("layer x: entry a\u{1b}[2Jb\nsecond\tline"),
+            "layer x: entry a\\x1b[2Jb\nsecond\tline"
+        );
     }
 }

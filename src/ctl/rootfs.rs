@@ -265,7 +265,7 @@ pub fn apply_layers(into: &Path, layers: &[PathBuf]) -> Result<(), String> {
         eprintln!();
     }
     for line in notes.lines() {
-        eprintln!("note: {line}");
+        eprintln!("note: {}", super::terminal_safe(&line));
     }
     Ok(())
 }

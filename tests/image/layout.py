@@ -167,7 +167,8 @@ def main():
     elif what == "evil":
         case, host = sys.argv[3], sys.argv[4].lstrip("/")
         evil = {
-            "dotdot": [entry("../../escaped", data=b"out\n")],
+            # The name also carries an escape sequence, which must not reach a terminal.
+            "dotdot": [entry("../../escaped\x1b[2J", data=b"out\n")],
             "absolute": [entry("/abs-file", data=b"in\n")],
             "symlink-root": [entry("up", tarfile.SYMTYPE, link="/"), entry("up/planted", data=b"through a symlink\n")],
             "symlink-host": [entry("evil", tarfile.SYMTYPE, link="/" + host), entry("evil/planted", data=b"through a symlink\n")],
