@@ -27,6 +27,19 @@ fn scratch() -> tempfile::TempDir {
     dir
 }
 
+/// Every test's start: the session to itself (tests share the test user), ready, and a
+/// scratch folder.
+fn begin() -> (
+    std::sync::MutexGuard<'static, ()>,
+    &'static Session,
+    tempfile::TempDir,
+) {
+    let guard = lock();
+    let s = session();
+    s.ready();
+    (guard, s, scratch())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -363,10 +376,7 @@ fn assert_good_inside(s: &Session, name: &str) {
 /// per registry; a second pull of the same image is up to date.
 #[test]
 fn pulled_images_run_as_their_layers_and_config_say() {
-    let _g = lock();
-    let s = session();
-    s.ready();
-    let tmp = scratch();
+    let (_g, s, tmp) = begin();
     let tls = make_tls(tmp.path());
     let reg = Registry::start(tmp.path(), Some(&tls));
     let good = layout(tmp.path(), &["good"]);
@@ -523,10 +533,7 @@ fn pulled_images_run_as_their_layers_and_config_say() {
 /// no root, no profile, and nothing of that blob in the cache.
 #[test]
 fn a_corrupt_blob_fails_the_pull_and_leaves_nothing() {
-    let _g = lock();
-    let s = session();
-    s.ready();
-    let tmp = scratch();
+    let (_g, s, tmp) = begin();
     let reg = Registry::start(tmp.path(), None);
     let good = salted_layout(tmp.path(), &["good"], &format!("{:?}", Instant::now()));
     reg.push(&good, "1", "e2e/corrupt");
@@ -581,10 +588,7 @@ fn a_corrupt_blob_fails_the_pull_and_leaves_nothing() {
 /// missing: the registry sends fewer bytes the second time than the image's layers.
 #[test]
 fn a_killed_pull_resumes_with_what_was_missing() {
-    let _g = lock();
-    let s = session();
-    s.ready();
-    let tmp = scratch();
+    let (_g, s, tmp) = begin();
     let reg = Registry::start(tmp.path(), None);
     let big = layout(tmp.path(), &["big", "48"]);
     reg.push(&big, "1", "e2e/big");
@@ -675,10 +679,7 @@ fn a_killed_pull_resumes_with_what_was_missing() {
 /// clear error naming the file; with the right ones it works.
 #[test]
 fn bearer_tokens_anonymous_and_with_credentials() {
-    let _g = lock();
-    let s = session();
-    s.ready();
-    let tmp = scratch();
+    let (_g, s, tmp) = begin();
     let reg = Registry::start(tmp.path(), None);
     let good = layout(tmp.path(), &["good"]);
     reg.push(&good, "1", "public/img");
@@ -792,10 +793,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 /// itself import to the same tree as the pull; `rootfs prune` keeps what roots use.
 #[test]
 fn image_archives_import_to_the_same_tree_as_the_pull() {
-    let _g = lock();
-    let s = session();
-    s.ready();
-    let tmp = scratch();
+    let (_g, s, tmp) = begin();
     let reg = Registry::start(tmp.path(), None);
     let good = layout(tmp.path(), &["good"]);
     reg.push(&good, "1", "e2e/arch");
@@ -911,10 +909,7 @@ fn image_archives_import_to_the_same_tree_as_the_pull() {
 /// the host folder stays as it was.
 #[test]
 fn malicious_layers_stay_inside_the_root() {
-    let _g = lock();
-    let s = session();
-    s.ready();
-    let tmp = scratch();
+    let (_g, s, tmp) = begin();
     let host = tmp.path().join("host");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("secret"), "host secret\n").unwrap();
