@@ -28,7 +28,7 @@ impl<R: Runtime> Reloader<R> {
             return;
         };
         while hup.recv().await.is_some() {
-            let summary = self.reload();
+            let summary = self.reload().await;
             tracing::info!("reloaded: {summary}");
             crate::daemon::notify(&[sd_notify::NotifyState::Status(&format!(
                 "reloaded: {summary}"
@@ -37,7 +37,7 @@ impl<R: Runtime> Reloader<R> {
     }
 
     /// Applies what changed; returns what it did, for people.
-    pub fn reload(&mut self) -> String {
+    pub async fn reload(&mut self) -> String {
         let new = match DaemonConfig::load(&self.path) {
             Ok(c) => c,
             Err(e) => {
@@ -82,7 +82,7 @@ impl<R: Runtime> Reloader<R> {
                 p.name
             })
             .collect();
-        let updated = self.sup.reload_network();
+        let updated = self.sup.reload_network().await;
         if !updated.is_empty() {
             done.push(format!("network policy of {} applied", updated.join(", ")));
         }

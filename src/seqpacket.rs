@@ -7,7 +7,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// Descriptors one message may carry.
-pub const MAX_FDS: usize = 4;
+pub const MAX_FDS: usize = 8;
 
 /// Sends `bytes` and `fds` as one message.
 pub fn send(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> nix::Result<usize> {

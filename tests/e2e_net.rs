@@ -135,32 +135,65 @@ fn the_host_and_private_ranges_are_refused_at_once_unless_allowed() {
         "192.168.77.1".into(),
     ];
     targets.extend(other_host_address().map(|a| a.to_string()));
+    // Refused at the SYN (ECONNREFUSED at connect), as a closed port would be.
     for t in &targets {
         let out = probe(s, "net-deny", &["connect", t, &port]);
         let (outcome, ms) = out.split_once(' ').unwrap();
-        assert_eq!(outcome, "reset", "{t}:{port} must be reset: {out}");
+        assert_eq!(outcome, "refused", "{t}:{port} must be refused: {out}");
         assert!(
-            ms.parse::<u64>().unwrap() < 100,
+            ms.parse::<u64>().unwrap() < 50,
             "{t}: refused after {ms} ms"
         );
     }
-    assert_eq!(
-        counter(s, "net-deny", "connections_denied"),
-        targets.len() as u64
+    // A datagram to a refused address: ICMP port unreachable, ECONNREFUSED on a
+    // connected socket (IPv4 and IPv6).
+    for t in ["192.168.77.1", "2001:db8::77", HOST_V4] {
+        let out = probe(s, "net-deny", &["udpconnect", t, "53"]);
+        let (outcome, ms) = out.split_once(' ').unwrap();
+        assert_eq!(outcome, "refused", "udp {t}: {out}");
+        assert!(
+            ms.parse::<u64>().unwrap() < 50,
+            "udp {t}: refused after {ms} ms"
+        );
+    }
+    let mut denied = targets.len() as u64 + 3;
+    assert_eq!(counter(s, "net-deny", "connections_denied"), denied);
+    let log = s.ctl_ok(&["netlog", "net-deny"]);
+    assert!(
+        log.contains(&format!("10.1.2.3:{port}")) && log.contains("a private range"),
+        "{log}"
     );
+    assert!(log.contains("192.168.77.1:53"), "{log}");
     // The test internet itself is allowed and reachable.
     assert!(probe(s, "net-deny", &["connect", INET_V4, "8000"]).starts_with("ok:HTTP"));
     // An address the host gains while the sandbox runs is the host's from then on, even
     // inside the allowed CIDR (dialing it would reach the host service).
+    // The proxy judges it with the host's addresses of the moment; the SYN rules
+    // follow the change within moments.
     root(Command::new("ip").args(["addr", "add", "203.0.113.77/32", "dev", "sbxtest0"]));
-    let out = probe(s, "net-deny", &["connect", "203.0.113.77", &port]);
-    assert!(
-        out.starts_with("reset "),
-        "a new host address must be refused: {out}"
+    let out = s.wait_for(
+        "the new host address refused",
+        Duration::from_secs(5),
+        || {
+            let out = probe(s, "net-deny", &["connect", "203.0.113.77", &port]);
+            denied += 1;
+            assert!(
+                out.starts_with("refused ") || out.starts_with("reset "),
+                "a new host address must be refused: {out}"
+            );
+            out.starts_with("refused ").then_some(out)
+        },
     );
-    assert_eq!(
-        counter(s, "net-deny", "connections_denied"),
-        targets.len() as u64 + 1
+    assert!(
+        out.split_once(' ').unwrap().1.parse::<u64>().unwrap() < 50,
+        "{out}"
+    );
+    assert_eq!(counter(s, "net-deny", "connections_denied"), denied);
+    let log = s.ctl_ok(&["netlog", "net-deny"]);
+    let last = log.lines().last().unwrap();
+    assert!(
+        last.contains(&format!("203.0.113.77:{port}")) && last.contains("the host itself"),
+        "{log}"
     );
     s.ctl_ok(&["stop", "net-deny"]);
 
@@ -458,7 +491,7 @@ fn refusals_are_logged_announced_and_a_reload_applies_new_policy() {
     );
     s.ctl_ok(&["reload"]);
     let out = probe(s, "net-log", &["connect", INET_V4, "8000"]);
-    assert!(out.starts_with("reset "), "denied after reload: {out}");
+    assert!(out.starts_with("refused "), "denied after reload: {out}");
     // Other ports and the IPv6 address are still allowed; the sandbox never restarted.
     assert_eq!(probe(s, "net-log", &["halfclose", INET_V4, "10"]), "ok");
     assert_eq!(s.leader_of("net-log"), leader);
@@ -528,6 +561,17 @@ fn refusals_are_logged_announced_and_a_reload_applies_new_policy() {
             && l.contains("REASON=\"matches network.deny\"")),
         "no structured denial line in the daemon's log"
     );
+    // A reload that opens a CIDR makes it reachable at once, without a restart (the
+    // address rules are in place when the reload returns).
+    proxied_profile(s, "net-log", r#"allow = ["2001:db8:113::/64"]"#);
+    s.ctl_ok(&["reload"]);
+    let out = probe(s, "net-log", &["connect", INET_V4, "8000"]);
+    assert!(out.starts_with("refused "), "{out}");
+    proxied_profile(s, "net-log", ALLOW_INET);
+    s.ctl_ok(&["reload"]);
+    let out = probe(s, "net-log", &["connect", INET_V4, "8000"]);
+    assert!(out.starts_with("ok:HTTP"), "{out}");
+    assert_eq!(s.leader_of("net-log"), leader);
     s.ctl_ok(&["stop", "net-log"]);
     s.remove_profile("net-log");
 }
@@ -698,7 +742,7 @@ fn names_are_answered_by_the_daemon_and_judged_by_name() {
     // The real address of allowed.test (as the host knows it), which shared.test shares,
     // is judged by the address rules alone: refused.
     let out = probe(s, "net-names", &["connect", PUBLIC_V4, "8000"]);
-    assert!(out.starts_with("reset "), "{out}");
+    assert!(out.starts_with("refused "), "{out}");
     // Wildcards and ports; deny wins over allow.
     assert!(probe(s, "net-names", &["connect", "a.wild.test", "8000"]).starts_with("ok:HTTP"));
     assert!(probe(s, "net-names", &["connect", "a.wild.test", "7008"]).starts_with("reset "));
@@ -709,12 +753,13 @@ fn names_are_answered_by_the_daemon_and_judged_by_name() {
     // host.sandbox.internal reaches the host's loopback, on the allowed port only.
     let out = probe(s, "net-names", &["connect", "host.sandbox.internal", &port]);
     assert!(out.starts_with("ok:host "), "{out}");
-    for (to, p) in [
-        ("host.sandbox.internal", &other_port),
-        (HOST_V4, &other_port),
+    // By name, the proxy refuses after the handshake; by address, the SYN is refused.
+    for (to, p, how) in [
+        ("host.sandbox.internal", &other_port, "reset "),
+        (HOST_V4, &other_port, "refused "),
     ] {
         let out = probe(s, "net-names", &["connect", to, p]);
-        assert!(out.starts_with("reset "), "{to}:{p}: {out}");
+        assert!(out.starts_with(how), "{to}:{p}: {out}");
     }
     let hosts = s.ctl_ok(&["exec", "net-names", "--", "cat", "/etc/hosts"]);
     assert!(hosts.contains("host.sandbox.internal"), "{hosts}");
@@ -1026,26 +1071,26 @@ fn hostile_root_cannot_reach_the_host_other_sandboxes_or_the_lan() {
     // The attacker: root inside, default policy (public addresses only).
     s.write_profile("net-attacker", "[rootfs]\nhost = true\n");
     s.ctl_ok(&["start", "net-attacker"]);
+    // Names (and the daemon's own addresses) are refused by the proxy after the
+    // handshake; addresses at the SYN.
+    let (by_name, by_address) = ("reset ", "refused ");
     let mut targets = vec![
-        ("host.sandbox.internal", pp.clone()),
-        ("host.sandbox.internal", hp.clone()),
-        (HOST_V4, hp.clone()),
-        (HOST_V4, pp.clone()),
-        ("10.89.0.254", pp.clone()),
-        ("192.168.1.1", "80".to_string()),
-        ("169.254.169.254", "80".to_string()),
-        (INET_V4, "8000".to_string()),
+        ("host.sandbox.internal", pp.clone(), by_name),
+        ("host.sandbox.internal", hp.clone(), by_name),
+        (HOST_V4, hp.clone(), by_address),
+        (HOST_V4, pp.clone(), by_address),
+        ("10.89.0.254", pp.clone(), by_name),
+        ("192.168.1.1", "80".to_string(), by_address),
+        ("169.254.169.254", "80".to_string(), by_address),
+        (INET_V4, "8000".to_string(), by_address),
     ];
     let lan = other_host_address().map(|a| a.to_string());
     if let Some(a) = &lan {
-        targets.push((a.as_str(), pp.clone()));
+        targets.push((a.as_str(), pp.clone(), by_address));
     }
-    for (to, port) in &targets {
+    for (to, port, how) in &targets {
         let out = probe(s, "net-attacker", &["connect", to, port]);
-        assert!(
-            out.starts_with("reset "),
-            "{to}:{port} must be refused: {out}"
-        );
+        assert!(out.starts_with(how), "{to}:{port} must be refused: {out}");
     }
     // Its own loopback is its own: the victim's port is not there, and the proxy's
     // listener refuses a direct connection.
@@ -1065,7 +1110,7 @@ fn hostile_root_cannot_reach_the_host_other_sandboxes_or_the_lan() {
     let out = probe(s, "net-attacker", &["garbage", "127.0.0.1", "1", "300"]);
     assert_eq!(out, "reset=300", "{out}");
     let out = probe(s, "net-attacker", &["garbage", "10.1.2.3", "80", "300"]);
-    assert_eq!(out, "reset=300", "{out}");
+    assert_eq!(out, "refused=300", "{out}");
     use std::io::Read;
     let mut c = std::net::TcpStream::connect(("127.0.0.1", published)).unwrap();
     let mut t = String::new();
@@ -1091,7 +1136,7 @@ fn a_connection_flood_leaves_the_daemon_and_other_sandboxes_responsive() {
     let started = std::time::Instant::now();
     // 20 000 connection attempts: half refused by the policy, half to the test internet.
     let refused = probe(s, "net-flood", &["flood", "10.1.2.3", "80", "10000"]);
-    assert_eq!(refused, "reset=10000", "{refused}");
+    assert_eq!(refused, "refused=10000", "{refused}");
     let allowed = probe(s, "net-flood", &["requests", INET_V4, "10000"]);
     assert_eq!(allowed, "ok=10000", "{allowed}");
     // Another sandbox's transfer still completes meanwhile.

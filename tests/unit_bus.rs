@@ -79,8 +79,12 @@ impl Networking for NoNetwork {
         Box::pin(async { Ok(()) })
     }
     fn detach(&self, _: &str) {}
-    fn update(&self, _: &str, _: &Network) -> bool {
-        false
+    fn update<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Network,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async { false })
     }
     fn stats(&self, _: &str) -> Stats {
         Stats::default()

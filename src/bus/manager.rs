@@ -87,7 +87,7 @@ impl<R: Runtime> Manager<R> {
                 tracing::warn!(PROFILE = p.0.as_str(), "invalid profile: {}", p.2);
             }
         }
-        self.sup.reload_network();
+        self.sup.reload_network().await;
     }
 
     /// The latest connections, flows and names the proxy refused for sandbox `name`,

@@ -3,10 +3,17 @@
 //!
 //! ```text
 //! daemon → helper   "join PID"            (first; a helper is started ahead of need)
-//! helper → daemon   "ready" + [tcp4, tcp6, udp4, udp6]   |  "error MESSAGE"
+//! helper → daemon   "ready tcp4 tcp6 udp4 udp6 [log] [raw4 raw6]" + those fds
+//!                                                        |  "error MESSAGE"
 //! daemon → helper   "udp LOCAL PEER"  |  "connect tcp|udp PORT"
 //! helper → daemon   "ok" + [fd]                          |  "error MESSAGE"
+//! daemon → helper   "rules\nRULE\nRULE…" (judge.rs)
+//! helper → daemon   "ok"                                 |  "error MESSAGE"
 //! ```
+//!
+//! `log` (the nflog group's socket) and `raw4 raw6` (raw IP sockets for the ICMP errors
+//! of refused datagrams) are left out where the kernel has no nflog or refuses raw
+//! sockets; the sandbox then keeps a working network with refusals made by the proxy.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +26,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
 
 const MAX_MESSAGE: usize = 512;
+/// A request may carry a rule set (at most `judge::MAX_RULES` lines).
+const MAX_REQUEST: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -44,10 +53,24 @@ pub enum Request {
         udp: bool,
         port: u16,
     },
+    /// The verdict rules of `judge`, replacing the ones in place.
+    Rules(Vec<super::judge::Rule>),
+}
+
+/// What the helper answers a request with.
+pub enum Answer {
+    Fd(OwnedFd),
+    Done,
 }
 
 impl Request {
     fn parse(text: &str) -> Option<Self> {
+        if let Some(rules) = text.strip_prefix("rules\n") {
+            return super::judge::Rule::decode(rules).map(Self::Rules);
+        }
+        if text == "rules" {
+            return Some(Self::Rules(Vec::new()));
+        }
         let mut words = text.split(' ');
         match (words.next(), words.next(), words.next(), words.next()) {
             (Some("udp"), Some(l), Some(p), None) => Some(Self::UdpReply {
@@ -67,10 +90,14 @@ fn send(fd: RawFd, text: &str, fds: &[RawFd]) -> nix::Result<usize> {
     crate::seqpacket::send(fd, text.as_bytes(), fds)
 }
 
-/// One message: its text (empty at end of stream) and the fds that came with it.
-fn recv(fd: RawFd, flags: MsgFlags) -> nix::Result<(String, Vec<OwnedFd>)> {
-    let mut buf = [0u8; MAX_MESSAGE];
+/// One message of at most `max` bytes: its text (empty at end of stream) and the fds that
+/// came with it. A longer one is refused whole rather than read cut.
+fn recv(fd: RawFd, flags: MsgFlags, max: usize) -> nix::Result<(String, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; max];
     let msg = crate::seqpacket::recv(fd, &mut buf, flags)?;
+    if msg.truncated {
+        return Ok(("\0truncated".into(), Vec::new()));
+    }
     Ok((
         String::from_utf8_lossy(&buf[..msg.len]).into_owned(),
         msg.fds,
@@ -93,16 +120,22 @@ impl Control {
         send(self.fd.as_raw_fd(), &text, &[])
     }
 
-    pub fn send_ready(&self, fds: [OwnedFd; 4]) -> nix::Result<usize> {
-        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        send(self.fd.as_raw_fd(), "ready", &raw)
+    /// Sends the named descriptors (see the module's table for the names).
+    pub fn send_ready(&self, fds: &[(&str, OwnedFd)]) -> nix::Result<usize> {
+        let raw: Vec<RawFd> = fds.iter().map(|(_, f)| f.as_raw_fd()).collect();
+        let names: Vec<&str> = fds.iter().map(|(n, _)| *n).collect();
+        send(
+            self.fd.as_raw_fd(),
+            &format!("ready {}", names.join(" ")),
+            &raw,
+        )
     }
 
     /// Waits for the sandbox to join: the pid of its init. `None` when the daemon went away
     /// (a spare helper that was never used) or sent something else.
     pub fn wait_join(&self) -> Option<u32> {
         loop {
-            match recv(self.fd.as_raw_fd(), MsgFlags::empty()) {
+            match recv(self.fd.as_raw_fd(), MsgFlags::empty(), MAX_MESSAGE) {
                 Ok((t, _)) => return t.strip_prefix("join ")?.parse().ok(),
                 Err(nix::Error::EINTR) => continue,
                 Err(_) => return None,
@@ -111,9 +144,9 @@ impl Control {
     }
 
     /// Answers requests until the daemon closes its end.
-    pub fn serve(&self, mut handle: impl FnMut(Request) -> io::Result<OwnedFd>) {
+    pub fn serve(&self, mut handle: impl FnMut(Request) -> io::Result<Answer>) {
         loop {
-            let text = match recv(self.fd.as_raw_fd(), MsgFlags::empty()) {
+            let text = match recv(self.fd.as_raw_fd(), MsgFlags::empty(), MAX_REQUEST) {
                 Ok((t, _)) if t.is_empty() => return,
                 Ok((t, _)) => t,
                 Err(nix::Error::EINTR) => continue,
@@ -121,7 +154,8 @@ impl Control {
             };
             let sent = match Request::parse(&text) {
                 Some(req) => match handle(req) {
-                    Ok(fd) => send(self.fd.as_raw_fd(), "ok", &[fd.as_raw_fd()]),
+                    Ok(Answer::Fd(fd)) => send(self.fd.as_raw_fd(), "ok", &[fd.as_raw_fd()]),
+                    Ok(Answer::Done) => send(self.fd.as_raw_fd(), "ok", &[]),
                     Err(e) => self.send_error(&e.to_string()),
                 },
                 None => self.send_error("unknown request"),
@@ -133,12 +167,44 @@ impl Control {
     }
 }
 
-/// The listeners a helper made, in its `ready` message's order.
+/// The listeners a helper made, and what else it could open.
 pub struct Ready {
     pub tcp4: OwnedFd,
     pub tcp6: OwnedFd,
     pub udp4: OwnedFd,
     pub udp6: OwnedFd,
+    /// The nflog group the verdict rules log to.
+    pub log: Option<OwnedFd>,
+    /// Raw IPv4 and IPv6 sockets inside, for ICMP errors.
+    pub raw: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Ready {
+    /// Matches the names of a `ready` message to its fds.
+    fn from_message(text: &str, fds: Vec<OwnedFd>) -> Result<Self, ControlError> {
+        let names: Vec<&str> = text.split(' ').skip(1).collect();
+        if names.len() != fds.len() {
+            return Err(ControlError::Helper(format!(
+                "unexpected answer {text:?} with {} fds",
+                fds.len()
+            )));
+        }
+        let mut by_name: std::collections::HashMap<&str, OwnedFd> =
+            names.into_iter().zip(fds).collect();
+        let mut take = |n: &str| by_name.remove(n);
+        let missing = || ControlError::Helper(format!("{text:?} lacks a listener"));
+        let (tcp4, tcp6, udp4, udp6) = (take("tcp4"), take("tcp6"), take("udp4"), take("udp6"));
+        let log = take("log");
+        let raw = take("raw4").zip(take("raw6"));
+        Ok(Self {
+            tcp4: tcp4.ok_or_else(missing)?,
+            tcp6: tcp6.ok_or_else(missing)?,
+            udp4: udp4.ok_or_else(missing)?,
+            udp6: udp6.ok_or_else(missing)?,
+            log,
+            raw,
+        })
+    }
 }
 
 /// The daemon's (async) end; one request at a time.
@@ -151,9 +217,9 @@ impl Client {
     async fn recv(&self) -> Result<(String, Vec<OwnedFd>), ControlError> {
         loop {
             let mut guard = self.fd.readable().await.map_err(ControlError::Io)?;
-            match guard
-                .try_io(|fd| recv(fd.as_raw_fd(), MsgFlags::MSG_DONTWAIT).map_err(io::Error::from))
-            {
+            match guard.try_io(|fd| {
+                recv(fd.as_raw_fd(), MsgFlags::MSG_DONTWAIT, MAX_MESSAGE).map_err(io::Error::from)
+            }) {
                 Ok(Ok((text, _))) if text.is_empty() => return Err(ControlError::Gone),
                 Ok(Ok(m)) => return Ok(m),
                 Ok(Err(e)) => return Err(ControlError::Io(e)),
@@ -207,14 +273,10 @@ impl Client {
         let (text, fds) = tokio::time::timeout(within, self.recv())
             .await
             .map_err(|_| ControlError::Timeout(within))??;
-        let mut fds = Self::answer(text, fds, 4)?.into_iter();
-        let mut next = || fds.next().ok_or(ControlError::Gone);
-        Ok(Ready {
-            tcp4: next()?,
-            tcp6: next()?,
-            udp4: next()?,
-            udp6: next()?,
-        })
+        if let Some(msg) = text.strip_prefix("error ") {
+            return Err(ControlError::Helper(msg.into()));
+        }
+        Ready::from_message(&text, fds)
     }
 
     /// A UDP socket inside the sandbox bound to `local` and connected to `peer`.
@@ -232,15 +294,26 @@ impl Client {
         self.request(format!("connect {kind} {port}")).await
     }
 
+    /// Replaces the sandbox's verdict rules.
+    pub async fn set_rules(&self, rules: &[super::judge::Rule]) -> Result<(), ControlError> {
+        let text = format!("rules\n{}", super::judge::Rule::encode(rules));
+        self.exchange(text, 0).await.map(drop)
+    }
+
     async fn request(&self, text: String) -> Result<OwnedFd, ControlError> {
+        let mut fds = self.exchange(text, 1).await?;
+        fds.pop().ok_or(ControlError::Gone)
+    }
+
+    /// One request and its answer, which must carry `want` fds.
+    async fn exchange(&self, text: String, want: usize) -> Result<Vec<OwnedFd>, ControlError> {
         let _one = self.lock.lock().await;
         self.send(&text).await?;
         let within = Duration::from_secs(5);
         let (text, fds) = tokio::time::timeout(within, self.recv())
             .await
             .map_err(|_| ControlError::Timeout(within))??;
-        let mut fds = Self::answer(text, fds, 1)?;
-        fds.pop().ok_or(ControlError::Gone)
+        Self::answer(text, fds, want)
     }
 }
 

@@ -12,7 +12,9 @@
 //! helper means no network, never more.
 
 mod control;
+mod judge;
 mod netlink;
+mod nflog;
 mod nft;
 mod route;
 mod sockets;
@@ -23,6 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 pub use control::{spawn, Client, Control, ControlError, Ready, Spawned};
+pub use judge::{valid_code, Rule, MAX_RULES};
+pub use nflog::{parse as parse_log, Logged};
 
 /// The argv[1] that selects helper mode in the `sandboxd` binary.
 pub const HELPER_ARG: &str = "netns-helper";
@@ -115,19 +119,41 @@ pub fn helper_main(args: &[String]) -> ! {
             sockets::listeners(PROXY_PORT),
         )
     });
-    let listeners = match listeners {
+    let [tcp4, tcp6, udp4, udp6] = match listeners {
         Ok(l) => l,
         Err(e) => {
             let _ = control.send_error(&crate::error_chain(&e));
             std::process::exit(1);
         }
     };
-    if control.send_ready(listeners).is_err() {
+    let mut fds = vec![
+        ("tcp4", tcp4),
+        ("tcp6", tcp6),
+        ("udp4", udp4),
+        ("udp6", udp6),
+    ];
+    // Without these the proxy still refuses, by reset and by silence: a network either
+    // way, so their absence is reported (by the daemon) rather than fatal.
+    if let Ok(log) = nflog::open() {
+        fds.push(("log", log));
+    }
+    if let (Ok(r4), Ok(r6)) = (sockets::raw(false), sockets::raw(true)) {
+        fds.extend([("raw4", r4), ("raw6", r6)]);
+    }
+    if control.send_ready(&fds).is_err() {
         std::process::exit(1);
     }
+    drop(fds);
     control.serve(|req| match req {
-        control::Request::UdpReply { local, peer } => sockets::udp_reply(local, peer),
-        control::Request::Connect { udp, port } => sockets::connect_inside(udp, port),
+        control::Request::UdpReply { local, peer } => {
+            sockets::udp_reply(local, peer).map(control::Answer::Fd)
+        }
+        control::Request::Connect { udp, port } => {
+            sockets::connect_inside(udp, port).map(control::Answer::Fd)
+        }
+        control::Request::Rules(rules) => {
+            nft::set_judge(&rules, nflog::GROUP).map(|()| control::Answer::Done)
+        }
     });
     std::process::exit(0);
 }

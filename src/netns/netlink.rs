@@ -118,6 +118,11 @@ impl Socket {
         Ok(Self { fd, seq: 1 })
     }
 
+    /// The socket itself, for a subscription read elsewhere (the daemon's end of nflog).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Sends the messages as one datagram (an nf_tables batch must arrive whole) and waits
     /// for one acknowledgement per message that asked for it; the first error wins.
     pub fn transact(&mut self, msgs: Vec<Message>) -> io::Result<()> {

@@ -95,3 +95,20 @@ pub fn connect_inside(udp: bool, port: u16) -> io::Result<OwnedFd> {
     connect(fd.as_raw_fd(), &to)?;
     Ok(fd)
 }
+
+/// A raw IP socket inside the sandbox that sends whole packets, header included: the
+/// daemon writes ICMP errors with it whose source is the address the sandbox tried to
+/// reach, so its socket takes them for that host's answer.
+pub fn raw(v6: bool) -> io::Result<OwnedFd> {
+    let family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    Ok(socket(
+        family,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        nix::sys::socket::SockProtocol::Raw,
+    )?)
+}

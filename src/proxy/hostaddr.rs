@@ -90,6 +90,32 @@ pub fn lookup() -> Vec<IpAddr> {
         .collect()
 }
 
+/// Address changes as they happen, for the verdict rules that name the host's addresses.
+pub struct Changes(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl Changes {
+    /// `None` where netlink is unavailable (the rules then keep the addresses the host
+    /// had when they were made; the proxy still judges every flow with fresh ones).
+    pub fn subscribe() -> Option<Self> {
+        // SAFETY: an OwnedFd always reports the same, open fd; it lives inside the AsyncFd.
+        unsafe { tokio::io::unix::AsyncFd::register(subscribe()?) }
+            .ok()
+            .map(Self)
+    }
+
+    /// Waits for the next change (any address added or removed); `None` on failure.
+    pub async fn next(&self) -> Option<()> {
+        loop {
+            let mut guard = self.0.readable().await.ok()?;
+            let any = changed(guard.get_inner());
+            guard.clear_ready();
+            if any {
+                return Some(());
+            }
+        }
+    }
+}
+
 impl HostAddresses {
     pub fn new() -> Self {
         // Subscribe before the first lookup, so no change can fall between the two.

@@ -9,8 +9,10 @@ pub mod denials;
 pub mod dns;
 mod egress;
 mod hostaddr;
+mod icmp;
 mod policy;
 mod publish;
+mod refusals;
 mod relay;
 pub mod sniff;
 mod tcp;
@@ -81,6 +83,12 @@ pub struct Shared {
     egress: RwLock<egress::Egress>,
     /// Connections and flows allowed by name, per name (at most [`MAX_NAMES_COUNTED`]).
     name_hits: Mutex<HashMap<String, u64>>,
+    /// Raw sockets inside the sandbox for the ICMP errors of refused datagrams.
+    raw: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+    /// The helper can log refusals, so the address rules are installed.
+    judged: bool,
+    /// One rule update at a time, each made from the state current when it runs.
+    rules: tokio::sync::Mutex<()>,
     /// Cancelled when the helper dies (and at detach): every connection and flow ends,
     /// and new ones are refused at once rather than left to time out.
     cut: CancellationToken,
@@ -97,6 +105,30 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Installs the verdict rules of the current policy and host addresses (a SYN to
+    /// what they refuse is reset before the proxy sees it).
+    async fn push_rules(&self) {
+        if !self.judged {
+            return;
+        }
+        let _one = self.rules.lock().await;
+        let rules = self.policy().address_rules(&self.host.current());
+        if let Err(e) = self.helper.set_rules(&rules).await {
+            tracing::warn!(
+                SANDBOX = self.name.as_str(),
+                "cannot install the address rules (the proxy still refuses, by reset): {}",
+                crate::error_chain(&e)
+            );
+        }
+    }
+
+    /// Answers a refused datagram the way a closed port would.
+    fn unreachable(&self, refused: SocketAddr, sandbox: SocketAddr, len: usize) {
+        if let Some(raw) = &self.raw {
+            icmp::send(raw, refused, sandbox, len);
+        }
     }
 
     /// Counts, logs and announces one refusal.
@@ -281,7 +313,9 @@ pub struct Proxy {
     /// The next sandbox's helper, started ahead of need.
     spare: Mutex<Option<netns::Spawned>>,
     budget: Arc<Budget>,
-    sandboxes: Mutex<HashMap<String, Attached>>,
+    sandboxes: Arc<Mutex<HashMap<String, Attached>>>,
+    /// The watcher of host address changes runs (started with the first sandbox).
+    watching: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -318,8 +352,35 @@ impl Proxy {
             names: Arc::new(dns::Names::default()),
             upstream,
             spare: Mutex::new(None),
-            sandboxes: Mutex::new(HashMap::new()),
+            sandboxes: Arc::default(),
+            watching: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Keeps every sandbox's verdict rules in step with the host's addresses: an address
+    /// the host gains is refused at the SYN from then on, like the ones it had.
+    fn watch_host(&self) {
+        if self.watching.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Some(changes) = hostaddr::Changes::subscribe() else {
+            tracing::warn!("cannot follow the host's address changes");
+            return;
+        };
+        let sandboxes = self.sandboxes.clone();
+        tokio::spawn(async move {
+            while changes.next().await.is_some() {
+                let all: Vec<Arc<Shared>> = sandboxes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .map(|a| a.shared.clone())
+                    .collect();
+                for s in all {
+                    s.push_rules().await;
+                }
+            }
+        });
     }
 
     /// A helper that is already running (exec'd and loaded), and a new spare for the next
@@ -357,6 +418,20 @@ impl Proxy {
             }
         };
         let stop = CancellationToken::new();
+        let netns::Ready {
+            tcp4,
+            tcp6,
+            udp4,
+            udp6,
+            log,
+            raw,
+        } = ready;
+        if log.is_none() {
+            tracing::warn!(
+                SANDBOX = name,
+                "no nflog in the sandbox's network: refused connections are reset after the handshake"
+            );
+        }
         let shared = Arc::new(Shared {
             name: name.into(),
             policy: RwLock::new(Policy::new(network)),
@@ -373,6 +448,9 @@ impl Proxy {
             dns: std::sync::atomic::AtomicBool::new(network.dns),
             name_hits: Mutex::new(HashMap::new()),
             egress: RwLock::new(egress),
+            raw,
+            judged: log.is_some(),
+            rules: tokio::sync::Mutex::new(()),
             cut: stop.child_token(),
             budget: self.budget.clone(),
             account: Arc::default(),
@@ -380,10 +458,10 @@ impl Proxy {
         });
         let listeners = (|| {
             Ok::<_, std::io::Error>((
-                tcp::listener(ready.tcp4)?,
-                tcp::listener(ready.tcp6)?,
-                udp::socket(ready.udp4)?,
-                udp::socket(ready.udp6)?,
+                tcp::listener(tcp4)?,
+                tcp::listener(tcp6)?,
+                udp::socket(udp4)?,
+                udp::socket(udp6)?,
             ))
         })();
         let (t4, t6, u4, u6) = match listeners {
@@ -411,6 +489,11 @@ impl Proxy {
         for p in published {
             publish::serve(p, shared.clone(), stop.clone());
         }
+        if let Some(log) = log {
+            tokio::spawn(refusals::serve(log, shared.clone(), stop.clone()));
+        }
+        shared.push_rules().await;
+        self.watch_host();
         // The helper lives exactly as long as the proxy of this sandbox.
         let watch = stop.clone();
         let cut = shared.cut.clone();
@@ -449,13 +532,12 @@ impl Proxy {
     }
 
     /// Applies a changed `[network]` policy to a running sandbox: new connections and
-    /// flows follow it; open ones are left alone. False when `name` is not proxied.
-    pub fn update(&self, name: &str, network: &Network) -> bool {
-        let t = self.sandboxes();
-        let Some(a) = t.get(name) else {
+    /// flows follow it (its verdict rules are in place on return); open ones are left
+    /// alone. False when `name` is not proxied.
+    pub async fn update(&self, name: &str, network: &Network) -> bool {
+        let Some(s) = self.sandboxes().get(name).map(|a| a.shared.clone()) else {
             return false;
         };
-        let s = &a.shared;
         *s.policy.write().unwrap_or_else(|p| p.into_inner()) = Policy::new(network);
         s.max_connections
             .store(network.max_connections, Ordering::Relaxed);
@@ -463,6 +545,7 @@ impl Proxy {
             .store(network.max_udp_flows, Ordering::Relaxed);
         s.dns.store(network.dns, Ordering::Relaxed);
         *s.egress.write().unwrap_or_else(|p| p.into_inner()) = network.upstream.clone();
+        s.push_rules().await;
         tracing::info!(SANDBOX = name, "network policy reloaded");
         true
     }
@@ -517,7 +600,11 @@ pub trait Networking: Send + Sync + 'static {
         network: &'a Network,
     ) -> Pin<Box<dyn Future<Output = Result<(), ProxyError>> + Send + 'a>>;
     fn detach(&self, name: &str);
-    fn update(&self, name: &str, network: &Network) -> bool;
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        network: &'a Network,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
     fn stats(&self, name: &str) -> Stats;
     fn denials(&self, name: &str) -> Vec<Denied>;
     fn name_hits(&self, name: &str) -> HashMap<String, u64>;
@@ -537,8 +624,12 @@ impl Networking for Proxy {
         Proxy::detach(self, name);
     }
 
-    fn update(&self, name: &str, network: &Network) -> bool {
-        Proxy::update(self, name, network)
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        network: &'a Network,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(Proxy::update(self, name, network))
     }
 
     fn stats(&self, name: &str) -> Stats {

@@ -134,9 +134,11 @@ async fn datagram(shared: &Arc<Shared>, src: SocketAddr, dst: SocketAddr, data: 
             dst.port(),
             "network.max_udp_flows reached",
         );
+        shared.unreachable(dst, src, data.len());
         return;
     }
     let Some(slot) = shared.slot(dst) else {
+        shared.unreachable(dst, src, data.len());
         return;
     };
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -178,17 +180,24 @@ async fn flow(
     if shared.is_resolver(dst) {
         return dns_flow(shared, src, dst, queued).await;
     }
+    // A refusal is answered as a closed port answers: the first datagram's size goes
+    // into the quoted header.
+    let refuse = |queued: &mut mpsc::Receiver<Vec<u8>>| {
+        let len = queued.try_recv().map(|d| d.len()).unwrap_or(0);
+        shared.unreachable(dst, src, len);
+        Ok(())
+    };
     if !matches!(shared.egress(), super::egress::Egress::Direct) {
         shared.deny(
             shared.shown(dst.ip()),
             dst.port(),
             "UDP cannot go through network.upstream",
         );
-        return Ok(());
+        return refuse(&mut queued);
     }
     let target = match shared.destinations(dst).await.into_iter().next() {
         Some(super::egress::Dest::Addr(a)) => a,
-        _ => return Ok(()),
+        _ => return refuse(&mut queued),
     };
     let bind: SocketAddr = if target.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()

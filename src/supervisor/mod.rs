@@ -213,7 +213,7 @@ impl<R: Runtime> Supervisor<R> {
     /// Applies every running sandbox's current `[network]` policy to its proxy without
     /// restarting it; a profile that no longer loads keeps the policy it had (and is
     /// named in the log). Returns the sandboxes updated.
-    pub fn reload_network(&self) -> Vec<String> {
+    pub async fn reload_network(&self) -> Vec<String> {
         let running: Vec<String> = self
             .table()
             .iter()
@@ -224,7 +224,7 @@ impl<R: Runtime> Supervisor<R> {
         for name in running {
             match self.inner.store.load(&name) {
                 Ok(p) if p.network.mode == NetworkMode::Proxy => {
-                    if self.inner.net.update(&name, &p.network) {
+                    if self.inner.net.update(&name, &p.network).await {
                         updated.push(name);
                     }
                 }

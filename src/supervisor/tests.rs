@@ -190,9 +190,13 @@ impl Networking for NetLog {
         self.calls.lock().unwrap().push(format!("detach {name}"));
     }
 
-    fn update(&self, name: &str, _network: &crate::profile::Network) -> bool {
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        _network: &'a crate::profile::Network,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         self.calls.lock().unwrap().push(format!("update {name}"));
-        true
+        Box::pin(async { true })
     }
 
     fn stats(&self, _name: &str) -> Stats {

@@ -4,6 +4,8 @@ Each command prints one line the test parses:
     download HOST N             "LENGTH SHA256"
     upload HOST N               "ok" when the server saw what was sent
     udp HOST COUNT              "OK_COUNT" of echoed datagrams (sizes 1..60000)
+    udpconnect HOST PORT        "OUTCOME MILLISECONDS" of one datagram on a connected socket
+                                (ok | refused | timeout)
     halfclose HOST N            "ok" when the reply after SHUT_WR is complete
     connect HOST PORT           "OUTCOME MILLISECONDS" (ok:FIRST_LINE | closed | reset | refused |
                                 unreachable | timeout); sends an HTTP request first
@@ -134,6 +136,22 @@ def cmd_udp(host, count):
         if got == data and addr[0] == host and addr[1] == 7007:
             ok += 1
     print(ok)
+
+
+def cmd_udpconnect(host, port):
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.settimeout(2)
+    t = time.monotonic()
+    try:
+        s.connect((host, int(port)))
+        s.send(b"ping")
+        s.recv(2048)
+        outcome = "ok"
+    except ConnectionRefusedError:
+        outcome = "refused"
+    except socket.timeout:
+        outcome = "timeout"
+    print(outcome, int((time.monotonic() - t) * 1000))
 
 
 def cmd_halfclose(host, n):

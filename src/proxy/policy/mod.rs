@@ -359,5 +359,6 @@ impl Policy {
     }
 }
 
+mod rules;
 #[cfg(test)]
 mod tests;

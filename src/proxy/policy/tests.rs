@@ -260,3 +260,100 @@ fn network_entries_match_their_prefix_and_ports() {
     assert!(net("2001:db8::/32").matches(at("[2001:db8::1]:1")));
     assert!(net("1.2.3.4:1-1024").matches(at("1.2.3.4:1024")));
 }
+
+// The verdict rules of the nf_tables `judge` chain.
+
+/// What the first matching rule says: `Ok` for a pass, the refusal for a refuse.
+fn verdict(rules: &[crate::netns::Rule], dst: SocketAddr) -> Result<(), Denial> {
+    let r = rules.iter().find(|r| r.matches(dst.ip(), dst.port()));
+    match r.and_then(|r| r.refuse.as_deref()) {
+        None => Ok(()),
+        Some(code) => Err(Denial::from_code(code).unwrap()),
+    }
+}
+
+#[test]
+fn the_rules_refuse_exactly_what_decide_refuses_by_address() {
+    let host: Vec<IpAddr> = vec![
+        "192.168.1.20".parse().unwrap(),
+        "2a01:4f8::7".parse().unwrap(),
+    ];
+    let policies = [
+        policy(&["0.0.0.0/0", "::/0"], &[], AllowHost::None, false),
+        policy(
+            &["203.0.113.0/24", "10.1.0.0/16:443", "1.1.1.1:53-54"],
+            &["203.0.113.9", "8.8.0.0/16:80"],
+            AllowHost::Ports(vec![8080, 22]),
+            false,
+        ),
+        policy(&["0.0.0.0/0"], &["2001:db8::/32"], AllowHost::All, true),
+        policy(&[], &[], AllowHost::None, false),
+    ];
+    let addrs = [
+        "1.1.1.1",
+        "8.8.4.4",
+        "203.0.113.9",
+        "203.0.113.10",
+        "10.1.2.3",
+        "10.2.0.1",
+        "192.168.1.20",
+        "192.168.1.21",
+        "127.0.0.1",
+        "0.0.0.0",
+        "169.254.169.254",
+        "100.64.1.1",
+        "224.0.0.1",
+        "2a01:4f8::7",
+        "2a01:4f8::8",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "2001:db8::5",
+        "2606:4700::1111",
+    ];
+    for (i, p) in policies.iter().enumerate() {
+        let rules = p.address_rules(&host);
+        for a in addrs {
+            for port in [22, 53, 54, 80, 443, 8080, 9000] {
+                let dst = SocketAddr::new(a.parse().unwrap(), port);
+                assert_eq!(
+                    verdict(&rules, dst),
+                    p.decide(dst, &host),
+                    "policy {i}, {dst}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_daemons_own_addresses_are_left_to_the_proxy() {
+    let p = policy(&[], &[], AllowHost::None, false);
+    let rules = p.address_rules(&[]);
+    for a in [
+        "10.89.0.1",
+        "10.89.0.254",
+        "100.89.3.4",
+        "fd5a:5bd0::1",
+        "fd5a:5bd0:ffff::9",
+    ] {
+        assert_eq!(
+            verdict(&rules, SocketAddr::new(a.parse().unwrap(), 80)),
+            Ok(()),
+            "{a}"
+        );
+    }
+}
+
+#[test]
+fn every_code_maps_back_to_its_refusal() {
+    for d in [Denial::Denied, Denial::Host, Denial::NotAllowed]
+        .into_iter()
+        .chain(SPECIAL.iter().map(|s| Denial::Special(s.reason)))
+    {
+        assert!(crate::netns::valid_code(&d.code()), "{d:?}");
+        assert_eq!(Denial::from_code(&d.code()), Some(d));
+    }
+    assert_eq!(Denial::from_code("s999"), None);
+    assert_eq!(Denial::from_code("x"), None);
+}
