@@ -1,6 +1,7 @@
 //! The netns helper's set-up without root: in a throwaway `unshare --user --map-root-user
 //! --net` namespace, the real helper makes its links, addresses, routes, rules and nf_tables
-//! table, checked against golden `ip` and `nft` output (tests/golden/). Where the machine
+//! table (with a verdict rule set sent as the daemon sends it), checked against golden `ip`
+//! and `nft` output (tests/golden/). Where the machine
 //! allows no unprivileged user namespaces, or lacks `ip`/`nft`, the test says so and skips.
 
 // Tests may unwrap: a panic is a failure that says where.
@@ -119,7 +120,26 @@ async fn the_helper_sets_a_namespace_up_as_the_golden_output_says() {
     }
     let mut helper = sandboxd::netns::spawn(Path::new(env!("CARGO_BIN_EXE_sandboxd"))).unwrap();
     let ready = helper.client.join(pid, Duration::from_secs(10)).await;
-    let set_up = ready.map(drop).map_err(|e| sandboxd::error_chain(&e));
+    let mut set_up = ready.map(drop).map_err(|e| sandboxd::error_chain(&e));
+    if set_up.is_ok() {
+        // A verdict rule set of every shape the daemon makes, read back by `nft` below.
+        use sandboxd::netns::Rule;
+        let rules = [
+            "pass 100.89.0.0/16",
+            "refuse d 203.0.113.2/32 8000-8000",
+            "refuse h 127.0.0.0/8",
+            "pass 192.168.1.0/24 22-80",
+            "refuse s3 fc00::/7",
+            "pass ::/0",
+            "refuse n any",
+        ];
+        let rules: Vec<Rule> = rules.iter().map(|r| r.parse().unwrap()).collect();
+        set_up = helper
+            .client
+            .set_rules(&rules)
+            .await
+            .map_err(|e| sandboxd::error_chain(&e));
+    }
     let result = std::panic::catch_unwind(|| {
         set_up.clone().expect("the helper set the namespace up");
         compare("netns-addr.txt", &inside(pid, &["ip", "-o", "addr"]), false);
