@@ -305,6 +305,10 @@ struct Attached {
 
 /// Every proxied sandbox of this daemon.
 pub struct Proxy {
+    /// The runtime of every connection and flow: one thread of its own, so that the
+    /// proxy's short bursts neither wait behind D-Bus and the supervisor nor wake a
+    /// second worker (on two vCPUs a cross-CPU wake-up costs more than the work).
+    rt: tokio::runtime::Handle,
     helper_exe: PathBuf,
     announce: Option<Announce>,
     host: Arc<HostAddresses>,
@@ -339,12 +343,14 @@ impl Proxy {
         upstream: Arc<dns::Upstream>,
     ) -> Self {
         let budget = Arc::new(Budget::from_rlimit());
+        let rt = proxy_runtime();
         tracing::info!(
             "proxy descriptor budget: {} for every sandbox together ({} connections or flows)",
             budget.total(),
             budget.total() / budget::PER_FLOW
         );
         Self {
+            rt,
             budget,
             helper_exe,
             announce,
@@ -456,6 +462,8 @@ impl Proxy {
             account: Arc::default(),
             _member: self.budget.join(),
         });
+        // Registered with the proxy's runtime, which serves them.
+        let entered = self.rt.enter();
         let listeners = (|| {
             Ok::<_, std::io::Error>((
                 tcp::listener(tcp4)?,
@@ -464,6 +472,7 @@ impl Proxy {
                 udp::socket(udp6)?,
             ))
         })();
+        drop(entered);
         let (t4, t6, u4, u6) = match listeners {
             Ok(l) => l,
             Err(e) => {
@@ -482,15 +491,16 @@ impl Proxy {
                 return Err(ProxyError::Publish(e));
             }
         };
-        tokio::spawn(tcp::serve(t4, shared.clone(), stop.clone()));
-        tokio::spawn(tcp::serve(t6, shared.clone(), stop.clone()));
-        tokio::spawn(udp::serve(u4, shared.clone(), stop.clone()));
-        tokio::spawn(udp::serve(u6, shared.clone(), stop.clone()));
+        self.rt.spawn(tcp::serve(t4, shared.clone(), stop.clone()));
+        self.rt.spawn(tcp::serve(t6, shared.clone(), stop.clone()));
+        self.rt.spawn(udp::serve(u4, shared.clone(), stop.clone()));
+        self.rt.spawn(udp::serve(u6, shared.clone(), stop.clone()));
         for p in published {
             publish::serve(p, shared.clone(), stop.clone());
         }
         if let Some(log) = log {
-            tokio::spawn(refusals::serve(log, shared.clone(), stop.clone()));
+            self.rt
+                .spawn(refusals::serve(log, shared.clone(), stop.clone()));
         }
         shared.push_rules().await;
         self.watch_host();
@@ -589,6 +599,36 @@ impl Proxy {
             })
             .unwrap_or_default()
     }
+}
+
+/// A single-threaded runtime on a thread of its own, for the proxy's connections; the
+/// current runtime where one cannot be made.
+fn proxy_runtime() -> tokio::runtime::Handle {
+    // Built on its thread, so that no runtime is ever dropped inside another.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("sandboxd-proxy".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    let why = match spawned.map(|_| rx.recv()) {
+        Ok(Ok(Ok(handle))) => return handle,
+        Ok(Ok(Err(e))) | Err(e) => e.to_string(),
+        Ok(Err(e)) => e.to_string(),
+    };
+    tracing::warn!("the proxy shares the daemon's runtime: {why}");
+    tokio::runtime::Handle::current()
 }
 
 /// What the supervisor needs from the network side; [`Proxy`] is the real one.

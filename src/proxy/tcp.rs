@@ -104,35 +104,43 @@ async fn connection(inside: TcpStream, peer: SocketAddr, shared: &Shared) {
     let Some(_slot) = shared.slot(dst) else {
         return reset(inside);
     };
+    // The rare and large steps are boxed: a connection's task is as big as its largest
+    // state, and thousands of idle connections each keep theirs.
     if shared.is_resolver(dst) {
-        return dns(inside, shared).await;
+        return Box::pin(dns(inside, shared)).await;
     }
-    let targets = shared.destinations(dst).await;
+    let targets = Box::pin(shared.destinations(dst)).await;
     if targets.is_empty() {
         tracing::debug!(SANDBOX = name, %dst, %peer, "tcp denied");
         return reset(inside);
     }
     let egress = shared.egress();
     let to_host = shared.names.classify(dst.ip()) == Target::Host;
-    let outside =
-        match tokio::time::timeout(CONNECT_TIMEOUT, dial(&egress, &targets, to_host)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(SANDBOX = name, %dst, "tcp dial failed: {e}");
-                if !matches!(egress, Egress::Direct) {
-                    shared.deny(
-                        shared.shown(dst.ip()),
-                        dst.port(),
-                        "the upstream proxy failed",
-                    );
-                }
-                return reset(inside);
+    let dialed = Box::pin(tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        dial(&egress, &targets, to_host),
+    ))
+    .await;
+    drop(targets);
+    let outside = match dialed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(SANDBOX = name, %dst, "tcp dial failed: {e}");
+            if !matches!(egress, Egress::Direct) {
+                shared.deny(
+                    shared.shown(dst.ip()),
+                    dst.port(),
+                    "the upstream proxy failed",
+                );
             }
-            Err(_) => {
-                tracing::debug!(SANDBOX = name, %dst, "tcp dial timed out");
-                return reset(inside);
-            }
-        };
+            return reset(inside);
+        }
+        Err(_) => {
+            tracing::debug!(SANDBOX = name, %dst, "tcp dial timed out");
+            return reset(inside);
+        }
+    };
+    drop(egress);
     let _ = inside.set_nodelay(true);
     let (mut inside, mut outside) = (inside, outside);
     // A name's address: the first bytes must not name another host (SNI, Host). Boxed,
