@@ -1,7 +1,8 @@
 //! Property tests of the network policy's inputs with hostile input: any `allow`/`deny`
 //! entry the profile validator accepts compiles into a policy, and any destination, name
 //! or port is decided without a panic; and the DNS parser (unit-tested in
-//! `proxy::dns::message`) is driven here with long random runs too. Bounded by default
+//! `proxy::dns::message`) is driven here with long random runs too; and the nf_tables
+//! verdict rules of any policy agree with it. Bounded by default
 //! (CI); `FUZZ_CASES=N` runs longer (see docs/fuzzing.md).
 
 // Tests may unwrap: a panic is a failure that says where.
@@ -14,7 +15,7 @@ use sandboxd::profile::{AllowHost, Destination, Network, NetworkMode};
 use sandboxd::proxy::dns::message::{Query, Reply, RCODE_NOERROR};
 use sandboxd::proxy::dns::records::relay;
 use sandboxd::proxy::sniff;
-use sandboxd::proxy::Policy;
+use sandboxd::proxy::{Denial, Policy};
 
 fn cases() -> u32 {
     std::env::var("FUZZ_CASES")
@@ -91,6 +92,39 @@ proptest! {
         // deny of an exact address always wins.
         let exact = Policy::new(&network(vec!["0.0.0.0/0".into(), "::/0".into()], vec![dst.to_string()], true));
         prop_assert!(exact.decide(to, &[]).is_err());
+    }
+
+    /// The nf_tables verdict rules a policy compiles to refuse exactly what it refuses by
+    /// address, with the same reason (the daemon's own addresses they leave to the proxy).
+    #[test]
+    fn verdict_rules_refuse_exactly_what_the_policy_refuses(
+        allow in proptest::collection::vec(entry(), 0..6),
+        deny in proptest::collection::vec(entry(), 0..4),
+        lan in any::<bool>(),
+        dst in ip(),
+        port in any::<u16>(),
+        host in proptest::collection::vec(ip(), 0..3),
+    ) {
+        // On the wire an IPv4-mapped destination is IPv4.
+        let wire = match dst {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dst, IpAddr::V4),
+            v4 => v4,
+        };
+        let own = ["10.89.0.0/24", "100.89.0.0/16", "fd5a:5bd0::/32"].iter().any(|c| {
+            format!("pass {c}")
+                .parse::<sandboxd::netns::Rule>()
+                .unwrap()
+                .matches(wire, port)
+        });
+        prop_assume!(!own);
+        let p = Policy::new(&network(allow, deny, lan));
+        let rules = p.address_rules(&host);
+        let first = rules.iter().find(|r| r.matches(wire, port));
+        let verdict = match first.and_then(|r| r.refuse.as_deref()) {
+            None => Ok(()),
+            Some(code) => Err(Denial::from_code(code).unwrap()),
+        };
+        prop_assert_eq!(verdict, p.decide(SocketAddr::new(dst, port), &host));
     }
 
     #[test]
