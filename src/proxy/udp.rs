@@ -216,12 +216,18 @@ async fn flow(
     let mut answered = false;
     let mut up = vec![0u8; MAX_DATAGRAM];
     let mut down = vec![0u8; MAX_DATAGRAM];
+    // One timer for the flow's life, re-armed only when it fires early: a datagram costs
+    // a clock read, not a timer-wheel insert and cancel.
+    let mut last = tokio::time::Instant::now();
+    let expiry = tokio::time::sleep(IDLE);
+    tokio::pin!(expiry);
     loop {
-        let idle = if answered { IDLE_ESTABLISHED } else { IDLE };
         tokio::select! {
+            biased;
             r = out.recv(&mut down) => {
                 let n = r?;
                 answered = true;
+                last = tokio::time::Instant::now();
                 match inside.send(&down[..n]).await {
                     Ok(_) => {
                         c.received.fetch_add(n as u64, Ordering::Relaxed);
@@ -231,16 +237,24 @@ async fn flow(
             }
             r = inside.recv(&mut up) => {
                 let n = r?;
+                last = tokio::time::Instant::now();
                 if out.send(&up[..n]).await.is_ok() {
                     c.sent.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
             Some(d) = queued.recv() => {
+                last = tokio::time::Instant::now();
                 if out.send(&d).await.is_ok() {
                     c.sent.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
             }
-            _ = tokio::time::sleep(idle) => return Ok(()),
+            () = &mut expiry => {
+                let idle = if answered { IDLE_ESTABLISHED } else { IDLE };
+                if last.elapsed() >= idle {
+                    return Ok(());
+                }
+                expiry.as_mut().reset(last + idle);
+            }
         }
     }
 }
