@@ -156,7 +156,25 @@ fn the_host_and_private_ranges_are_refused_at_once_unless_allowed() {
             "udp {t}: refused after {ms} ms"
         );
     }
-    let mut denied = targets.len() as u64 + 3;
+    // curl sees a refused connection (exit 7), not "Recv failure: Connection reset".
+    let url = format!("http://{HOST_V4}:{port}/");
+    let out = s.ctl(&[
+        "exec",
+        "net-deny",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &url,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut denied = targets.len() as u64 + 4;
     assert_eq!(counter(s, "net-deny", "connections_denied"), denied);
     let log = s.ctl_ok(&["netlog", "net-deny"]);
     assert!(
