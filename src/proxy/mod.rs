@@ -10,6 +10,7 @@ pub mod dns;
 mod egress;
 mod hostaddr;
 mod icmp;
+mod networking;
 mod policy;
 mod publish;
 mod refusals;
@@ -17,12 +18,11 @@ mod relay;
 pub mod sniff;
 mod tcp;
 mod udp;
+mod worker;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use budget::Budget;
 pub use denials::{Announce, Denied};
 pub use hostaddr::HostAddresses;
+pub use networking::Networking;
 pub use policy::{Denial, Policy};
 
 use crate::netns::{self, ControlError};
@@ -343,7 +344,7 @@ impl Proxy {
         upstream: Arc<dns::Upstream>,
     ) -> Self {
         let budget = Arc::new(Budget::from_rlimit());
-        let rt = proxy_runtime();
+        let rt = worker::proxy_runtime();
         tracing::info!(
             "proxy descriptor budget: {} for every sandbox together ({} connections or flows)",
             budget.total(),
@@ -408,18 +409,52 @@ impl Proxy {
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state sandbox `name`'s tasks share, for its helper's listeners.
+    fn shared(
+        &self,
+        name: &str,
+        network: &Network,
+        helper: netns::Client,
+        raw: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+        judged: bool,
+        stop: &CancellationToken,
+    ) -> Shared {
+        Shared {
+            name: name.into(),
+            policy: RwLock::new(Policy::new(network)),
+            max_connections: AtomicU32::new(network.max_connections),
+            max_udp_flows: AtomicU32::new(network.max_udp_flows),
+            counters: Counters::default(),
+            log: denials::DenialLog::default(),
+            announce: self.announce.clone(),
+            flows: udp::Flows::default(),
+            helper,
+            host: self.host.clone(),
+            names: self.names.clone(),
+            upstream: self.upstream.clone(),
+            dns: std::sync::atomic::AtomicBool::new(network.dns),
+            name_hits: Mutex::new(HashMap::new()),
+            egress: RwLock::new(network.upstream.clone()),
+            raw,
+            judged,
+            rules: tokio::sync::Mutex::new(()),
+            cut: stop.child_token(),
+            budget: self.budget.clone(),
+            account: Arc::default(),
+            _member: self.budget.join(),
+        }
+    }
+
     /// Gives sandbox `name` (container init `pid`) its network: starts the helper, waits
     /// for its listeners and serves them until [`Proxy::detach`] or the helper's death.
     pub async fn attach(&self, name: &str, pid: u32, network: &Network) -> Result<(), ProxyError> {
         self.detach(name);
-        let egress = network.upstream.clone();
         let t0 = std::time::Instant::now();
         let netns::Spawned { mut child, client } = self.take_helper()?;
         let ready = match client.join(pid, READY_TIMEOUT).await {
             Ok(r) => r,
             Err(e) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                worker::end_helper(&mut child).await;
                 return Err(e.into());
             }
         };
@@ -438,30 +473,7 @@ impl Proxy {
                 "no nflog in the sandbox's network: refused connections are reset after the handshake"
             );
         }
-        let shared = Arc::new(Shared {
-            name: name.into(),
-            policy: RwLock::new(Policy::new(network)),
-            max_connections: AtomicU32::new(network.max_connections),
-            max_udp_flows: AtomicU32::new(network.max_udp_flows),
-            counters: Counters::default(),
-            log: denials::DenialLog::default(),
-            announce: self.announce.clone(),
-            flows: udp::Flows::default(),
-            helper: client,
-            host: self.host.clone(),
-            names: self.names.clone(),
-            upstream: self.upstream.clone(),
-            dns: std::sync::atomic::AtomicBool::new(network.dns),
-            name_hits: Mutex::new(HashMap::new()),
-            egress: RwLock::new(egress),
-            raw,
-            judged: log.is_some(),
-            rules: tokio::sync::Mutex::new(()),
-            cut: stop.child_token(),
-            budget: self.budget.clone(),
-            account: Arc::default(),
-            _member: self.budget.join(),
-        });
+        let shared = Arc::new(self.shared(name, network, client, raw, log.is_some(), &stop));
         // Registered with the proxy's runtime, which serves them.
         let entered = self.rt.enter();
         let listeners = (|| {
@@ -476,8 +488,7 @@ impl Proxy {
         let (t4, t6, u4, u6) = match listeners {
             Ok(l) => l,
             Err(e) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                worker::end_helper(&mut child).await;
                 return Err(ProxyError::Listeners(e));
             }
         };
@@ -486,8 +497,7 @@ impl Proxy {
         let published = match publish::bind_all(&network.publish).await {
             Ok(p) => p,
             Err(e) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                worker::end_helper(&mut child).await;
                 return Err(ProxyError::Publish(e));
             }
         };
@@ -504,25 +514,7 @@ impl Proxy {
         }
         shared.push_rules().await;
         self.watch_host();
-        // The helper lives exactly as long as the proxy of this sandbox.
-        let watch = stop.clone();
-        let cut = shared.cut.clone();
-        let who = name.to_string();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = watch.cancelled() => {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                }
-                status = child.wait() => {
-                    if watch.is_cancelled() {
-                        return; // detached: the helper ended with its control socket
-                    }
-                    tracing::warn!(SANDBOX = who.as_str(), ?status, "netns helper exited: the sandbox has no network now");
-                    cut.cancel();
-                }
-            }
-        });
+        worker::watch_helper(child, stop.clone(), shared.cut.clone(), name.to_string());
         tracing::info!(
             SANDBOX = name,
             pid,
@@ -598,133 +590,5 @@ impl Proxy {
                 }
             })
             .unwrap_or_default()
-    }
-}
-
-/// A single-threaded runtime on a thread of its own, for the proxy's connections; the
-/// current runtime where one cannot be made.
-fn proxy_runtime() -> tokio::runtime::Handle {
-    // Built on its thread, so that no runtime is ever dropped inside another.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("sandboxd-proxy".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            match rt {
-                Ok(rt) => {
-                    slice_hint();
-                    let _ = tx.send(Ok(rt.handle().clone()));
-                    rt.block_on(std::future::pending::<()>());
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    let why = match spawned.map(|_| rx.recv()) {
-        Ok(Ok(Ok(handle))) => return handle,
-        Ok(Ok(Err(e))) | Err(e) => e.to_string(),
-        Ok(Err(e)) => e.to_string(),
-    };
-    tracing::warn!("the proxy shares the daemon's runtime: {why}");
-    tokio::runtime::Handle::current()
-}
-
-/// Asks the scheduler for short slices on the calling thread (`sched_runtime` of
-/// SCHED_OTHER, Linux 6.12 and later): the proxy works in bursts of microseconds, and a
-/// short requested slice lets such a burst preempt a busy thread on wake-up instead of
-/// waiting for its slice to end. Older kernels refuse or ignore it; nothing depends on it.
-fn slice_hint() {
-    /// `struct sched_attr` (include/uapi/linux/sched/types.h); libc has no binding.
-    #[repr(C)]
-    struct SchedAttr {
-        size: u32,
-        policy: u32,
-        flags: u64,
-        nice: i32,
-        priority: u32,
-        runtime: u64,
-        deadline: u64,
-        period: u64,
-        util_min: u32,
-        util_max: u32,
-    }
-    const SLICE_NS: u64 = 100_000;
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
-        flags: 0,
-        nice: 0,
-        priority: 0,
-        runtime: SLICE_NS,
-        deadline: 0,
-        period: 0,
-        util_min: 0,
-        util_max: 0,
-    };
-    // SAFETY: sched_setattr(2) on this thread (0) with a valid, fully initialised struct of
-    // the size it states.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-    if r != 0 {
-        tracing::debug!(
-            "no short slices for the proxy: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-/// What the supervisor needs from the network side; [`Proxy`] is the real one.
-pub trait Networking: Send + Sync + 'static {
-    fn attach<'a>(
-        &'a self,
-        name: &'a str,
-        pid: u32,
-        network: &'a Network,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ProxyError>> + Send + 'a>>;
-    fn detach(&self, name: &str);
-    fn update<'a>(
-        &'a self,
-        name: &'a str,
-        network: &'a Network,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
-    fn stats(&self, name: &str) -> Stats;
-    fn denials(&self, name: &str) -> Vec<Denied>;
-    fn name_hits(&self, name: &str) -> HashMap<String, u64>;
-}
-
-impl Networking for Proxy {
-    fn attach<'a>(
-        &'a self,
-        name: &'a str,
-        pid: u32,
-        network: &'a Network,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ProxyError>> + Send + 'a>> {
-        Box::pin(Proxy::attach(self, name, pid, network))
-    }
-
-    fn detach(&self, name: &str) {
-        Proxy::detach(self, name);
-    }
-
-    fn update<'a>(
-        &'a self,
-        name: &'a str,
-        network: &'a Network,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        Box::pin(Proxy::update(self, name, network))
-    }
-
-    fn stats(&self, name: &str) -> Stats {
-        Proxy::stats(self, name)
-    }
-
-    fn denials(&self, name: &str) -> Vec<Denied> {
-        Proxy::denials(self, name)
-    }
-
-    fn name_hits(&self, name: &str) -> HashMap<String, u64> {
-        Proxy::name_hits(self, name)
     }
 }
