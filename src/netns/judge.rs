@@ -16,11 +16,13 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::profile::Cidr;
+
 /// One verdict rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// The destination prefix; `None` matches every address.
-    pub net: Option<(IpAddr, u8)>,
+    pub net: Option<Cidr>,
     /// An inclusive destination port range; `None` matches every port.
     pub ports: Option<(u16, u16)>,
     /// `None` passes the flow to the proxy; `Some(code)` refuses it, logged with `code`.
@@ -40,7 +42,7 @@ pub fn valid_code(code: &str) -> bool {
 }
 
 impl Rule {
-    pub fn pass(net: Option<(IpAddr, u8)>, ports: Option<(u16, u16)>) -> Self {
+    pub fn pass(net: Option<Cidr>, ports: Option<(u16, u16)>) -> Self {
         Self {
             net,
             ports,
@@ -48,7 +50,7 @@ impl Rule {
         }
     }
 
-    pub fn refuse(code: &str, net: Option<(IpAddr, u8)>, ports: Option<(u16, u16)>) -> Self {
+    pub fn refuse(code: &str, net: Option<Cidr>, ports: Option<(u16, u16)>) -> Self {
         Self {
             net,
             ports,
@@ -58,24 +60,8 @@ impl Rule {
 
     /// Whether `ip:port` matches this rule.
     pub fn matches(&self, ip: IpAddr, port: u16) -> bool {
-        let net = match self.net {
-            None => true,
-            Some((IpAddr::V4(n), len)) => match ip {
-                IpAddr::V4(a) => {
-                    let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
-                    u32::from(n) & mask == u32::from(a) & mask
-                }
-                IpAddr::V6(_) => false,
-            },
-            Some((IpAddr::V6(n), len)) => match ip {
-                IpAddr::V6(a) => {
-                    let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
-                    u128::from(n) & mask == u128::from(a) & mask
-                }
-                IpAddr::V4(_) => false,
-            },
-        };
-        net && self.ports.is_none_or(|(a, b)| (a..=b).contains(&port))
+        self.net.is_none_or(|c| c.contains(ip))
+            && self.ports.is_none_or(|(a, b)| (a..=b).contains(&port))
     }
 
     /// Cuts `rules` to at most [`MAX_RULES`], ending in a rule that passes everything to
@@ -108,7 +94,7 @@ impl fmt::Display for Rule {
         }
         match self.net {
             None => f.write_str(" any")?,
-            Some((ip, len)) => write!(f, " {ip}/{len}")?,
+            Some(c) => write!(f, " {}/{}", c.addr, c.len)?,
         }
         if let Some((a, b)) = self.ports {
             write!(f, " {a}-{b}")?;
@@ -137,7 +123,7 @@ impl std::str::FromStr for Rule {
                 if len > max {
                     return Err(());
                 }
-                Some((ip, len))
+                Some(Cidr { addr: ip, len })
             }
         };
         let ports = match words.next() {
@@ -165,10 +151,10 @@ mod tests {
     #[test]
     fn rule_sets_survive_the_control_socket_and_nothing_else_parses() {
         let rules = vec![
-            Rule::pass(Some(("100.89.0.0".parse().unwrap(), 16)), None),
+            Rule::pass(Some(Cidr::v4([100, 89, 0, 0], 16)), None),
             Rule::refuse(
                 "d",
-                Some(("2001:db8::".parse().unwrap(), 32)),
+                Some(Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32)),
                 Some((80, 443)),
             ),
             Rule::refuse("s12", None, None),

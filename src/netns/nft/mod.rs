@@ -197,8 +197,9 @@ pub fn install(lo_index: i32, mark: u32, port: u16, replace: bool) -> io::Result
 /// The expressions of one verdict rule.
 fn judge_exprs(r: &Rule, log_group: u16) -> Vec<Expr> {
     let mut e = Vec::new();
-    if let Some((ip, len)) = r.net {
-        let (proto, offset, bytes) = match ip {
+    if let Some(net) = r.net {
+        let len = net.len;
+        let (proto, offset, bytes) = match net.addr {
             std::net::IpAddr::V4(a) => (NFPROTO_IPV4, 16, a.octets().to_vec()),
             std::net::IpAddr::V6(a) => (NFPROTO_IPV6, 24, a.octets().to_vec()),
         };

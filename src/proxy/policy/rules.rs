@@ -23,8 +23,8 @@ const DAEMONS: &[Cidr] = &[
     Cidr::v6([0xfd5a, 0x5bd0, 0, 0, 0, 0, 0, 0], 32),
 ];
 
-fn net(c: &Cidr) -> Option<(IpAddr, u8)> {
-    Some((c.addr, c.len))
+fn net(c: &Cidr) -> Option<Cidr> {
+    Some(*c)
 }
 
 impl Denial {
